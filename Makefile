@@ -1,0 +1,33 @@
+# strikeflow — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-unit bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole pipeline on embedded services (broker, PostgreSQL, Redis started when not configured).
+demo: $(STAMP)
+	$(BIN)/strikeflow demo $(DEMO_ARGS)
+
+## Unit + integration tests; the test session starts the services it needs itself.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/strikeflow bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .strikeflow

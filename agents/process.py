@@ -1,0 +1,75 @@
+"""Process agent: one ``ticks`` record (a batch of one underlying) in, analytics out.
+
+Per batch: decode -> price options (IV, Greeks) -> update 1/5/15-minute bar
+aggregators (event time) -> hand live ticks to the conflating Redis publisher
+(never awaited per tick: a slow dashboard can't slow us) -> send closed bars to
+the ``bars`` topic (and Redis) -> optionally priced ticks to ``ticks-priced``
+for the tick store. State is per underlying, and records are keyed by
+underlying, so a partition's state lives in exactly one worker.
+"""
+
+from __future__ import annotations
+
+import time
+
+import faust
+import numpy as np
+from loguru import logger
+
+from pipeline import metrics
+from pipeline.bars import BarAggregator, encode_bars
+from pipeline.columnar import BatchFormatError
+from pipeline.settings import Settings
+from pipeline.tick_batch import decode_ticks, encode_priced_ticks
+
+
+class UnderlyingState:
+    """The bar aggregators of one underlying; closed bars collect in ``closed`` until sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.closed: list[np.ndarray] = []
+        self.aggregators = [
+            BarAggregator(interval, self.closed.append, grace_s=settings.bar_grace_s, late_window_s=settings.late_window_s)
+            for interval in settings.bar_intervals_s
+        ]
+
+    def add(self, ticks: np.ndarray) -> np.ndarray | None:
+        for aggregator in self.aggregators:
+            aggregator.add_ticks(ticks)
+        if not self.closed:
+            return None
+        bars = np.concatenate(self.closed)
+        self.closed.clear()
+        return bars
+
+
+def register_process_agent(app: faust.App, settings: Settings, resources, topics) -> None:  # noqa: ANN001
+    states: dict[str, UnderlyingState] = {}
+
+    @app.agent(topics.ticks, name="process")
+    async def process(stream: faust.StreamT) -> None:
+        res = await resources.get()
+        async for payload in stream:
+            try:
+                underlying, ticks = decode_ticks(payload)
+            except BatchFormatError as exc:
+                metrics.BAD_BATCHES.labels(settings.ticks_topic).inc()
+                logger.warning("skipping a bad ticks record: {}", exc)
+                continue
+            if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
+                await resources.refresh_instruments()
+                res = await resources.get()
+            priced = res.pricer.price(ticks)
+            state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings))
+            bars = state.add(priced)
+            res.publisher.offer(underlying, priced, res.instruments)
+            if bars is not None:
+                await topics.bars.send(key=underlying.encode(), value=encode_bars(underlying, bars))
+                for interval in np.unique(bars["interval_s"]):
+                    metrics.BARS_EMITTED.labels(f"{interval // 60}m").inc(int(np.sum(bars["interval_s"] == interval)))
+                res.publisher.offer_bars(underlying, bars)
+            if settings.store_ticks:
+                await topics.priced_ticks.send(key=underlying.encode(), value=encode_priced_ticks(underlying, priced))
+            metrics.TICKS_PROCESSED.labels(underlying).inc(len(ticks))
+            if len(ticks):
+                metrics.EVENT_LAG.labels(underlying).set(time.time() - ticks["recv_ts"].max() / 1e6)

@@ -1,0 +1,89 @@
+"""Connections the agents share in one worker: PostgreSQL pool, Redis, the instrument index.
+
+Created on first use (agents start before Faust's extra services, so they
+ask for them with ``await resources.get()``) and closed on worker shutdown
+after a final flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from loguru import logger
+
+from pipeline.instrument_index import InstrumentIndex, load_instrument_index
+from pipeline.pricing import OptionPricer
+from pipeline.settings import Settings, redact_url
+from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+from sinks.timescale_writer import TimescaleWriter
+
+
+@dataclass
+class Connected:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    writer: TimescaleWriter
+    publisher: ConflatingPublisher
+    instruments: InstrumentIndex
+    pricer: OptionPricer
+
+
+class WorkerResources:
+    def __init__(self, settings: Settings, *, pg_dsn: str | None = None, redis_url: str | None = None) -> None:
+        self.settings = settings
+        self.pg_dsn = pg_dsn or (settings.pg_dsn.get_secret_value() if settings.pg_dsn else None)
+        self.redis_url = redis_url or (settings.redis_url.get_secret_value() if settings.redis_url else None)
+        self._connected: Connected | None = None
+        self._lock = asyncio.Lock()
+        self.partitions_assigned = False
+
+    async def get(self) -> Connected:
+        if self._connected is not None:
+            return self._connected
+        async with self._lock:
+            if self._connected is None:
+                self._connected = await self._connect()
+        return self._connected
+
+    async def _connect(self) -> Connected:
+        if not self.pg_dsn or not self.redis_url:
+            raise RuntimeError("worker needs STRIKEFLOW_PG_DSN and STRIKEFLOW_REDIS_URL (or run `strikeflow demo`)")
+        pool = await asyncpg.create_pool(self.pg_dsn, min_size=1, max_size=4)
+        redis = aioredis.from_url(self.redis_url)
+        schema = self.settings.pg_schema
+        writer = TimescaleWriter(pool, schema)
+        publisher = ConflatingPublisher(RedisPublisher(redis))
+        await publisher.start()
+        instruments = await load_instrument_index(pool, schema)
+        logger.info(
+            "worker connected: PostgreSQL {} (schema {}), Redis {}, {} instruments",
+            redact_url(self.pg_dsn), schema, redact_url(self.redis_url), len(instruments),
+        )
+        return Connected(pool, redis, writer, publisher, instruments, OptionPricer(instruments, self.settings.risk_free_rate))
+
+    async def refresh_instruments(self) -> InstrumentIndex:
+        """Reload the instrument index (the ingestor adds contracts at start-up)."""
+        connected = await self.get()
+        connected.instruments = await load_instrument_index(connected.pool, self.settings.pg_schema)
+        connected.pricer.rebase(connected.instruments)
+        return connected.instruments
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "ready": self._connected is not None and self.partitions_assigned,
+            "connected": self._connected is not None,
+            "partitions_assigned": self.partitions_assigned,
+        }
+
+    async def close(self) -> None:
+        connected, self._connected = self._connected, None
+        if connected is None:
+            return
+        await connected.publisher.stop()
+        await connected.writer.flush()
+        await connected.redis.aclose()
+        await connected.pool.close()

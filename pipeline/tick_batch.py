@@ -1,0 +1,124 @@
+"""Tick batches: the records on the Kafka ``ticks`` topic.
+
+One record = the ticks of one underlying from one WebSocket frame, keyed by
+the underlying (``NIFTY``, ``BANKNIFTY``), as one numpy structured array.
+
+Units and conventions (every field, little-endian):
+
+- ``instrument_token``: Kite instrument token.
+- ``exchange_ts``: exchange timestamp, epoch **seconds** (UTC-based). Packets
+  without one (ltp/quote mode) carry the receive time truncated to seconds.
+- ``recv_ts``: receive time, epoch **microseconds**, strictly increasing in
+  receive order within one ingestor process. It doubles as the receive
+  sequence: ticks with equal ``exchange_ts`` are ordered by it, and a tick
+  whose ``recv_ts`` is not newer than the last one processed for its
+  instrument is a duplicate (at-least-once redelivery) and is dropped.
+- ``last_price``, ``bid``, ``ask``: rupees (already divided by the segment
+  divisor); ``bid``/``ask`` are the best depth level, NaN when unknown.
+- ``volume``: cumulative traded volume of the day (contracts/shares).
+- ``oi``: open interest (contracts), 0 when the mode carries none.
+- ``mode``: 1 ltp, 2 quote, 3 full (as ``pipeline.kite_codec``).
+
+``PRICED_TICK_DTYPE`` adds what the process agent computes for options
+(NaN otherwise): ``forward`` (rupees), ``iv`` (annualised, 0.15 = 15 %),
+``delta``/``gamma`` (w.r.t. the forward), ``theta`` (rupees per calendar
+day), ``vega`` (rupees per volatility point, 0.01), ``rho`` (rupees per
+percentage point of r).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.columnar import decode_batch, encode_batch
+
+TICK_DTYPE = np.dtype(
+    [
+        ("instrument_token", "<u4"),
+        ("mode", "u1"),
+        ("exchange_ts", "<i8"),
+        ("recv_ts", "<i8"),
+        ("last_price", "<f8"),
+        ("volume", "<i8"),
+        ("oi", "<i8"),
+        ("bid", "<f8"),
+        ("ask", "<f8"),
+    ]
+)
+
+GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho")
+
+PRICED_TICK_DTYPE = np.dtype(TICK_DTYPE.descr + [(name, "<f8") for name in GREEK_FIELDS])
+
+KIND_TICKS = 1
+KIND_PRICED_TICKS = 2
+
+
+def encode_ticks(underlying: str, ticks: np.ndarray) -> bytes:
+    """Serialise a ``TICK_DTYPE`` array for the ``ticks`` topic."""
+    return encode_batch(KIND_TICKS, underlying, ticks, TICK_DTYPE)
+
+
+def decode_ticks(payload: bytes) -> tuple[str, np.ndarray]:
+    """Return ``(underlying, ticks)``; raises ``BatchFormatError`` on a bad payload."""
+    _, underlying, ticks = decode_batch(payload, {KIND_TICKS: TICK_DTYPE})
+    return underlying, ticks
+
+
+def encode_priced_ticks(underlying: str, ticks: np.ndarray) -> bytes:
+    """Serialise a ``PRICED_TICK_DTYPE`` array (the ``ticks-priced`` topic)."""
+    return encode_batch(KIND_PRICED_TICKS, underlying, ticks, PRICED_TICK_DTYPE)
+
+
+def decode_priced_ticks(payload: bytes) -> tuple[str, np.ndarray]:
+    """Return ``(underlying, priced ticks)``; raises ``BatchFormatError`` on a bad payload."""
+    _, underlying, ticks = decode_batch(payload, {KIND_PRICED_TICKS: PRICED_TICK_DTYPE})
+    return underlying, ticks
+
+
+def priced_ticks(ticks: np.ndarray) -> np.ndarray:
+    """Copy ``ticks`` into a ``PRICED_TICK_DTYPE`` array with all Greek fields NaN."""
+    out = np.empty(len(ticks), dtype=PRICED_TICK_DTYPE)
+    for name in TICK_DTYPE.names:
+        out[name] = ticks[name]
+    for name in GREEK_FIELDS:
+        out[name] = np.nan
+    return out
+
+
+def ticks_from_kite(decoded: np.ndarray, recv_ts: np.ndarray) -> np.ndarray:
+    """Kite codec rows (``pipeline.kite_codec`` dtype) -> ``TICK_DTYPE``, stamped with ``recv_ts``.
+
+    ``recv_ts``: epoch microseconds per row (strictly increasing). Packets
+    without an exchange timestamp (ltp/quote mode, or 0 on the wire) take the
+    receive second, so they still land in a bucket near when they happened.
+    Best bid/ask are depth level 0 where the packet has depth (full mode, a
+    positive quantity), NaN otherwise.
+    """
+    out = np.empty(len(decoded), dtype=TICK_DTYPE)
+    out["instrument_token"] = decoded["instrument_token"]
+    out["mode"] = decoded["mode"]
+    out["recv_ts"] = recv_ts
+    exchange_ts = decoded["exchange_timestamp"].astype(np.int64)
+    out["exchange_ts"] = np.where(exchange_ts > 0, exchange_ts, recv_ts // 1_000_000)
+    out["last_price"] = decoded["last_price"]
+    out["volume"] = decoded["volume_traded"]
+    out["oi"] = decoded["oi"]
+    out["bid"] = np.where(decoded["bid_quantity"][:, 0] > 0, decoded["bid_price"][:, 0], np.nan)
+    out["ask"] = np.where(decoded["ask_quantity"][:, 0] > 0, decoded["ask_price"][:, 0], np.nan)
+    return out
+
+
+__all__ = [
+    "GREEK_FIELDS",
+    "KIND_PRICED_TICKS",
+    "KIND_TICKS",
+    "PRICED_TICK_DTYPE",
+    "TICK_DTYPE",
+    "decode_priced_ticks",
+    "decode_ticks",
+    "encode_priced_ticks",
+    "encode_ticks",
+    "priced_ticks",
+    "ticks_from_kite",
+]

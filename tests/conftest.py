@@ -1,0 +1,100 @@
+"""Shared test fixtures: one set of real services for the whole session.
+
+Services come from ``STRIKEFLOW_KAFKA_URL`` / ``STRIKEFLOW_PG_DSN`` /
+``STRIKEFLOW_REDIS_URL`` when set; otherwise the session reuses the PostgreSQL
+and Redis answering on their default local ports, or starts private ones, and
+always starts a private Tansu broker (see ``pipeline.local_services``). They
+start on first use, so ``pytest -m unit`` starts nothing. When a test that used
+them fails, the tail of each started server's log is attached to the report.
+
+Isolation: every test gets its own PostgreSQL schema (``pg_schema``), its own
+Redis key/channel prefix (``redis_prefix``) and its own Kafka topic/group names
+(``unique_name``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from pipeline.local_services import LocalServices, ensure_services
+
+_SERVICES: list[LocalServices] = []
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    log_dir = Path(tmp_path_factory.mktemp("service-logs"))
+    local = ensure_services(
+        os.environ.get("STRIKEFLOW_KAFKA_URL"),
+        os.environ.get("STRIKEFLOW_PG_DSN"),
+        os.environ.get("STRIKEFLOW_REDIS_URL"),
+        log_dir,
+    )
+    _SERVICES.append(local)
+    try:
+        yield local
+    finally:
+        local.close()
+        _SERVICES.remove(local)
+
+
+@pytest.fixture(scope="session")
+def kafka_url(services: LocalServices) -> str:
+    return services.kafka_url
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(services: LocalServices) -> str:
+    return services.pg_dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: LocalServices) -> str:
+    return services.redis_url
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses: for topics, consumer groups, app ids."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def pg_schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
+    """A fresh schema for this test, dropped afterwards."""
+    schema = f"test_{unique_name}"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    yield schema
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def redis_prefix(unique_name: str) -> str:
+    """Prefix for this test's Redis keys and channels."""
+    return f"{unique_name}:"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    report = yield
+    if report.failed and _SERVICES:
+        for local in _SERVICES:
+            for proc in local.processes:
+                tail = proc.log_tail(30)
+                if tail:
+                    report.sections.append((f"{proc.name} log (pid {proc.pid})", tail))
+    return report

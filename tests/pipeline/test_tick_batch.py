@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from pipeline.bars import BAR_DTYPE, decode_bars, encode_bars
+from pipeline.columnar import BatchFormatError
+from pipeline.tick_batch import (
+    PRICED_TICK_DTYPE,
+    TICK_DTYPE,
+    decode_priced_ticks,
+    decode_ticks,
+    encode_priced_ticks,
+    encode_ticks,
+    priced_ticks,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _ticks(n: int) -> np.ndarray:
+    ticks = np.zeros(n, dtype=TICK_DTYPE)
+    ticks["instrument_token"] = np.arange(n) + 1000
+    ticks["exchange_ts"] = 1_795_000_000 + np.arange(n)
+    ticks["recv_ts"] = 1_795_000_000_000_000 + np.arange(n)
+    ticks["last_price"] = np.linspace(1, 2, n)
+    ticks["bid"] = np.nan
+    return ticks
+
+
+def test_ticks_round_trip_is_identity() -> None:
+    ticks = _ticks(17)
+    underlying, back = decode_ticks(encode_ticks("BANKNIFTY", ticks))
+    assert underlying == "BANKNIFTY"
+    assert back.tobytes() == ticks.tobytes()
+
+
+def test_empty_batch_round_trips() -> None:
+    underlying, back = decode_ticks(encode_ticks("NIFTY", _ticks(0)))
+    assert (underlying, len(back)) == ("NIFTY", 0)
+
+
+def test_priced_ticks_round_trip_and_nan_greeks() -> None:
+    priced = priced_ticks(_ticks(3))
+    assert priced.dtype == PRICED_TICK_DTYPE
+    assert np.isnan(priced["iv"]).all()
+    _, back = decode_priced_ticks(encode_priced_ticks("NIFTY", priced))
+    np.testing.assert_array_equal(back["instrument_token"], priced["instrument_token"])
+
+
+def test_bars_round_trip() -> None:
+    bars = np.zeros(2, dtype=BAR_DTYPE)
+    bars["close"] = [1.5, 2.5]
+    underlying, back = decode_bars(encode_bars("NIFTY", bars))
+    assert underlying == "NIFTY" and back["close"].tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"SF", b"XX\x01\x01\x00\x00\x00\x00\x00\x00", b"SF\x09\x01\x00\x00\x00\x00\x00\x00"],
+    ids=["empty", "short", "bad-magic", "bad-version"],
+)
+def test_garbage_payload_raises_batch_format_error(payload: bytes) -> None:
+    with pytest.raises(BatchFormatError):
+        decode_ticks(payload)
+
+
+def test_truncated_rows_raise_batch_format_error() -> None:
+    with pytest.raises(BatchFormatError, match="rows"):
+        decode_ticks(encode_ticks("NIFTY", _ticks(3))[:-5])
+
+
+def test_wrong_kind_raises_batch_format_error() -> None:
+    with pytest.raises(BatchFormatError, match="kind"):
+        decode_ticks(encode_bars("NIFTY", np.zeros(1, dtype=BAR_DTYPE)))
+
+
+def test_encoding_wrong_dtype_is_refused() -> None:
+    with pytest.raises(BatchFormatError, match="dtype"):
+        encode_ticks("NIFTY", np.zeros(1, dtype=BAR_DTYPE))

@@ -1,0 +1,85 @@
+"""`strikeflow demo` end to end, as a user runs it, against the session's real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+pytestmark = pytest.mark.integration
+
+
+def _processes_with_env(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
+    kafka_url: str, pg_dsn: str, redis_url: str, tmp_path: Path, unique_name: str
+) -> None:
+    schema = f"demo_{unique_name}"
+    env = {
+        **os.environ,
+        "STRIKEFLOW_KAFKA_URL": kafka_url,
+        "STRIKEFLOW_PG_DSN": pg_dsn,
+        "STRIKEFLOW_REDIS_URL": redis_url,
+        "STRIKEFLOW_PG_SCHEMA": schema,
+        "STRIKEFLOW_APP_ID": unique_name,
+        "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
+        "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
+        "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"),
+        "STRIKEFLOW_STRIKES_AROUND_ATM": "3",
+    }
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.psubscribe("ticks:*", "bars:1m:*")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "demo", "--seconds", "30", "--speed", "60",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    messages: dict[str, int] = {}
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "pmessage":
+                channel = message["channel"].decode()
+                json.loads(message["data"])  # every message is JSON
+                messages[channel.split(":")[0]] = messages.get(channel.split(":")[0], 0) + 1
+
+    listener = asyncio.create_task(listen())
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    finally:
+        listener.cancel()
+        await pubsub.aclose()
+        await client.aclose()
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    assert "ticks in" in text and "summary" in text, text[-4000:]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        bars = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m')
+        ticks = await conn.fetchval(f'SELECT count(*) FROM "{schema}".ticks')
+        bad = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m WHERE NOT (low <= open AND open <= high AND low <= close AND close <= high)')
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    assert bars > 0 and ticks > 0
+    assert bad == 0
+    assert messages.get("ticks", 0) > 0 and messages.get("bars", 0) > 0, messages
+    assert _processes_with_env(str(tmp_path / "data")) == []
