@@ -1,0 +1,406 @@
+"""`strikeflow simulate`: a local Kite-compatible market on one port.
+
+- ``GET /?api_key=..&access_token=..`` upgrades to the market-data WebSocket
+  (so ``KiteTicker(key, token, root="ws://H:P")`` connects unchanged): JSON
+  ``subscribe``/``unsubscribe``/``mode`` messages, ltp/quote/full binary
+  frames (``pipeline.kite_codec``), a 1-byte heartbeat every second, text
+  ``error``/``message`` objects.
+- ``GET /instruments`` and ``/instruments/<exchange>``: the instruments master
+  as Kite's CSV (Content-Type ``text/csv``), so ``KiteConnect(root=...)``
+  loads it unchanged.
+- ``/_sim/...``: fault injection and state for tests (see :func:`build_app`).
+
+Behaviour where Kite documents none (kite-protocol.md, open question 3),
+chosen to be explicit and testable:
+- bad api_key/access_token (only checked when ``--api-key``/``--access-token``
+  are given): the upgrade is refused with HTTP 403, like Kite;
+- more than ``--max-connections`` (3) open connections for one api_key: the
+  upgrade is refused with HTTP 429;
+- subscribing beyond ``--max-tokens`` (3000) on one connection: the tokens
+  that fit are subscribed, and an ``error`` text message names the limit;
+- unknown or non-integer tokens are ignored silently.
+
+Exchange time runs ``--speed`` times faster than wall time from ``--start``
+(default 09:15 IST today); ``--rate`` is the total ticks per wall second over
+all connections; ``--seed`` fixes the market. ``--replay FILE`` sends a
+recorded capture (``--record FILE`` writes one) instead of the model market.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import WSMsgType, web
+from loguru import logger
+
+from pipeline.instrument_index import IST
+from pipeline.instruments import instruments_csv
+from pipeline.kite_codec import MODE_FULL, MODE_LTP, MODE_QUOTE, decode_frame, encode_frame
+from pipeline.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+
+STEP_S = 0.1  # wall seconds between market steps
+HEARTBEAT_S = 1.0
+_MODES = {"ltp": MODE_LTP, "quote": MODE_QUOTE, "full": MODE_FULL}
+_CAPTURE_HEADER = struct.Struct(">QI")  # exchange-time offset (µs since first frame), frame length
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    access_token: str | None = None
+    underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
+    expiries: int = 3
+    strikes: int = 20
+    speed: float = 1.0
+    rate: float = 500.0
+    seed: int = 1
+    start: float | None = None
+    max_tokens: int = 3000
+    max_connections: int = 3
+    drop_every_s: float = 0.0
+    malformed_every: int = 0
+    refuse_for_s: float = 0.0
+    replay: Path | None = None
+    record: Path | None = None
+
+
+@dataclass(eq=False)
+class Client:
+    ws: web.WebSocketResponse
+    api_key: str
+    modes: dict[int, int] = field(default_factory=dict)  # token -> mode
+    frames: int = 0
+
+
+class Simulator:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        start = config.start if config.start is not None else session_start_ts(dt.datetime.now(IST).date())
+        specs = [DEFAULT_UNDERLYINGS[u] for u in config.underlyings]
+        self.rows = build_instruments(specs, dt.datetime.fromtimestamp(start, IST).date(), config.expiries,
+                                      config.strikes)
+        self.market = Market(self.rows, specs, start, seed=config.seed)
+        self.start_ts = start
+        self.clients: list[Client] = []
+        self.known = set(self.market.tokens.tolist())
+        self.stall_until = 0.0
+        self.refuse_until = 0.0
+        self.malformed_pending = 0
+        self.frames_sent = 0
+        self.ticks_sent = 0
+        self.drops = 0
+        self._wall0 = time.monotonic()
+        self._rng = np.random.default_rng(config.seed + 1)
+        self._tasks: list[asyncio.Task] = []
+        self._recorder = open(config.record, "wb") if config.record else None  # noqa: SIM115 - closed in stop()
+        self._record_t0: float | None = None
+
+    # --- clock -------------------------------------------------------------------------------
+    def exchange_now(self) -> float:
+        return self.start_ts + (time.monotonic() - self._wall0) * self.config.speed
+
+    # --- HTTP --------------------------------------------------------------------------------
+    def _authorised(self, api_key: str | None, token: str | None) -> bool:
+        c = self.config
+        return (c.api_key is None or api_key == c.api_key) and (c.access_token is None or token == c.access_token)
+
+    async def instruments(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        key, _, token = auth.removeprefix("token ").partition(":")
+        if not self._authorised(key or None, token or None):
+            return web.json_response({"status": "error", "message": "Incorrect `api_key` or `access_token`.",
+                                      "error_type": "TokenException", "data": None}, status=403)
+        exchange = request.match_info.get("exchange")
+        rows = [r for r in self.rows if exchange is None or r["exchange"] == exchange.upper()]
+        return web.Response(text=instruments_csv(rows), content_type="text/csv")
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(text="strikeflow Kite simulator: connect a WebSocket here\n")
+        api_key = request.query.get("api_key", "")
+        if not self._authorised(api_key, request.query.get("access_token")):
+            raise web.HTTPForbidden(text="Forbidden")
+        if time.monotonic() < self.refuse_until:
+            raise web.HTTPServiceUnavailable(text="simulator: refusing reconnects (fault injection)")
+        if sum(1 for c in self.clients if c.api_key == api_key) >= self.config.max_connections:
+            raise web.HTTPTooManyRequests(text=f"Maximum {self.config.max_connections} connections per api_key")
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        client = Client(ws, api_key)
+        self.clients.append(client)
+        logger.info("client connected (api_key {}), {} connection(s) open", api_key, len(self.clients))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_text(client, msg.data)
+        finally:
+            if client in self.clients:
+                self.clients.remove(client)
+            logger.info("client disconnected (api_key {})", api_key)
+        return ws
+
+    async def _on_text(self, client: Client, text: str) -> None:
+        try:
+            message = json.loads(text)
+            action, value = message["a"], message["v"]
+        except (ValueError, KeyError, TypeError):
+            return  # like Kite: a message it cannot read is ignored
+        if action == "subscribe" and isinstance(value, list):
+            new = [t for t in value if type(t) is int and t in self.known and t not in client.modes]
+            room = self.config.max_tokens - len(client.modes)
+            if len(new) > room:
+                await client.ws.send_str(json.dumps({"type": "error", "data": (
+                    f"Maximum subscription limit of {self.config.max_tokens} instruments per connection exceeded; "
+                    f"{len(new) - max(room, 0)} not subscribed")}))
+                new = new[:max(room, 0)]
+            for token in new:
+                client.modes[token] = MODE_QUOTE
+            await self._send_snapshot(client, new)
+        elif action == "unsubscribe" and isinstance(value, list):
+            for token in value:
+                client.modes.pop(token, None)
+        elif action == "mode" and isinstance(value, list) and len(value) == 2 and value[0] in _MODES:
+            mode = _MODES[value[0]]
+            changed = [t for t in value[1] if type(t) is int and t in client.modes]
+            for token in changed:
+                client.modes[token] = mode
+            await self._send_snapshot(client, changed)
+
+    async def _send_snapshot(self, client: Client, tokens: list[int]) -> None:
+        """After a subscribe/mode change Kite first sends the instrument's current state."""
+        if tokens and self.config.replay is None:
+            pos = self.market.positions(np.array(tokens, dtype=np.uint32))
+            modes = np.array([client.modes[t] for t in tokens], dtype=np.uint8)
+            await self._send(client, encode_frame(self.market.snapshot(pos, modes)))
+
+    async def _send(self, client: Client, frame: bytes) -> None:
+        if self.malformed_pending > 0 or (self.config.malformed_every
+                                          and (self.frames_sent + 1) % self.config.malformed_every == 0):
+            self.malformed_pending = max(self.malformed_pending - 1, 0)
+            frame = frame[: max(len(frame) // 2, 3)] + b"\xff"  # truncated packet: must be rejected whole
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await client.ws.send_bytes(frame)
+            client.frames += 1
+            self.frames_sent += 1
+
+    # --- market loop ---------------------------------------------------------------------------
+    async def _market_loop(self) -> None:
+        budget = 0.0
+        while True:
+            await asyncio.sleep(STEP_S)
+            if time.monotonic() < self.stall_until:
+                continue
+            self.market.advance(self.exchange_now())
+            budget += self.config.rate * STEP_S
+            n_total = sum(len(c.modes) for c in self.clients)
+            if n_total == 0 or budget < 1:
+                continue
+            for client in list(self.clients):
+                if not client.modes:
+                    continue
+                share = int(budget * len(client.modes) / n_total) or 1
+                tokens = np.fromiter(client.modes.keys(), dtype=np.uint32, count=len(client.modes))
+                pick = self._rng.choice(len(tokens), size=min(share, len(tokens)), replace=False)
+                pos = self.market.positions(tokens[pick])
+                self.market.trade(pos)
+                modes = np.array([client.modes[int(t)] for t in tokens[pick]], dtype=np.uint8)
+                ticks = self.market.snapshot(pos, modes)
+                frame = encode_frame(ticks)
+                self._record(frame)
+                self.ticks_sent += len(ticks)
+                await self._send(client, frame)
+            budget -= int(budget)
+
+    async def _replay_loop(self, path: Path) -> None:
+        """Send a capture's frames at their recorded exchange-time pace (scaled by ``--speed``),
+        each client only the packets of tokens it subscribed, in the mode of the capture."""
+        data = path.read_bytes()
+        offset, t0 = 0, time.monotonic()
+        while offset + _CAPTURE_HEADER.size <= len(data):
+            at_us, length = _CAPTURE_HEADER.unpack_from(data, offset)
+            frame = data[offset + _CAPTURE_HEADER.size: offset + _CAPTURE_HEADER.size + length]
+            offset += _CAPTURE_HEADER.size + length
+            wait = t0 + at_us / 1e6 / self.config.speed - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            ticks = decode_frame(frame)
+            for client in list(self.clients):
+                mine = ticks[np.isin(ticks["instrument_token"], np.fromiter(client.modes, np.uint32))]
+                if len(mine):
+                    self.ticks_sent += len(mine)
+                    await self._send(client, encode_frame(mine))
+        logger.info("replay of {} finished", path)
+
+    def _record(self, frame: bytes) -> None:
+        if self._recorder is None:
+            return
+        now = self.exchange_now()
+        self._record_t0 = self._record_t0 if self._record_t0 is not None else now
+        self._recorder.write(_CAPTURE_HEADER.pack(int((now - self._record_t0) * 1e6), len(frame)) + frame)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if time.monotonic() < self.stall_until:
+                continue
+            for client in list(self.clients):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await client.ws.send_bytes(b"\x00")
+
+    async def _drop_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drop_every_s)
+            self.drop(self.config.refuse_for_s)
+
+    # --- faults --------------------------------------------------------------------------------
+    def drop(self, refuse_for_s: float = 0.0) -> int:
+        """Drop every connection abruptly (TCP close, no close frame), like a network failure."""
+        dropped = 0
+        for client in list(self.clients):
+            transport = client.ws._req.transport if client.ws._req is not None else None  # noqa: SLF001
+            if transport is not None:
+                transport.abort()
+                dropped += 1
+            self.clients.remove(client)
+        self.drops += dropped
+        if refuse_for_s > 0:
+            self.refuse_until = time.monotonic() + refuse_for_s
+        logger.warning("fault injection: dropped {} connection(s){}", dropped,
+                       f", refusing reconnects for {refuse_for_s:.1f}s" if refuse_for_s else "")
+        return dropped
+
+    def state(self) -> dict:
+        return {
+            "exchange_time": self.exchange_now(),
+            "connections": [{"api_key": c.api_key, "subscribed": len(c.modes), "frames": c.frames,
+                             "modes": {str(m): sum(1 for v in c.modes.values() if v == m) for m in (1, 2, 3)}}
+                            for c in self.clients],
+            "subscribed_tokens": sorted({t for c in self.clients for t in c.modes}),
+            "frames_sent": self.frames_sent, "ticks_sent": self.ticks_sent, "drops": self.drops,
+        }
+
+    def build_app(self) -> web.Application:
+        async def fault(request: web.Request) -> web.Response:
+            kind = request.match_info["kind"]
+            seconds = float(request.query.get("seconds", "0"))
+            if kind == "drop":
+                return web.json_response({"dropped": self.drop(seconds)})
+            if kind == "stall":
+                self.stall_until = time.monotonic() + seconds
+            elif kind == "malformed":
+                self.malformed_pending += int(request.query.get("count", "1"))
+            elif kind == "refuse":
+                self.refuse_until = time.monotonic() + seconds
+            else:
+                raise web.HTTPNotFound(text=f"unknown fault {kind}")
+            return web.json_response({"ok": True})
+
+        async def state(request: web.Request) -> web.Response:
+            return web.json_response(self.state())
+
+        app = web.Application()
+        app.add_routes([
+            web.get("/", self.websocket),
+            web.get("/instruments", self.instruments),
+            web.get("/instruments/{exchange}", self.instruments),
+            web.post("/_sim/fault/{kind}", fault),
+            web.get("/_sim/state", state),
+        ])
+        app.on_startup.append(self._start_loops)
+        app.on_shutdown.append(self._stop_loops)
+        return app
+
+    async def _start_loops(self, app: web.Application) -> None:
+        loops = [self._heartbeat_loop()]
+        loops.append(self._replay_loop(self.config.replay) if self.config.replay else self._market_loop())
+        if self.config.drop_every_s > 0:
+            loops.append(self._drop_loop())
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    async def _stop_loops(self, app: web.Application) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in list(self.clients):
+            await client.ws.close()
+        if self._recorder is not None:
+            self._recorder.close()
+
+
+async def serve(config: SimConfig) -> tuple[Simulator, web.AppRunner, int]:
+    """Start the simulator; returns it, its runner (``await runner.cleanup()`` stops it) and the bound port."""
+    sim = Simulator(config)
+    runner = web.AppRunner(sim.build_app(), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    return sim, runner, port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port (printed at start)")
+    parser.add_argument("--api-key", help="accept only this api_key (default: any)")
+    parser.add_argument("--access-token", help="accept only this access_token (default: any)")
+    parser.add_argument("--underlyings", default="NIFTY,BANKNIFTY")
+    parser.add_argument("--expiries", type=int, default=3, help="option expiries per underlying")
+    parser.add_argument("--strikes", type=int, default=20, help="listed strikes each side of the money")
+    parser.add_argument("--speed", type=float, default=1.0, help="exchange seconds per wall second")
+    parser.add_argument("--rate", type=float, default=500.0, help="ticks per wall second over all connections")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST today)")
+    parser.add_argument("--max-tokens", type=int, default=3000, help="instruments per connection")
+    parser.add_argument("--max-connections", type=int, default=3, help="connections per api_key")
+    parser.add_argument("--drop-every", type=float, default=0.0, help="fault: drop all connections every S seconds")
+    parser.add_argument("--refuse-for", type=float, default=0.0, help="fault: after a drop refuse reconnects S s")
+    parser.add_argument("--malformed-every", type=int, default=0, help="fault: every N-th frame malformed")
+    parser.add_argument("--replay", type=Path, help="send this capture instead of the model market")
+    parser.add_argument("--record", type=Path, help="write the frames sent to this capture file")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    unknown = [u for u in args.underlyings.split(",") if u.strip().upper() not in DEFAULT_UNDERLYINGS]
+    if unknown:
+        raise SystemExit(f"simulate: unknown underlying {unknown[0]!r}; choose from {', '.join(DEFAULT_UNDERLYINGS)}")
+    start = dt.datetime.fromisoformat(args.start) if args.start else None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=IST)
+    return SimConfig(
+        host=args.host, port=args.port, api_key=args.api_key, access_token=args.access_token,
+        underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",")), expiries=args.expiries,
+        strikes=args.strikes, speed=args.speed, rate=args.rate, seed=args.seed,
+        start=start.timestamp() if start else None, max_tokens=args.max_tokens,
+        max_connections=args.max_connections, drop_every_s=args.drop_every, refuse_for_s=args.refuse_for,
+        malformed_every=args.malformed_every, replay=args.replay, record=args.record,
+    )
+
+
+async def _main(config: SimConfig) -> None:
+    sim, runner, port = await serve(config)
+    logger.info("simulator listening on ws://{}:{} ({} instruments, speed {}x, {} ticks/s, seed {})",
+                config.host, port, len(sim.rows), config.speed, config.rate, config.seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    logger.info("simulator stopped: {} frames, {} ticks sent", sim.frames_sent, sim.ticks_sent)
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(_main(config_from_args(args)))
+    return 0
