@@ -80,7 +80,16 @@ class IngestStats:
 
 
 class AccountRejected(Exception):
-    pass
+    """Kite refused the account: HTTP 403 (bad/expired access token) or 429 (its connection limit)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    @property
+    def reason(self) -> str:
+        return ("bad or expired access token (HTTP 403); fix KITE_ACCESS_TOKEN" if self.status == 403
+                else f"connection limit reached (HTTP {self.status}); add an account or lower the universe")
 
 
 class Connection:
@@ -105,14 +114,11 @@ class Connection:
             try:
                 await self._session(account, down_since)
                 delay = BACKOFF_START_S  # the session got through the handshake
-            except AccountRejected:
-                if not ing.fail_over(self):
-                    logger.error(
-                        "Kite refused api_key {} (403: bad or expired access token) and no other account has a "
-                        "free connection: retrying; fix KITE_ACCESS_TOKEN", account.api_key,
-                    )
-                else:
+            except AccountRejected as exc:
+                if ing.fail_over(self, exc.reason):
                     continue
+                logger.error("Kite refused api_key {} ({}) and no other account has a free connection: retrying",
+                             account.api_key, exc.reason)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, exc)
             metrics.WS_CONNECTED.labels(self.name).set(0)
@@ -130,8 +136,8 @@ class Connection:
             ws = await ing.http.ws_connect(self.url(account), heartbeat=None, autoping=True, max_msg_size=0,
                                            headers={"X-Kite-Version": "3"})
         except aiohttp.WSServerHandshakeError as exc:
-            if exc.status == 403:
-                raise AccountRejected from None
+            if exc.status in (403, 429):
+                raise AccountRejected(exc.status) from None
             # the URL carries the access token: never log the exception text itself
             raise aiohttp.ClientError(f"WebSocket upgrade refused with HTTP {exc.status}") from None
         async with ws:
@@ -214,7 +220,7 @@ class Ingestor:
         elif isinstance(message, dict) and message.get("type") == "message":
             logger.info("Kite message on {}: {}", connection, message.get("data"))
 
-    def fail_over(self, connection: Connection) -> bool:
+    def fail_over(self, connection: Connection, reason: str = "rejected") -> bool:
         """Move a rejected account's shards elsewhere; False when nowhere to go."""
         failed = connection.shard.account
         self.failed_accounts.add(failed)
@@ -226,8 +232,8 @@ class Ingestor:
             return False
         for conn, shard in zip(self.connections, self.shards, strict=True):
             if conn.shard.account == failed:
-                logger.warning("api_key {} rejected: moving {} tokens of {} to api_key {}",
-                               self.accounts[failed].api_key, len(shard.tokens), conn.name,
+                logger.warning("api_key {} rejected ({}): moving {} tokens of {} to api_key {}",
+                               self.accounts[failed].api_key, reason, len(shard.tokens), conn.name,
                                self.accounts[shard.account].api_key)
                 conn.shard = shard
         return True

@@ -98,3 +98,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
                 if tail:
                     report.sections.append((f"{proc.name} log (pid {proc.pid})", tail))
     return report
+
+
+@pytest.fixture
+async def kite_simulator():  # noqa: ANN201 - returns an async factory
+    """Factory: ``sim, "127.0.0.1:port" = await kite_simulator(**SimConfig overrides)``; stopped after the test."""
+    from pipeline.simulator import SimConfig, serve
+
+    runners = []
+
+    async def start(**overrides):  # noqa: ANN003, ANN202
+        config = SimConfig(**{"port": 0, "speed": 60, "rate": 400, "strikes": 3, "expiries": 2, **overrides})
+        simulator, runner, port = await serve(config)
+        runners.append(runner)
+        return simulator, f"127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

@@ -1,0 +1,194 @@
+"""The ingestor against the simulator (real WebSockets) and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.ingest import Ingestor, ReceiveClock, shards_for, split_by_underlying, universe_index
+from pipeline.settings import KiteAccount, load_settings
+from pipeline.tick_batch import TICK_DTYPE, decode_ticks
+from pipeline.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Running:
+    def __init__(self, ingestor: Ingestor, task: asyncio.Task, producer: TickProducer) -> None:
+        self.ingestor, self.task, self.producer = ingestor, task, producer
+
+    async def stop(self) -> None:
+        self.ingestor.stop()
+        await asyncio.wait_for(self.task, 10)
+        await self.producer.stop()
+
+
+@pytest.fixture
+async def start_ingest(kafka_url: str, unique_name: str):  # noqa: ANN201
+    running: list[Running] = []
+
+    async def start(simulator, addr: str, accounts: list[KiteAccount] | None = None, **overrides) -> Running:  # noqa: ANN001, ANN003
+        settings = load_settings(kafka_url=kafka_url, ticks_topic=f"{unique_name}-ticks", underlyings=("NIFTY",),
+                                 expiries=1, strikes_around_atm=2, kite_silence_timeout_s=1.0, **overrides)
+        accounts = accounts or [KiteAccount(api_key="k", access_token="t")]
+        index = universe_index(simulator.rows, settings)
+        await ensure_topic(kafka_url, settings.ticks_topic, 2)
+        producer = TickProducer(kafka_url, settings.ticks_topic, 1 << 20)
+        await producer.start()
+        ingestor = Ingestor(settings, index, shards_for(index, settings, len(accounts)), accounts, producer,
+                            f"ws://{addr}")
+        run = Running(ingestor, asyncio.create_task(ingestor.run()), producer)
+        running.append(run)
+        return run
+
+    yield start
+    for run in running:
+        if not run.task.done():
+            await run.stop()
+
+
+def _subscribed(simulator) -> set[int]:  # noqa: ANN001
+    return set(simulator.state()["subscribed_tokens"])
+
+
+@pytest.mark.unit
+def test_receive_clock_is_strictly_increasing_even_when_wall_clock_repeats() -> None:
+    clock = ReceiveClock()
+    a = clock.stamp(3, 1_000)
+    b = clock.stamp(2, 1_000)
+    c = clock.stamp(1, 500)
+    stamps = np.concatenate([a, b, c])
+    assert (np.diff(stamps) > 0).all()
+
+
+@pytest.mark.integration
+async def test_ingest_produces_batches_keyed_by_underlying(kite_simulator, start_ingest, kafka_url: str,
+                                                           unique_name: str) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator(rate=800)
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks >= 100, what="100 ticks")
+    await run.stop()
+    consumer = AIOKafkaConsumer(f"{unique_name}-ticks", bootstrap_servers=bootstrap_servers(kafka_url),
+                                auto_offset_reset="earliest", group_id=f"{unique_name}-check")
+    await consumer.start()
+    try:
+        ticks, keys = [], set()
+        deadline = time.monotonic() + 15
+        while sum(len(t) for t in ticks) < 100 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    underlying, batch = decode_ticks(record.value)
+                    keys.add(record.key)
+                    assert underlying == "NIFTY"
+                    ticks.append(batch)
+    finally:
+        await consumer.stop()
+    assert keys == {b"NIFTY"}
+    all_ticks = np.concatenate(ticks)
+    assert all_ticks.dtype == TICK_DTYPE
+    assert set(all_ticks["instrument_token"].tolist()) <= set(run.ingestor.index.tokens.tolist())
+    assert (np.diff(np.sort(all_ticks["recv_ts"])) > 0).all()  # unique receive sequence
+    assert (all_ticks["exchange_ts"] >= int(simulator.start_ts)).all()
+
+
+@pytest.mark.integration
+async def test_dropped_connection_reconnects_and_resubscribes_exactly_its_tokens(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    expected = set(run.ingestor.index.tokens.tolist())
+    await _until(lambda: _subscribed(simulator) == expected, what="subscription")
+    simulator.drop(refuse_for_s=1.0)
+    await _until(lambda: run.ingestor.stats.reconnects == 1 and _subscribed(simulator) == expected,
+                 what="reconnect and resubscription")
+    assert run.ingestor.stats.gap_seconds > 0.9  # the refused period is counted as a gap
+    modes = simulator.state()["connections"][0]["modes"]
+    assert modes["3"] == len(expected)  # all back in full mode
+    ticks_before = run.ingestor.stats.ticks
+    await _until(lambda: run.ingestor.stats.ticks > ticks_before + 20, what="ticks after reconnect")
+
+
+@pytest.mark.integration
+async def test_silent_connection_is_detected_and_replaced(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    simulator.stall_until = time.monotonic() + 2.5  # no data, no heartbeat, socket stays open
+    await _until(lambda: run.ingestor.stats.reconnects >= 1, timeout=10, what="watchdog reconnect")
+
+
+@pytest.mark.integration
+async def test_malformed_frames_are_counted_and_ingest_continues(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    simulator.malformed_pending = 3
+    await _until(lambda: sum(run.ingestor.decoder.errors.values()) >= 3, what="3 malformed frames")
+    ticks = run.ingestor.stats.ticks
+    await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after malformed frames")
+    assert run.ingestor.stats.reconnects == 0
+
+
+@pytest.mark.integration
+async def test_rejected_account_fails_over_to_the_other_account(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator(api_key="good")
+    accounts = [KiteAccount(api_key="bad", access_token="t1"), KiteAccount(api_key="good", access_token="t2")]
+    run = await start_ingest(simulator, addr, accounts)
+    expected = set(run.ingestor.index.tokens.tolist())
+    await _until(lambda: _subscribed(simulator) == expected, what="subscription through the good account")
+    assert {c["api_key"] for c in simulator.state()["connections"]} == {"good"}
+    assert all(shard.account == 1 for shard in run.ingestor.shards)
+
+
+@pytest.mark.unit
+def test_split_by_underlying_keeps_order_and_counts_unknown_tokens() -> None:
+    from pipeline.instrument_index import InstrumentIndex
+
+    index = InstrumentIndex.from_rows([
+        dict(instrument_token=256265, tradingsymbol="NIFTY 50", name="NIFTY 50", expiry="", strike=0,
+             instrument_type="EQ", segment="INDICES"),
+        dict(instrument_token=260105, tradingsymbol="NIFTY BANK", name="NIFTY BANK", expiry="", strike=0,
+             instrument_type="EQ", segment="INDICES"),
+    ])
+    ticks = np.zeros(4, dtype=TICK_DTYPE)
+    ticks["instrument_token"] = [260105, 256265, 12345, 260105]
+    ticks["recv_ts"] = [1, 2, 3, 4]
+    groups, unknown = split_by_underlying(ticks, index)
+    assert unknown == 1
+    assert groups["BANKNIFTY"]["recv_ts"].tolist() == [1, 4]
+    assert groups["NIFTY"]["recv_ts"].tolist() == [2]
+
+
+@pytest.mark.integration
+async def test_ingest_command_stops_cleanly_on_sigterm(kite_simulator, kafka_url: str, unique_name: str,
+                                                       tmp_path) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    env = {**os.environ, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
+           "STRIKEFLOW_UNDERLYINGS": '["NIFTY"]', "STRIKEFLOW_STRIKES_AROUND_ATM": "1",
+           "STRIKEFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("STRIKEFLOW_PG_DSN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
+        "--metrics-port", "0", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    await _until(lambda: bool(simulator.state()["subscribed_tokens"]), timeout=30, what="ingest subscribed")
+    await asyncio.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.wait_for(proc.communicate(), 20)
+    text = output.decode()
+    assert proc.returncode == 0, text[-3000:]
+    assert "ingest stopped" in text
+    assert "Traceback" not in text

@@ -1,0 +1,87 @@
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from pipeline.kite_codec import MODE_FULL, MODE_LTP, MODE_QUOTE, decode_frame, encode_frame
+from pipeline.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+
+pytestmark = pytest.mark.unit
+
+DAY = dt.date(2026, 11, 23)
+
+
+def _market(seed: int = 7) -> Market:
+    specs = list(DEFAULT_UNDERLYINGS.values())
+    rows = build_instruments(specs, DAY, n_expiries=2, strikes_each_side=8)
+    return Market(rows, specs, session_start_ts(DAY), seed=seed)
+
+
+def _run(market: Market, steps: int = 200) -> list[np.ndarray]:
+    snaps = []
+    rows = np.arange(len(market))
+    for i in range(1, steps + 1):
+        market.advance(market.now + 6.0)
+        traded = rows[market.rng.random(len(rows)) < 0.3]
+        market.trade(traded)
+        snaps.append(market.snapshot(rows, MODE_FULL))
+    return snaps
+
+
+def test_same_seed_same_market_different_seed_different_market() -> None:
+    a, b, c = _run(_market(3), 20), _run(_market(3), 20), _run(_market(4), 20)
+    assert np.array_equal(a[-1]["last_price"], b[-1]["last_price"])
+    assert not np.array_equal(a[-1]["last_price"], c[-1]["last_price"])
+
+
+def test_volume_never_decreases_and_oi_moves_in_lots() -> None:
+    market = _market()
+    snaps = _run(market)
+    volume = np.stack([s["volume_traded"] for s in snaps]).astype(np.int64)
+    assert (np.diff(volume, axis=0) >= 0).all()
+    tradable = snaps[-1]["tradable"]
+    oi = np.stack([s["oi"] for s in snaps])[:, tradable].astype(np.int64)
+    assert (oi % market.lot[tradable] == 0).all() and (oi >= 0).all()
+    assert (np.diff(oi, axis=0) != 0).any()
+
+
+def test_option_prices_respect_no_arbitrage_bounds_and_parity() -> None:
+    market = _market()
+    _run(market, 50)
+    snap = market.snapshot(np.arange(len(market)))
+    t = (market.expiry_ts - market.now) / (365 * 86400)
+    spot = np.array([market.spot[u] for u in market.underlying])
+    forward = spot * np.exp(market.r * t)
+    disc = np.exp(-market.r * t)
+    opt = market.is_option
+    price = snap["last_price"][opt]
+    intrinsic = np.where(market.is_call[opt], forward[opt] - market.strike[opt], market.strike[opt] - forward[opt])
+    assert (price >= disc[opt] * np.maximum(intrinsic, 0) - 0.05 - 1e-9).all()
+    assert (price <= np.where(market.is_call[opt], forward[opt], market.strike[opt])).all()
+    # put-call parity within rounding to the tick: C - P = disc (F - K)
+    calls = np.flatnonzero(market.is_call)
+    for c in calls[:20]:
+        p = np.flatnonzero(~market.is_call & opt & (market.strike == market.strike[c])
+                           & (market.expiry_ts == market.expiry_ts[c]) & (market.underlying == market.underlying[c]))[0]
+        lhs = snap["last_price"][c] - snap["last_price"][p]
+        rhs = disc[c] * (forward[c] - market.strike[c])
+        if min(snap["last_price"][c], snap["last_price"][p]) > 0.05:
+            assert abs(lhs - rhs) <= 0.05 + 1e-9
+
+
+def test_depth_brackets_the_price_with_bids_below_asks() -> None:
+    snap = _market().snapshot(np.arange(10), MODE_FULL)
+    tradable = snap[snap["tradable"]]
+    assert (tradable["bid_price"][:, 0] < tradable["ask_price"][:, 0]).all()
+    assert (np.diff(tradable["bid_price"], axis=1) <= 0).all() and (np.diff(tradable["ask_price"], axis=1) > 0).all()
+
+
+@pytest.mark.parametrize("mode", [MODE_LTP, MODE_QUOTE, MODE_FULL])
+def test_snapshot_in_every_mode_survives_the_wire(mode: int) -> None:
+    market = _market()
+    _run(market, 5)
+    snap = market.snapshot(np.arange(len(market)), mode)
+    back = decode_frame(encode_frame(snap))
+    np.testing.assert_allclose(back["last_price"], snap["last_price"], atol=1e-9)
+    assert back["instrument_token"].tolist() == snap["instrument_token"].tolist()
+    assert (back["mode"] == mode).all()

@@ -1,0 +1,176 @@
+"""The simulator over real sockets: official Kite clients, protocol, limits and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from pipeline.kite_codec import MODE_FULL, MODE_QUOTE, decode_frame
+from pipeline.simulator import Simulator
+
+pytestmark = pytest.mark.integration
+
+CLIENT = Path(__file__).with_name("kiteticker_client.py")
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest, kite_simulator) -> tuple[Simulator, str]:  # noqa: ANN001
+    return await kite_simulator(**getattr(request, "param", {}))
+
+
+def _option_tokens(simulator: Simulator, n: int) -> list[int]:
+    return [r["instrument_token"] for r in simulator.rows if r["instrument_type"] in ("CE", "PE")][:n]
+
+
+async def _binary(ws: aiohttp.ClientWebSocketResponse, min_len: int = 2, timeout: float = 5.0) -> bytes:
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), timeout)
+        if msg.type == aiohttp.WSMsgType.BINARY and len(msg.data) >= min_len:
+            return msg.data
+        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+            raise ConnectionError("closed")
+
+
+async def test_kiteticker_official_client_receives_full_ticks_matching_our_codec(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    tokens = _option_tokens(simulator, 6) + [256265]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(CLIENT), f"ws://{addr}", ",".join(map(str, tokens)), "full", "20",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    full = [t for t in seen["ticks"] if t["mode"] == "full"]
+    assert len(full) >= 20, err.decode()[-2000:]
+    assert {t["instrument_token"] for t in full} <= set(tokens)
+    start, now = simulator.start_ts, simulator.exchange_now()
+    for tick in full:
+        assert tick["last_price"] > 0
+        assert start - 1 <= tick["exchange_timestamp"] <= now + 1
+        if tick["tradable"]:
+            assert len(tick["depth"]["buy"]) == 5 and tick["depth"]["sell"][0]["price"] > tick["depth"]["buy"][0]["price"]
+            assert tick["oi"] % 75 == 0  # NIFTY lot size
+    # every raw frame KiteTicker parsed decodes to the same numbers with our codec
+    ours = np.concatenate([decode_frame(bytes.fromhex(h)) for h in seen["raw"]])
+    theirs = seen["ticks"]
+    assert len(ours) == len(theirs)
+    np.testing.assert_allclose(ours["last_price"], [t["last_price"] for t in theirs], rtol=0, atol=1e-9)
+    assert ours["instrument_token"].tolist() == [t["instrument_token"] for t in theirs]
+
+
+async def test_kiteconnect_loads_instruments_from_simulator_csv(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    from kiteconnect import KiteConnect
+
+    kite = KiteConnect("anykey", access_token="anytoken", root=f"http://{addr}")
+    rows = await asyncio.to_thread(kite.instruments)
+    nfo = await asyncio.to_thread(kite.instruments, "NFO")
+    assert len(rows) == len(simulator.rows)
+    assert {r["exchange"] for r in nfo} == {"NFO"}
+    assert {r["instrument_token"] for r in rows} == {r["instrument_token"] for r in simulator.rows}
+
+
+@pytest.mark.parametrize("sim", [{"api_key": "good", "access_token": "secret"}], indirect=True)
+async def test_wrong_credentials_upgrade_refused_with_403(sim) -> None:  # noqa: ANN001
+    _, addr = sim
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(f"ws://{addr}/?api_key=good&access_token=wrong")
+        assert info.value.status == 403
+        ws = await http.ws_connect(f"ws://{addr}/?api_key=good&access_token=secret")
+        await ws.close()
+        async with http.get(f"http://{addr}/instruments", headers={"Authorization": "token good:wrong"}) as resp:
+            assert resp.status == 403
+
+
+@pytest.mark.parametrize("sim", [{"max_connections": 2}], indirect=True)
+async def test_connection_limit_per_api_key_refuses_with_429(sim) -> None:  # noqa: ANN001
+    _, addr = sim
+    async with aiohttp.ClientSession() as http:
+        first = await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        second = await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        assert info.value.status == 429
+        other_key = await http.ws_connect(f"ws://{addr}/?api_key=other&access_token=t")
+        for ws in (first, second, other_key):
+            await ws.close()
+
+
+@pytest.mark.parametrize("sim", [{"max_tokens": 4}], indirect=True)
+async def test_token_limit_per_connection_subscribes_what_fits_and_sends_error(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t") as ws:
+        await ws.send_str(json.dumps({"a": "subscribe", "v": _option_tokens(simulator, 6)}))
+        while True:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                break
+        error = json.loads(msg.data)
+        assert error["type"] == "error" and "4" in error["data"]
+        assert simulator.state()["connections"][0]["subscribed"] == 4
+
+
+async def test_subscribe_sends_quote_snapshot_then_full_after_mode(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    tokens = _option_tokens(simulator, 3)
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t") as ws:
+        await ws.send_str(json.dumps({"a": "subscribe", "v": tokens + ["123", 999999999]}))
+        snapshot = decode_frame(await _binary(ws))
+        assert sorted(snapshot["instrument_token"].tolist()) == sorted(tokens)
+        assert set(snapshot["mode"].tolist()) == {MODE_QUOTE}
+        await ws.send_str(json.dumps({"a": "mode", "v": ["full", tokens]}))
+        full = decode_frame(await _binary(ws))
+        assert set(full["mode"].tolist()) == {MODE_FULL}
+        await ws.send_str(json.dumps({"a": "unsubscribe", "v": tokens[:2]}))
+        await asyncio.sleep(0.3)
+        assert simulator.state()["subscribed_tokens"] == [tokens[2]]
+
+
+async def test_heartbeats_arrive_every_second_without_subscriptions(sim) -> None:  # noqa: ANN001
+    _, addr = sim
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t") as ws:
+        beats = 0
+        deadline = asyncio.get_running_loop().time() + 2.6
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), 3)
+            except asyncio.TimeoutError:
+                break
+            if msg.type == aiohttp.WSMsgType.BINARY and len(msg.data) == 1:
+                beats += 1
+        assert beats >= 2
+
+
+async def test_injected_faults_drop_malform_and_refuse(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    tokens = _option_tokens(simulator, 4)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        await ws.send_str(json.dumps({"a": "subscribe", "v": tokens}))
+        await _binary(ws)
+        async with http.post(f"http://{addr}/_sim/fault/malformed?count=1") as resp:
+            assert resp.status == 200
+        from pipeline.kite_codec import FrameError
+
+        with pytest.raises(FrameError):
+            decode_frame(await _binary(ws, min_len=3))
+        async with http.post(f"http://{addr}/_sim/fault/drop?seconds=1.5") as resp:
+            assert (await resp.json())["dropped"] == 1
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        while msg.type == aiohttp.WSMsgType.BINARY:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        assert info.value.status == 503
+        await asyncio.sleep(1.6)
+        again = await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        await again.close()
