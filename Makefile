@@ -26,8 +26,11 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
+## Micro-benchmarks (scripts that print figures and ratios; never run by `make test`).
 bench: $(STAMP)
-	$(BIN)/strikeflow bench
+	$(BIN)/python benchmarks/bench_codec.py
+	$(BIN)/python benchmarks/bench_greeks.py
+	$(BIN)/python benchmarks/bench_bars.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .strikeflow

@@ -1,0 +1,433 @@
+"""Idempotent bulk writes into PostgreSQL/TimescaleDB.
+
+Every write is one transaction on one pooled connection:
+
+1. ``COPY`` the batch (binary, ``copy_records_to_table``) into a session-local
+   staging table (``CREATE TEMP TABLE IF NOT EXISTS .. ON COMMIT DELETE ROWS``)
+   whose columns are the raw numpy columns: epoch seconds/microseconds as
+   bigint, floats with NaN. Building the records is one ``.tolist()`` per
+   column, no per-row Python conversion.
+2. One ``INSERT .. SELECT .. ON CONFLICT`` from the staging table into the real
+   table, converting in SQL: epoch seconds -> ``timestamptz`` (UTC), epoch
+   microseconds -> ``timestamptz`` (exact, integer arithmetic), NaN -> NULL.
+
+Versioning (bars): ``SELECT DISTINCT ON (key) .. ORDER BY key, last_recv_ts
+DESC`` keeps the newest version inside the batch, and ``ON CONFLICT (key) DO
+UPDATE .. WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts`` keeps the newest
+version across batches: a replay of the same batch rewrites identical rows, an
+older redelivery never overwrites a newer late-corrected bar.
+
+Ticks are immutable (``ON CONFLICT (instrument_token, recv_ts) DO NOTHING``);
+instruments upsert on ``instrument_token``.
+
+Errors (connection refused, lost connection, missing tables) propagate to the
+caller, which retries with backoff and does not commit Kafka offsets. Nothing
+here logs a DSN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from pipeline.bars import BAR_DTYPE
+from pipeline.tick_batch import GREEK_FIELDS, PRICED_TICK_DTYPE
+from sinks.migrate import check_schema_name, quote_ident
+
+BAR_TABLES = {60: "bars_1m", 300: "bars_5m", 900: "bars_15m"}
+
+_EPOCH_S = "('epoch'::timestamptz + s.{col} * interval '1 second')"
+_EPOCH_US = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
+_FLOAT = "NULLIF(s.{col}, 'NaN'::float8)"
+
+# Staging tables: (numpy column, staging SQL type, target column, SQL expression from staging alias s).
+_BAR_COLUMNS = [
+    ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
+    ("bucket", "bigint", "bucket", _EPOCH_S.format(col="bucket")),
+    *[(c, "float8", c, _FLOAT.format(col=c)) for c in ("open", "high", "low", "close")],
+    *[(c, "bigint", c, f"s.{c}") for c in ("volume", "oi", "oi_open", "oi_high", "oi_low")],
+    ("vwap", "float8", "vwap", _FLOAT.format(col="vwap")),
+    ("tick_count", "integer", "tick_count", "s.tick_count"),
+    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+    ("last_recv_ts", "bigint", "last_recv_ts", _EPOCH_US.format(col="last_recv_ts")),
+]
+
+_TICK_COLUMNS = [
+    ("exchange_ts", "bigint", "exchange_ts", _EPOCH_S.format(col="exchange_ts")),
+    ("recv_ts", "bigint", "recv_ts", _EPOCH_US.format(col="recv_ts")),
+    ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
+    ("last_price", "float8", "last_price", _FLOAT.format(col="last_price")),
+    ("volume", "bigint", "volume", "s.volume"),
+    ("oi", "bigint", "oi", "s.oi"),
+    ("bid", "float8", "bid", _FLOAT.format(col="bid")),
+    ("ask", "float8", "ask", _FLOAT.format(col="ask")),
+    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+]
+
+_INSTRUMENT_COLUMNS = [
+    ("instrument_token", "bigint"),
+    ("exchange_token", "text"),
+    ("tradingsymbol", "text"),
+    ("name", "text"),
+    ("expiry", "date"),
+    ("strike", "float8"),
+    ("tick_size", "float8"),
+    ("lot_size", "integer"),
+    ("instrument_type", "text"),
+    ("segment", "text"),
+    ("exchange", "text"),
+    ("last_price", "float8"),
+]
+
+_SIDE = [("close", "float8"), ("volume", "bigint"), ("oi", "bigint"), ("oi_change", "bigint"),
+         ("iv", "float8"), ("delta", "float8")]
+_STRIKE_COLUMNS = [
+    ("underlying", "text"), ("expiry", "date"), ("strike", "float8"), ("bucket", "timestamptz"),
+    ("forward", "float8"),
+    *[(f"call_{n}", t) for n, t in _SIDE],
+    *[(f"put_{n}", t) for n, t in _SIDE],
+    ("last_recv_ts", "timestamptz"),
+]
+_CHAIN_COLUMNS = [
+    ("underlying", "text"), ("expiry", "date"), ("bucket", "timestamptz"),
+    ("total_call_oi", "bigint"), ("total_put_oi", "bigint"), ("pcr", "float8"), ("max_pain", "float8"),
+    ("atm_strike", "float8"), ("atm_iv", "float8"), ("forward", "float8"),
+    ("call_volume", "bigint"), ("put_volume", "bigint"),
+    ("last_recv_ts", "timestamptz"),
+]
+_UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+_STAGE_BARS = "_strikeflow_stage_bars"
+_STAGE_TICKS = "_strikeflow_stage_ticks"
+_STAGE_INSTRUMENTS = "_strikeflow_stage_instruments"
+
+
+def _stage_ddl(table: str, columns: Iterable[tuple[str, str]]) -> str:
+    cols = ", ".join(f"{name} {sqltype}" for name, sqltype in columns)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {table} ({cols}) ON COMMIT DELETE ROWS"
+
+
+def bars_upsert_sql(schema: str, table: str) -> str:
+    """The INSERT .. SELECT DISTINCT ON .. ON CONFLICT statement for one bars table."""
+    target = f"{quote_ident(check_schema_name(schema))}.{table}"
+    cols = ", ".join(c[2] for c in _BAR_COLUMNS)
+    exprs = ",\n       ".join(c[3] for c in _BAR_COLUMNS)
+    updates = ",\n    ".join(f"{c[2]} = EXCLUDED.{c[2]}" for c in _BAR_COLUMNS if c[2] not in ("instrument_token", "bucket"))
+    return (
+        f"INSERT INTO {target} AS t ({cols})\n"
+        f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}\n"
+        f"FROM {_STAGE_BARS} s\n"
+        f"ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC\n"
+        f"ON CONFLICT (instrument_token, bucket) DO UPDATE SET\n    {updates}\n"
+        f"WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts"
+    )
+
+
+def ticks_insert_sql(schema: str) -> str:
+    target = f"{quote_ident(check_schema_name(schema))}.ticks"
+    cols = ", ".join(c[2] for c in _TICK_COLUMNS)
+    exprs = ",\n       ".join(c[3] for c in _TICK_COLUMNS)
+    return (
+        f"INSERT INTO {target} ({cols})\n"
+        f"SELECT {exprs}\n"
+        f"FROM {_STAGE_TICKS} s\n"
+        f"ON CONFLICT (instrument_token, recv_ts) DO NOTHING"
+    )
+
+
+def instruments_upsert_sql(schema: str) -> str:
+    target = f"{quote_ident(check_schema_name(schema))}.instruments"
+    cols = ", ".join(c[0] for c in _INSTRUMENT_COLUMNS)
+    updates = ", ".join(f"{c[0]} = EXCLUDED.{c[0]}" for c in _INSTRUMENT_COLUMNS if c[0] != "instrument_token")
+    return (
+        f"INSERT INTO {target} AS t ({cols}, updated_at)\n"
+        f"SELECT {cols}, now() FROM {_STAGE_INSTRUMENTS}\n"
+        f"ON CONFLICT (instrument_token) DO UPDATE SET {updates}, updated_at = now()"
+    )
+
+
+def _records(array: np.ndarray, names: list[str]) -> list[tuple]:
+    """Rows for binary COPY: one ``tolist()`` per column (NaN stays NaN; SQL turns it into NULL)."""
+    return list(zip(*(array[name].tolist() for name in names), strict=True))
+
+
+def _rowcount(status: str) -> int:
+    """``'INSERT 0 12'`` -> 12."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _as_date(value: Any) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    out = float(value)
+    return None if out != out else out
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return None if value is None else str(value)
+
+
+def instrument_record(row: Mapping[str, Any]) -> tuple:
+    """A Kite instrument dict (``KiteConnect.instruments()``) -> staging record."""
+    return (
+        int(row["instrument_token"]),
+        _opt_str(row.get("exchange_token")),
+        str(row.get("tradingsymbol") or ""),
+        _opt_str(row.get("name")),
+        _as_date(row.get("expiry")),
+        _opt_float(row.get("strike")),
+        _opt_float(row.get("tick_size")),
+        _opt_int(row.get("lot_size")),
+        _opt_str(row.get("instrument_type")),
+        _opt_str(row.get("segment")),
+        _opt_str(row.get("exchange")),
+        _opt_float(row.get("last_price")),
+    )
+
+
+def _rollup_table(prefix: str, interval_s: int) -> str:
+    interval_s = int(interval_s)
+    if interval_s not in BAR_TABLES:
+        raise ValueError(f"no {prefix} table for interval {interval_s}s (supported: {sorted(BAR_TABLES)})")
+    return f"{prefix}_{BAR_TABLES[interval_s].split('_')[1]}"
+
+
+def _iter_rows(rows: Any) -> Iterable[Mapping[str, Any]]:
+    if isinstance(rows, np.ndarray):
+        names = rows.dtype.names or ()
+        return [dict(zip(names, values, strict=True)) for values in rows.tolist()]
+    return rows
+
+
+def _as_ts(value: Any, unit_us: bool) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=_UTC)
+    if isinstance(value, np.datetime64):
+        return _EPOCH + dt.timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
+    value = int(value)
+    return _EPOCH + (dt.timedelta(microseconds=value) if unit_us else dt.timedelta(seconds=value))
+
+
+def _rollup_record(row: Mapping[str, Any], columns: list[tuple[str, str]]) -> tuple:
+    out = []
+    for name, sqltype in columns:
+        value = row.get(name)
+        if name == "bucket":
+            value = _as_ts(value, unit_us=False)
+        elif name == "last_recv_ts":
+            value = _as_ts(value, unit_us=True)
+        elif sqltype == "date":
+            value = value.decode() if isinstance(value, bytes) else value
+            value = _as_date(value.astype("datetime64[D]").item() if isinstance(value, np.datetime64) else value)
+        elif sqltype == "float8":
+            value = _opt_float(value)
+        elif sqltype == "bigint":
+            value = _opt_int(value)
+        else:
+            value = _opt_str(value)
+        out.append(value)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SinkBatch:
+    """One unit for ``TimescaleWriter.write``.
+
+    kind: ``"bars"`` (``data`` a BAR_DTYPE array; ``interval_s`` 60/300/900, or
+    None to split by the array's own ``interval_s`` column), ``"ticks"``
+    (PRICED_TICK_DTYPE array), ``"instruments"`` (list of Kite instrument dicts),
+    ``"strike_bars"``/``"chain_bars"`` (rows as ``write_strike_bars``; ``interval_s`` required).
+    """
+
+    kind: str
+    data: Any
+    interval_s: int | None = None
+
+
+class TimescaleWriter:
+    """Bulk upserts on an ``asyncpg.Pool`` (an ``asyncpg.Connection`` works too)."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str = "public") -> None:
+        self.pool = pool
+        self.schema = check_schema_name(schema)
+        self._bars_sql = {interval: bars_upsert_sql(schema, table) for interval, table in BAR_TABLES.items()}
+        self._ticks_sql = ticks_insert_sql(schema)
+        self._instruments_sql = instruments_upsert_sql(schema)
+        self._bar_names = [c[0] for c in _BAR_COLUMNS]
+        self._tick_names = [c[0] for c in _TICK_COLUMNS]
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if hasattr(self.pool, "acquire"):
+            async with self.pool.acquire() as conn:
+                yield conn
+        else:
+            yield self.pool
+
+    async def _stage_and_insert(self, stage: str, ddl: str, names: list[str], records: list[tuple], sql: str) -> int:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(ddl)
+            await conn.copy_records_to_table(stage, records=records, columns=names)
+            status = await conn.execute(sql)
+        return _rowcount(status)
+
+    async def write_bars(self, interval_s: int, bars: np.ndarray) -> int:
+        """Upsert closed bars (BAR_DTYPE) into bars_1m/5m/15m; returns rows inserted or updated."""
+        interval_s = int(interval_s)
+        if interval_s not in BAR_TABLES:
+            raise ValueError(f"no bars table for interval {interval_s}s (supported: {sorted(BAR_TABLES)})")
+        if bars.dtype != BAR_DTYPE:
+            raise ValueError(f"write_bars needs a BAR_DTYPE array, got {bars.dtype}")
+        if len(bars) == 0:
+            return 0
+        if np.any(bars["interval_s"] != interval_s):
+            raise ValueError(f"bars of other intervals in a write_bars({interval_s}) batch")
+        ddl = _stage_ddl(_STAGE_BARS, [(c[0], c[1]) for c in _BAR_COLUMNS])
+        return await self._stage_and_insert(_STAGE_BARS, ddl, self._bar_names, _records(bars, self._bar_names),
+                                            self._bars_sql[interval_s])
+
+    async def write_ticks(self, ticks: np.ndarray) -> int:
+        """Insert priced ticks (PRICED_TICK_DTYPE); replays are ignored. Returns rows inserted."""
+        if ticks.dtype != PRICED_TICK_DTYPE:
+            raise ValueError(f"write_ticks needs a PRICED_TICK_DTYPE array, got {ticks.dtype}")
+        if len(ticks) == 0:
+            return 0
+        ddl = _stage_ddl(_STAGE_TICKS, [(c[0], c[1]) for c in _TICK_COLUMNS])
+        return await self._stage_and_insert(_STAGE_TICKS, ddl, self._tick_names, _records(ticks, self._tick_names),
+                                            self._ticks_sql)
+
+    async def write_instruments(self, rows: list[Mapping[str, Any]]) -> int:
+        """Upsert Kite instrument dicts on instrument_token (the last row of a duplicated token wins)."""
+        by_token = {}
+        for row in rows:
+            record = instrument_record(row)
+            by_token[record[0]] = record
+        if not by_token:
+            return 0
+        ddl = _stage_ddl(_STAGE_INSTRUMENTS, _INSTRUMENT_COLUMNS)
+        return await self._stage_and_insert(_STAGE_INSTRUMENTS, ddl, [c[0] for c in _INSTRUMENT_COLUMNS],
+                                            list(by_token.values()), self._instruments_sql)
+
+    async def write_strike_bars(self, interval_s: int, rows: Any) -> int:
+        """Upsert per-strike rollups into strike_bars_1m/5m/15m (newest ``last_recv_ts`` wins).
+
+        ``rows``: a structured array or a list of mappings with the table's columns
+        (``underlying``, ``expiry`` date/ISO string/datetime64, ``strike``, ``bucket`` epoch s or
+        datetime, ``last_recv_ts`` epoch µs or datetime, optional ``forward`` and
+        ``call_``/``put_`` ``close, volume, oi, oi_change, iv, delta``; missing/NaN -> NULL).
+        """
+        return await self._write_rollup(_rollup_table("strike_bars", interval_s), _STRIKE_COLUMNS,
+                                        ("underlying", "expiry", "strike", "bucket"), rows)
+
+    async def write_chain_bars(self, interval_s: int, rows: Any) -> int:
+        """Upsert per-expiry rollups into chain_bars_1m/5m/15m (columns as the table; see write_strike_bars)."""
+        return await self._write_rollup(_rollup_table("chain_bars", interval_s), _CHAIN_COLUMNS,
+                                        ("underlying", "expiry", "bucket"), rows)
+
+    async def _write_rollup(self, table: str, columns: list[tuple[str, str]], key: tuple[str, ...], rows: Any) -> int:
+        records = [_rollup_record(row, columns) for row in _iter_rows(rows)]
+        if not records:
+            return 0
+        stage = f"_strikeflow_stage_{table.rsplit('_', 1)[0]}"
+        names = [c[0] for c in columns]
+        key_sql = ", ".join(key)
+        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in key)
+        sql = (
+            f"INSERT INTO {quote_ident(self.schema)}.{table} AS t ({', '.join(names)})\n"
+            f"SELECT DISTINCT ON ({key_sql}) {', '.join(names)} FROM {stage}\n"
+            f"ORDER BY {key_sql}, last_recv_ts DESC\n"
+            f"ON CONFLICT ({key_sql}) DO UPDATE SET {updates}\n"
+            f"WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts"
+        )
+        return await self._stage_and_insert(stage, _stage_ddl(stage, columns), names, records, sql)
+
+    async def write(self, batch: SinkBatch | tuple | np.ndarray) -> int:
+        """Quix-style entry point. Accepts a ``SinkBatch``; a tuple ``("bars", interval_s, array)``,
+        ``("bars", array)``, ``("ticks", array)`` or ``("instruments", rows)``; or a bare BAR_DTYPE /
+        PRICED_TICK_DTYPE array. Writes synchronously (the data is in the database on return)."""
+        if isinstance(batch, np.ndarray):
+            kind = "bars" if batch.dtype == BAR_DTYPE else "ticks" if batch.dtype == PRICED_TICK_DTYPE else None
+            if kind is None:
+                raise ValueError(f"cannot tell which table a {batch.dtype} array belongs to")
+            batch = SinkBatch(kind, batch)
+        elif isinstance(batch, tuple):
+            if len(batch) == 3:
+                batch = SinkBatch(batch[0], batch[2], batch[1])
+            elif len(batch) == 2:
+                batch = SinkBatch(batch[0], batch[1])
+            else:
+                raise ValueError("write() tuples are (kind, data) or (kind, interval_s, data)")
+        if batch.kind == "bars":
+            if batch.interval_s is not None:
+                return await self.write_bars(batch.interval_s, batch.data)
+            total = 0
+            for interval in np.unique(batch.data["interval_s"]).tolist():
+                total += await self.write_bars(interval, batch.data[batch.data["interval_s"] == interval])
+            return total
+        if batch.kind == "ticks":
+            return await self.write_ticks(batch.data)
+        if batch.kind == "instruments":
+            return await self.write_instruments(batch.data)
+        if batch.kind in ("strike_bars", "chain_bars"):
+            if batch.interval_s is None:
+                raise ValueError(f"{batch.kind} batches need interval_s")
+            method = self.write_strike_bars if batch.kind == "strike_bars" else self.write_chain_bars
+            return await method(batch.interval_s, batch.data)
+        raise ValueError(f"unknown sink batch kind {batch.kind!r} (bars, ticks, instruments, strike_bars, chain_bars)")
+
+    async def flush(self) -> None:
+        """Nothing is buffered (every write commits before returning); kept for the sink interface."""
+        return None
+
+
+async def write_instruments(dsn: str, schema: str, rows: list[Mapping[str, Any]]) -> int:
+    """Open a connection, upsert ``rows`` into ``<schema>.instruments``, close. For the ingestor's start-up."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await TimescaleWriter(conn, schema).write_instruments(rows)
+    except asyncpg.UndefinedTableError as exc:
+        raise RuntimeError(f"schema {schema} has no instruments table: run `strikeflow migrate` first") from exc
+    finally:
+        await conn.close()
+
+
+__all__ = [
+    "BAR_TABLES",
+    "SinkBatch",
+    "TimescaleWriter",
+    "bars_upsert_sql",
+    "instrument_record",
+    "instruments_upsert_sql",
+    "ticks_insert_sql",
+    "write_instruments",
+]

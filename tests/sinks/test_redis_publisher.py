@@ -1,0 +1,240 @@
+"""RedisPublisher / ConflatingPublisher against the real Redis, read back by a real subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+import sink_helpers as h
+from pipeline.local_services import free_port
+from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+
+pytestmark = pytest.mark.integration
+
+
+def _strict_loads(data):
+    def reject(token):
+        raise ValueError(f"invalid JSON constant {token}")
+
+    return json.loads(data, parse_constant=reject)
+
+
+@pytest.fixture
+async def redis(redis_url, redis_prefix):
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+async def subscriber(redis_url):
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        yield pubsub
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def _subscribe(pubsub, *channels):
+    await pubsub.subscribe(*channels)
+    for _ in channels:  # consume the subscribe confirmations
+        msg = await pubsub.get_message(timeout=2.0)
+        assert msg and msg["type"] == "subscribe"
+
+
+async def _messages(pubsub, count: int, timeout: float = 5.0) -> list[tuple[str, dict]]:
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg and msg["type"] == "message":
+            out.append((msg["channel"].decode(), _strict_loads(msg["data"])))
+    return out
+
+
+async def _no_more(pubsub, wait: float = 0.3) -> bool:
+    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+    return msg is None
+
+
+async def test_publish_ticks_subscriber_gets_valid_json_and_snapshot(redis, subscriber, redis_prefix):
+    pub = RedisPublisher(redis, prefix=redis_prefix)
+    channel = f"{redis_prefix}ticks:NIFTY"
+    await _subscribe(subscriber, channel)
+    assert await pub.publish_ticks("NIFTY", h.ticks(), h.index()) == 4
+    [(got_channel, payload)] = await _messages(subscriber, 1)
+    assert got_channel == channel and payload["underlying"] == "NIFTY"
+    by_token = {t["token"]: t for t in payload["ticks"]}
+    assert set(by_token) == {h.SPOT, h.FUT, h.CALL, h.PUT}
+    assert by_token[h.CALL]["iv"] == 0.14 and by_token[h.CALL]["ask"] is None and by_token[h.CALL]["type"] == "CE"
+    snapshot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:2030-01-31")
+    assert {int(k) for k in snapshot} == {h.FUT, h.CALL, h.PUT}
+    assert _strict_loads(snapshot[str(h.CALL).encode()])["last_price"] == 102.0
+    spot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:spot")
+    assert {int(k) for k in spot} == {h.SPOT}
+    assert 0 < await redis.ttl(f"{redis_prefix}snapshot:NIFTY:spot")
+
+
+async def test_publish_ticks_snapshot_keeps_latest(redis, redis_prefix):
+    pub = RedisPublisher(redis, prefix=redis_prefix)
+    await pub.publish_ticks("NIFTY", h.ticks(tokens=(h.CALL,), price=100.0), h.index())
+    await pub.publish_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_500, price=150.0),
+                            h.index())
+    value = await redis.hget(f"{redis_prefix}snapshot:NIFTY:2030-01-31", str(h.CALL))
+    assert _strict_loads(value)["last_price"] == 150.0
+
+
+async def test_publish_bars_one_message_per_timeframe(redis, subscriber, redis_prefix):
+    pub = RedisPublisher(redis, prefix=redis_prefix)
+    await _subscribe(subscriber, f"{redis_prefix}bars:1m:NIFTY", f"{redis_prefix}bars:5m:NIFTY")
+    bars = np.concatenate([h.bars(60, tokens=(h.CALL, h.PUT)), h.bars(300)])
+    bars["vwap"][1] = np.nan
+    assert await pub.publish_bars("NIFTY", bars, h.index()) == 3
+    got = dict(await _messages(subscriber, 2))
+    assert len(got[f"{redis_prefix}bars:1m:NIFTY"]["bars"]) == 2
+    assert got[f"{redis_prefix}bars:1m:NIFTY"]["bars"][1]["vwap"] is None
+    assert got[f"{redis_prefix}bars:5m:NIFTY"]["timeframe"] == "5m"
+
+
+async def test_publish_chain_nan_payload_valid_json(redis, subscriber, redis_prefix):
+    pub = RedisPublisher(redis, prefix=redis_prefix)
+    channel = f"{redis_prefix}chain:NIFTY:2030-01-31"
+    await _subscribe(subscriber, channel)
+    assert await pub.publish_chain("NIFTY", "2030-01-31", {"pcr": float("nan"), "max_pain": np.float64(22000),
+                                                           "strikes": [1.0, float("inf")]}) == 1
+    [(_, payload)] = await _messages(subscriber, 1)
+    assert payload == {"pcr": None, "max_pain": 22000.0, "strikes": [1.0, None]}
+
+
+async def test_conflating_offers_before_start_conflated_to_latest(redis, subscriber, redis_prefix):
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    for i in range(5):  # Redis "slow": nothing published yet
+        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+    assert conflating.conflated == 16 and conflating.pending_ticks == 4
+    await conflating.start()
+    try:
+        [(_, payload)] = await _messages(subscriber, 1)
+    finally:
+        await conflating.stop()
+    assert len(payload["ticks"]) == 4
+    assert {t["token"]: t["last_price"] for t in payload["ticks"]}[h.CALL] == 106.0  # 104 + position 2
+    assert await _no_more(subscriber)
+
+
+class BlockingPublisher(RedisPublisher):
+    """Waits for ``release`` before each tick publish: a Redis that is slower than the feed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def publish_ticks(self, underlying, ticks, index):
+        self.entered.set()
+        await self.release.wait()
+        return await super().publish_ticks(underlying, ticks, index)
+
+
+async def test_conflating_blocked_redis_conflates_and_counts(redis, subscriber, redis_prefix):
+    blocking = BlockingPublisher(redis, prefix=redis_prefix)
+    conflating = ConflatingPublisher(blocking)
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    await conflating.start()
+    try:
+        conflating.offer("NIFTY", h.ticks(recv_start=100, price=1.0), h.index())
+        await asyncio.wait_for(blocking.entered.wait(), 2.0)  # first batch is in flight, stuck
+        started = time.perf_counter()
+        for i in range(1, 50):
+            conflating.offer("NIFTY", h.ticks(recv_start=100 + 10 * i, price=1.0 + i), h.index())
+        assert time.perf_counter() - started < 0.5  # offer() never waited for Redis
+        assert conflating.conflated == 48 * 4 and conflating.pending_ticks == 4
+        blocking.release.set()
+        messages = await _messages(subscriber, 2)
+    finally:
+        await conflating.stop()
+    assert [len(p["ticks"]) for _, p in messages] == [4, 4]
+    assert {t["token"]: t["last_price"] for t in messages[1][1]["ticks"]}[h.SPOT] == 50.0
+    assert conflating.published_ticks == 8
+
+
+async def test_conflating_stop_publishes_pending(redis, subscriber, redis_prefix):
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await _subscribe(subscriber, f"{redis_prefix}ticks:BANKNIFTY", f"{redis_prefix}bars:1m:BANKNIFTY")
+    await conflating.start()
+    conflating.offer("BANKNIFTY", h.ticks(), h.index())
+    conflating.offer_bars("BANKNIFTY", h.bars(60))
+    await conflating.stop()
+    got = dict(await _messages(subscriber, 2))
+    assert len(got[f"{redis_prefix}ticks:BANKNIFTY"]["ticks"]) == 4
+    assert len(got[f"{redis_prefix}bars:1m:BANKNIFTY"]["bars"]) == 1
+    assert conflating.pending_ticks == 0 and conflating.pending_bars == 0
+
+
+async def test_conflating_bars_never_conflated_published_in_order(redis, subscriber, redis_prefix):
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await _subscribe(subscriber, f"{redis_prefix}bars:1m:NIFTY")
+    for i in range(5):
+        conflating.offer_bars("NIFTY", h.bars(60, bucket=1_900_000_020 + 60 * i))
+    await conflating.start()
+    try:
+        messages = await _messages(subscriber, 5)
+    finally:
+        await conflating.stop()
+    buckets = [p["bars"][0]["bucket"] for _, p in messages]
+    assert buckets == sorted(buckets) and len(buckets) == 5
+    assert conflating.conflated == 0 and conflating.bars_dropped == 0
+
+
+async def test_conflating_bars_queue_bounded_drops_oldest(redis, redis_prefix):
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), max_pending=3)
+    for i in range(5):
+        conflating.offer_bars("NIFTY", h.bars(60, bucket=1_900_000_020 + 60 * i))
+    assert conflating.pending_bars == 3 and conflating.bars_dropped == 2
+    await conflating.stop()  # never started: publishes directly
+    assert conflating.pending_bars == 0 and conflating.published_bars == 3
+
+
+async def test_conflating_redis_down_offer_never_raises_errors_counted(redis_prefix):
+    dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.2, socket_timeout=0.2)
+    conflating = ConflatingPublisher(RedisPublisher(dead, prefix=redis_prefix), max_backoff_s=0.05,
+                                     stop_timeout_s=2.0)
+    await conflating.start()
+    try:
+        for i in range(20):
+            conflating.offer("NIFTY", h.ticks(recv_start=100 + 10 * i), h.index())
+            conflating.offer_bars("NIFTY", h.bars(60))
+            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 5.0
+        while conflating.errors < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert conflating.errors >= 2
+        assert conflating.pending_ticks == 4  # latest state kept while Redis is down, not a backlog
+        assert conflating.pending_bars == 20
+    finally:
+        started = time.monotonic()
+        await conflating.stop()
+        assert time.monotonic() - started < 3.0
+        await dead.aclose()
+
+
+async def test_publish_ticks_per_instrument_channel_when_enabled(redis, subscriber, redis_prefix):
+    pub = RedisPublisher(redis, prefix=redis_prefix, per_instrument=True)
+    await _subscribe(subscriber, f"{redis_prefix}tick:{h.CALL}")
+    batch = np.concatenate([h.ticks(price=100.0), h.ticks(recv_start=1_900_000_000_000_101, price=200.0)])
+    await pub.publish_ticks("NIFTY", batch, h.index())
+    [(_, payload)] = await _messages(subscriber, 1)
+    assert payload["token"] == h.CALL and payload["last_price"] == 202.0
+    assert await _no_more(subscriber)

@@ -1,0 +1,144 @@
+"""Pure pieces of the sinks: SQL rendering, migration files, JSON building, conflation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sink_helpers as h
+from sinks.migrate import check_schema_name, load_migrations, render
+from sinks.redis_publisher import (
+    RedisPublisher,
+    bar_objects,
+    dumps,
+    float_list,
+    latest_per_instrument,
+    tick_objects,
+    timeframe,
+)
+from sinks.timescale_writer import bars_upsert_sql, instrument_record, ticks_insert_sql
+
+pytestmark = pytest.mark.unit
+
+
+def _strict_loads(text: str):
+    def reject(token: str):
+        raise ValueError(f"invalid JSON constant {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_migrations_ordered_and_timescale_marked():
+    migrations = load_migrations()
+    names = [m.name for m in migrations]
+    assert names[:2] == ["0001_init", "0002_timescale"]
+    assert names == sorted(names)
+    assert "timescaledb" in migrations[1].requires
+    assert not migrations[0].requires
+
+
+def test_render_substitutes_quoted_schema():
+    sql = render("CREATE TABLE {schema}.t (a int[] DEFAULT '{}')", "my_schema")
+    assert sql == "CREATE TABLE \"my_schema\".t (a int[] DEFAULT '{}')"
+    assert render("SELECT {timescaledb}.f()", "s", "public") == 'SELECT "public".f()'
+
+
+def test_render_without_timescale_schema_raises():
+    with pytest.raises(ValueError):
+        render("SELECT {timescaledb}.f()", "s")
+
+
+@pytest.mark.parametrize("bad", ["", "a;drop", 'x"y', "x'y", "1abc", "a" * 64, "a b"])
+def test_bad_schema_name_rejected(bad):
+    with pytest.raises(ValueError):
+        check_schema_name(bad)
+
+
+def test_init_migration_renders_every_table():
+    sql = render(load_migrations()[0].sql, "s1")
+    for table in ("instruments", "ticks", "bars_1m", "bars_5m", "bars_15m", "strike_bars_1m", "strike_bars_15m",
+                  "chain_bars_1m", "chain_bars_15m"):
+        assert f'"s1".{table} ' in sql
+    assert "{schema}" not in sql
+
+
+def test_bars_upsert_sql_newest_version_guard():
+    sql = bars_upsert_sql("public", "bars_5m")
+    assert 'INSERT INTO "public".bars_5m AS t' in sql
+    assert "DISTINCT ON (s.instrument_token, s.bucket)" in sql
+    assert "ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC" in sql
+    assert sql.rstrip().endswith("WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts")
+    assert "DO NOTHING" in ticks_insert_sql("public")
+
+
+def test_instrument_record_kite_dict_converted():
+    rows = h.instrument_rows()
+    spot = instrument_record(rows[0])
+    call = instrument_record(rows[2])
+    assert spot[0] == h.SPOT and spot[4] is None  # '' expiry -> NULL
+    assert call[4] == h.EXPIRY and call[5] == 22000.0 and call[7] == 75 and call[1] == "7"
+    assert instrument_record({**rows[2], "expiry": "2030-01-31"})[4] == h.EXPIRY
+
+
+def test_float_list_nan_becomes_none():
+    assert float_list(np.array([1.5, np.nan, np.inf])) == [1.5, None, None]
+    assert float_list(np.array([1.0, 2.0])) == [1.0, 2.0]
+
+
+def test_tick_objects_options_carry_greeks_and_json_is_valid():
+    objs = tick_objects(h.ticks(), h.index())
+    by_token = {o["token"]: o for o in objs}
+    call = by_token[h.CALL]
+    assert call["type"] == "CE" and call["strike"] == 22000.0 and call["expiry"] == "2030-01-31"
+    assert call["iv"] == 0.14 and call["gamma"] is None and call["ask"] is None
+    assert call["symbol"] == "NIFTY30JAN22000CE"
+    assert by_token[h.PUT]["type"] == "PE"
+    assert by_token[h.FUT]["type"] == "FUT" and "iv" not in by_token[h.FUT]
+    assert by_token[h.SPOT]["type"] == "INDEX" and "expiry" not in by_token[h.SPOT]
+    text = dumps({"ticks": objs})
+    assert "NaN" not in text
+    assert _strict_loads(text)["ticks"][0]["recv_ts"] == int(h.ticks()["recv_ts"][0])
+
+
+def test_tick_objects_unknown_token_named_by_number():
+    objs = tick_objects(h.ticks(tokens=(99,)), h.index())
+    assert objs[0]["symbol"] == "99" and "type" not in objs[0]
+
+
+def test_build_ticks_snapshot_keys_per_expiry_latest_wins():
+    pub = RedisPublisher(None, prefix="p:")
+    batch = np.concatenate([h.ticks(price=100.0), h.ticks(recv_start=1_900_000_000_000_101, price=200.0)])
+    message, snapshots = pub.build_ticks("NIFTY", batch, h.index())
+    assert len(_strict_loads(message)["ticks"]) == 8
+    assert set(snapshots) == {"p:snapshot:NIFTY:2030-01-31", "p:snapshot:NIFTY:spot"}
+    call = _strict_loads(snapshots["p:snapshot:NIFTY:2030-01-31"][str(h.CALL)])
+    assert call["last_price"] == 202.0
+
+
+def test_build_bars_one_message_per_timeframe():
+    pub = RedisPublisher(None)
+    batch = np.concatenate([h.bars(60), h.bars(300), h.bars(60, tokens=(h.PUT,))])
+    batch["vwap"][0] = np.nan
+    messages = pub.build_bars("NIFTY", batch, h.index())
+    assert [c for c, _ in messages] == ["bars:1m:NIFTY", "bars:5m:NIFTY"]
+    first = _strict_loads(messages[0][1])
+    assert first["timeframe"] == "1m" and len(first["bars"]) == 2
+    assert first["bars"][0]["vwap"] is None and first["bars"][0]["symbol"] == "NIFTY30JAN22000CE"
+
+
+def test_bar_objects_without_index_have_no_symbol():
+    assert "symbol" not in bar_objects(h.bars())[0]
+
+
+def test_timeframe_names():
+    assert [timeframe(s) for s in (60, 300, 900, 30)] == ["1m", "5m", "15m", "30s"]
+
+
+def test_latest_per_instrument_keeps_newest_recv_ts_in_receive_order():
+    a = h.ticks(tokens=(h.CALL, h.PUT), recv_start=10, price=1.0)
+    b = h.ticks(tokens=(h.PUT, h.CALL), recv_start=20, price=2.0)
+    out = latest_per_instrument(np.concatenate([b, a]))  # arrival order need not be recv order
+    assert out["instrument_token"].tolist() == [h.PUT, h.CALL]
+    assert out["recv_ts"].tolist() == [20, 21]

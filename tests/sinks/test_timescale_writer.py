@@ -1,0 +1,181 @@
+"""TimescaleWriter against the real PostgreSQL: idempotent, newest-version-wins upserts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import numpy as np
+import pytest
+
+import sink_helpers as h
+from pipeline.instrument_index import load_instrument_index
+from sinks.migrate import migrate
+from sinks.timescale_writer import SinkBatch, TimescaleWriter, write_instruments
+
+pytestmark = pytest.mark.integration
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+async def pool(pg_dsn, pg_schema):
+    await migrate(pg_dsn, pg_schema)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def writer(pool, pg_schema):
+    return TimescaleWriter(pool, pg_schema)
+
+
+async def _rows(pool, sql: str, *args):
+    return [dict(r) for r in await pool.fetch(sql, *args)]
+
+
+async def test_write_bars_fresh_rows_converted(writer, pool, pg_schema):
+    bars = h.bars(60, tokens=(h.CALL, h.PUT))
+    bars["vwap"][0] = np.nan
+    bars["iv"][1] = np.nan
+    assert await writer.write_bars(60, bars) == 2
+    rows = await _rows(pool, f'SELECT * FROM "{pg_schema}".bars_1m ORDER BY instrument_token')
+    assert len(rows) == 2
+    call, put = rows
+    assert call["bucket"] == dt.datetime.fromtimestamp(1_900_000_020 // 60 * 60, UTC)
+    assert call["last_recv_ts"] == dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=1_900_000_059_123_456)
+    assert call["vwap"] is None and put["vwap"] == 99.5
+    assert put["iv"] is None and call["iv"] == 0.15
+    assert call["close"] == 100.0 and call["volume"] == 1500 and call["tick_count"] == 42 and call["oi_low"] == 7900
+
+
+async def test_write_bars_older_redelivery_does_not_overwrite_newer(writer, pool, pg_schema):
+    newer = h.bars(300, last_recv_ts=2_000, close=101.0)
+    older = h.bars(300, last_recv_ts=1_000, close=100.0)
+    assert await writer.write_bars(300, newer) == 1
+    assert await writer.write_bars(300, older) == 0
+    rows = await _rows(pool, f'SELECT close FROM "{pg_schema}".bars_5m')
+    assert rows == [{"close": 101.0}]
+    newest = h.bars(300, last_recv_ts=3_000, close=102.0)
+    assert await writer.write_bars(300, newest) == 1
+    assert await _rows(pool, f'SELECT close FROM "{pg_schema}".bars_5m') == [{"close": 102.0}]
+
+
+async def test_write_bars_same_batch_twice_same_rows(writer, pool, pg_schema):
+    bars = h.bars(900, tokens=(h.CALL, h.PUT, h.FUT))
+    await writer.write_bars(900, bars)
+    first = await _rows(pool, f'SELECT * FROM "{pg_schema}".bars_15m ORDER BY instrument_token')
+    await writer.write_bars(900, bars)
+    assert await _rows(pool, f'SELECT * FROM "{pg_schema}".bars_15m ORDER BY instrument_token') == first
+    assert len(first) == 3
+
+
+async def test_write_bars_versions_in_one_batch_newest_kept(writer, pool, pg_schema):
+    batch = np.concatenate([h.bars(60, last_recv_ts=5_000, close=105.0), h.bars(60, last_recv_ts=4_000, close=104.0)])
+    assert await writer.write_bars(60, batch) == 1
+    assert await _rows(pool, f'SELECT close FROM "{pg_schema}".bars_1m') == [{"close": 105.0}]
+
+
+async def test_write_bars_wrong_interval_raises_value_error(writer):
+    with pytest.raises(ValueError):
+        await writer.write_bars(120, h.bars(120))
+    with pytest.raises(ValueError):
+        await writer.write_bars(60, h.bars(300))  # rows of another interval
+
+
+async def test_write_bars_empty_returns_zero(writer):
+    assert await writer.write_bars(60, h.bars()[:0]) == 0
+
+
+async def test_write_ticks_replay_idempotent(writer, pool, pg_schema):
+    ticks = h.ticks()
+    assert await writer.write_ticks(ticks) == 4
+    assert await writer.write_ticks(ticks) == 0
+    assert await writer.write_ticks(np.concatenate([ticks, ticks])) == 0
+    rows = await _rows(pool, f'SELECT * FROM "{pg_schema}".ticks ORDER BY recv_ts')
+    assert len(rows) == 4
+    spot, call = rows[0], rows[2]
+    assert spot["iv"] is None and spot["ask"] is None and call["iv"] == 0.14
+    assert call["recv_ts"] == dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=1_900_000_000_000_003)
+    assert call["exchange_ts"] == dt.datetime.fromtimestamp(1_900_000_000, UTC)
+
+
+async def test_write_instruments_upsert_updates_existing(writer, pool, pg_schema):
+    rows = h.instrument_rows()
+    assert await writer.write_instruments(rows) == 4
+    changed = [{**rows[2], "last_price": 123.4, "lot_size": 50}]
+    assert await writer.write_instruments(changed) == 1
+    got = await _rows(pool, f'SELECT * FROM "{pg_schema}".instruments ORDER BY instrument_token')
+    assert len(got) == 4
+    by_token = {r["instrument_token"]: r for r in got}
+    assert by_token[h.CALL]["last_price"] == 123.4 and by_token[h.CALL]["lot_size"] == 50
+    assert by_token[h.CALL]["expiry"] == h.EXPIRY and by_token[h.SPOT]["expiry"] is None
+    index = await load_instrument_index(pool, pg_schema)
+    assert index.underlying_of(h.SPOT) == "NIFTY" and index.underlying_of(h.CALL) == "NIFTY"
+
+
+async def test_module_write_instruments_opens_and_closes(pg_dsn, pg_schema, pool):
+    assert await write_instruments(pg_dsn, pg_schema, h.instrument_rows()) == 4
+    assert await pool.fetchval(f'SELECT count(*) FROM "{pg_schema}".instruments') == 4
+
+
+async def test_module_write_instruments_unmigrated_schema_raises(pg_dsn, unique_name):
+    with pytest.raises(RuntimeError, match="migrate"):
+        await write_instruments(pg_dsn, f"nosuch_{unique_name}", h.instrument_rows())
+
+
+async def test_write_generic_batches_routed(writer, pool, pg_schema):
+    mixed = np.concatenate([h.bars(60), h.bars(300)])
+    assert await writer.write(mixed) == 2
+    assert await writer.write(("ticks", h.ticks())) == 4
+    assert await writer.write(SinkBatch("instruments", h.instrument_rows())) == 4
+    assert await writer.write(("bars", 900, h.bars(900))) == 1
+    await writer.flush()
+    with pytest.raises(ValueError):
+        await writer.write(("candles", h.bars()))
+
+
+async def test_views_option_bars_and_strike_distribution_filled(writer, pool, pg_schema):
+    await writer.write_instruments(h.instrument_rows())
+    await writer.write_bars(60, h.bars(60, tokens=(h.CALL, h.PUT, h.FUT)))
+    later = h.bars(60, tokens=(h.CALL,), bucket=1_900_000_080, last_recv_ts=1_900_000_100_000_000, close=110.0)
+    await writer.write_bars(60, later)
+    options = await _rows(pool, f'SELECT * FROM "{pg_schema}".option_bars_1m ORDER BY bucket, instrument_token')
+    assert [(r["option_type"], r["underlying"]) for r in options] == [("CE", "NIFTY"), ("PE", "NIFTY"), ("CE", "NIFTY")]
+    assert options[0]["moneyness"] == pytest.approx(np.log(22000.0 / 22100.0))
+    dist = await _rows(pool, f'SELECT * FROM "{pg_schema}".strike_oi_distribution')
+    assert len(dist) == 1
+    assert dist[0]["strike"] == 22000.0 and dist[0]["call_oi"] == 9000 and dist[0]["put_oi"] == 9000
+    assert dist[0]["call_close"] == 110.0 and dist[0]["put_close"] == 100.0
+    assert await pool.fetch(f'SELECT * FROM "{pg_schema}".pcr_1m') == []
+
+
+async def test_write_bars_db_unreachable_raises(pg_schema):
+    from pipeline.local_services import free_port
+
+    with pytest.raises((OSError, asyncpg.PostgresError)):
+        pool = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/x", min_size=0, max_size=1)
+        await TimescaleWriter(pool, pg_schema).write_bars(60, h.bars())
+
+
+async def test_write_strike_and_chain_bars_newest_wins(writer, pool, pg_schema):
+    row = {"underlying": "NIFTY", "expiry": "2030-01-31", "strike": 22000.0, "bucket": 1_900_000_020,
+           "forward": 22100.0, "call_oi": 9000, "put_oi": 12000, "call_iv": float("nan"), "put_iv": 0.16,
+           "last_recv_ts": 1_900_000_059_000_000}
+    assert await writer.write_strike_bars(60, [row]) == 1
+    assert await writer.write_strike_bars(60, [{**row, "put_oi": 1, "last_recv_ts": 1}]) == 0  # older version
+    got = await _rows(pool, f'SELECT * FROM "{pg_schema}".strike_bars_1m')
+    assert len(got) == 1 and got[0]["put_oi"] == 12000 and got[0]["call_iv"] is None
+    assert got[0]["expiry"] == h.EXPIRY and got[0]["bucket"] == dt.datetime.fromtimestamp(1_900_000_020, UTC)
+    chain = np.zeros(1, dtype=[("underlying", "U16"), ("expiry", "datetime64[D]"), ("bucket", "<i8"),
+                               ("total_call_oi", "<i8"), ("total_put_oi", "<i8"), ("pcr", "<f8"),
+                               ("max_pain", "<f8"), ("last_recv_ts", "<i8")])
+    chain[0] = ("NIFTY", np.datetime64("2030-01-31"), 1_900_000_200, 9000, 12000, 12000 / 9000, 22000.0, 5)
+    assert await writer.write(SinkBatch("chain_bars", chain, 300)) == 1
+    pcr = await _rows(pool, f'SELECT underlying, expiry, pcr, max_pain, atm_iv FROM "{pg_schema}".pcr_5m')
+    assert pcr == [{"underlying": "NIFTY", "expiry": h.EXPIRY, "pcr": pytest.approx(4 / 3), "max_pain": 22000.0,
+                    "atm_iv": None}]
+    with pytest.raises(ValueError):
+        await writer.write_chain_bars(120, chain)
