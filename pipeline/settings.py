@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     risk_free_rate: float = Field(0.065, ge=-0.05, le=0.5, description="annual, continuously compounded")
     bar_intervals_s: tuple[int, ...] = (60, 300, 900)
     bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
-    late_window_s: int = Field(900, ge=0, description="late ticks older than this are dropped, counted")
+    late_window_s: int = Field(300, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted (bounds memory)")
     store_ticks: bool = False
 
     # --- Kafka / Faust ---
