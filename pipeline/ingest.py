@@ -37,7 +37,7 @@ from loguru import logger
 
 from pipeline import metrics
 from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex
-from pipeline.kite_codec import FrameDecoder
+from pipeline.kite_codec import MODE_FULL, FrameDecoder
 from pipeline.settings import KiteAccount, Settings, redact_url
 from pipeline.sharding import Shard, ShardingError, plan_shards, reassign
 from pipeline.tick_batch import encode_ticks, ticks_from_kite
@@ -76,6 +76,7 @@ class IngestStats:
     heartbeats: int = 0
     reconnects: int = 0
     unknown_tokens: int = 0
+    partial_packets: int = 0
     gap_seconds: float = 0.0
 
 
@@ -185,6 +186,7 @@ class Ingestor:
         self.ws_url = ws_url
         self.decoder = FrameDecoder()
         self.clock = ReceiveClock()
+        self.last_exchange_ts = 0
         self.stats = IngestStats()
         self.stopping = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
@@ -202,7 +204,19 @@ class Ingestor:
             return
         self.stats.frames += 1
         metrics.FRAMES.labels(connection).inc()
-        ticks = ticks_from_kite(decoded, self.clock.stamp(len(decoded), time.time_ns() // 1000))
+        full = decoded["mode"] == MODE_FULL
+        if not full.all():
+            # Kite streams a new token in quote mode until our mode message lands; those packets
+            # carry neither exchange time nor OI, which bars and pricing need: count, don't produce.
+            for mode, count in zip(*np.unique(decoded["mode"][~full], return_counts=True), strict=True):
+                metrics.PARTIAL_PACKETS.labels(str(mode)).inc(int(count))
+            self.stats.partial_packets += int((~full).sum())
+            decoded = decoded[full]
+            if not len(decoded):
+                return
+        ticks = ticks_from_kite(decoded, self.clock.stamp(len(decoded), time.time_ns() // 1000),
+                                self.last_exchange_ts)
+        self.last_exchange_ts = max(self.last_exchange_ts, int(ticks["exchange_ts"].max()))
         groups, unknown = split_by_underlying(ticks, self.index)
         self.stats.unknown_tokens += unknown
         for underlying, rows in groups.items():

@@ -18,6 +18,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 FRAMES = Counter("strikeflow_ws_frames_total", "WebSocket binary frames received", ["connection"], registry=REGISTRY)
 HEARTBEATS = Counter("strikeflow_ws_heartbeats_total", "1-byte heartbeats received", ["connection"], registry=REGISTRY)
 FRAME_ERRORS = Counter("strikeflow_ws_frame_errors_total", "Frames rejected by the codec", ["reason"], registry=REGISTRY)
+PARTIAL_PACKETS = Counter(
+    "strikeflow_ws_partial_packets_total",
+    "Packets below full mode (Kite's quote snapshot right after subscribe: no exchange time, no OI), not produced",
+    ["mode"], registry=REGISTRY,
+)
 TICKS_INGESTED = Counter("strikeflow_ticks_ingested_total", "Ticks decoded and produced to Kafka", registry=REGISTRY)
 RECONNECTS = Counter("strikeflow_ws_reconnects_total", "WebSocket reconnects", ["connection"], registry=REGISTRY)
 WS_CONNECTED = Gauge("strikeflow_ws_connected", "1 when the connection is up", ["connection"], registry=REGISTRY)

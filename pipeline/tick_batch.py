@@ -86,21 +86,31 @@ def priced_ticks(ticks: np.ndarray) -> np.ndarray:
     return out
 
 
-def ticks_from_kite(decoded: np.ndarray, recv_ts: np.ndarray) -> np.ndarray:
+def ticks_from_kite(decoded: np.ndarray, recv_ts: np.ndarray, fallback_exchange_ts: int = 0) -> np.ndarray:
     """Kite codec rows (``pipeline.kite_codec`` dtype) -> ``TICK_DTYPE``, stamped with ``recv_ts``.
 
     ``recv_ts``: epoch microseconds per row (strictly increasing). Packets
     without an exchange timestamp (ltp/quote mode, or 0 on the wire) take the
-    receive second, so they still land in a bucket near when they happened.
-    Best bid/ask are depth level 0 where the packet has depth (full mode, a
-    positive quantity), NaN otherwise.
+    newest exchange timestamp of the same frame, else ``fallback_exchange_ts``
+    (the caller's last seen exchange time), else the receive second. Never the
+    wall clock when any exchange time is known: with a sped-up or replayed feed
+    the receive second would be far from exchange time and would move the bar
+    watermark. Best bid/ask are depth level 0 where the packet has depth (full
+    mode, a positive quantity), NaN otherwise.
     """
     out = np.empty(len(decoded), dtype=TICK_DTYPE)
     out["instrument_token"] = decoded["instrument_token"]
     out["mode"] = decoded["mode"]
     out["recv_ts"] = recv_ts
     exchange_ts = decoded["exchange_timestamp"].astype(np.int64)
-    out["exchange_ts"] = np.where(exchange_ts > 0, exchange_ts, recv_ts // 1_000_000)
+    known = exchange_ts > 0
+    if known.any():
+        fallback = exchange_ts[known].max()
+    elif fallback_exchange_ts > 0:
+        fallback = fallback_exchange_ts
+    else:
+        fallback = recv_ts // 1_000_000
+    out["exchange_ts"] = np.where(known, exchange_ts, fallback)
     out["last_price"] = decoded["last_price"]
     out["volume"] = decoded["volume_traded"]
     out["oi"] = decoded["oi"]

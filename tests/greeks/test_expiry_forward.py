@@ -1,0 +1,65 @@
+"""Time to expiry (15:30 IST, 365-day years) and the put-call-parity forward."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+import greeks
+
+pytestmark = pytest.mark.unit
+
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def _epoch(y, m, d, hh, mm, ss=0):
+    return dt.datetime(y, m, d, hh, mm, ss, tzinfo=IST).timestamp()
+
+
+def test_expiry_close_date_string_datetime64_agree():
+    want = _epoch(2026, 11, 26, 15, 30)
+    assert float(greeks.expiry_close_ts(dt.date(2026, 11, 26))) == want
+    assert float(greeks.expiry_close_ts("2026-11-26")) == want
+    assert float(greeks.expiry_close_ts(np.datetime64("2026-11-26"))) == want
+    arr = greeks.expiry_close_ts(np.array(["2026-11-26", "2026-12-31"], dtype="datetime64[D]"))
+    np.testing.assert_array_equal(arr, [want, _epoch(2026, 12, 31, 15, 30)])
+    lst = greeks.expiry_close_ts([dt.date(2026, 11, 26), dt.date(2026, 12, 31)])
+    np.testing.assert_array_equal(lst, arr)
+
+
+def test_years_to_expiry_one_day_is_1_over_365():
+    close = greeks.expiry_close_ts("2026-11-26")
+    ts = _epoch(2026, 11, 25, 15, 30)
+    assert float(greeks.years_to_expiry(ts, close)) == pytest.approx(1 / 365, rel=1e-15)
+
+
+def test_expiry_day_before_close_positive_and_priced():
+    close = greeks.expiry_close_ts("2026-11-26")
+    ts = np.array([_epoch(2026, 11, 26, 9, 15), _epoch(2026, 11, 26, 15, 29, 30)])
+    t = greeks.years_to_expiry(ts, close)
+    np.testing.assert_allclose(t, [(6 * 3600 + 15 * 60) / (365 * 86400), 30 / (365 * 86400)], rtol=1e-12)
+    price = greeks.black76_price(22000.0, 22000.0, t, 0.07, 0.15, True)
+    iv = greeks.implied_vol(price, 22000.0, 22000.0, t, 0.07, True)
+    np.testing.assert_allclose(iv, 0.15, atol=1e-10)
+
+
+def test_at_and_after_close_t_nonpositive_iv_nan_price_intrinsic():
+    close = greeks.expiry_close_ts("2026-11-26")
+    ts = np.array([_epoch(2026, 11, 26, 15, 30), _epoch(2026, 11, 26, 15, 45)])
+    t = greeks.years_to_expiry(ts, close)
+    assert t[0] == 0.0 and t[1] < 0.0
+    assert np.isnan(greeks.implied_vol(5.0, 22000.0, 22000.0, t, 0.07, True)).all()
+    assert all(np.isnan(a).all() for a in greeks.black76_greeks(22000.0, 22000.0, t, 0.07, 0.15, True))
+    np.testing.assert_array_equal(greeks.black76_price(22010.0, 22000.0, t, 0.07, 0.15, True), [10.0, 10.0])
+
+
+def test_forward_from_parity_recovers_forward():
+    f, k, t, r = 22123.45, np.array([21900.0, 22100.0, 22300.0]), 8 / 365, 0.068
+    c = greeks.black76_price(f, k, t, r, 0.13, True)
+    p = greeks.black76_price(f, k, t, r, 0.13, False)
+    np.testing.assert_allclose(greeks.forward_from_parity(c, p, k, t, r), f, rtol=1e-13)
+    assert float(greeks.forward_from_parity(100.0, 50.0, 22000.0, 0.0, r)) == 22050.0
+    assert math.isnan(float(greeks.forward_from_parity(np.nan, 50.0, 22000.0, 0.1, r)))
