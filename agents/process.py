@@ -34,13 +34,24 @@ class UnderlyingState:
         ]
 
     def add(self, ticks: np.ndarray) -> np.ndarray | None:
+        before = [dict(a.stats) for a in self.aggregators]
         for aggregator in self.aggregators:
             aggregator.add_ticks(ticks)
+        self._count(before)
         if not self.closed:
             return None
         bars = np.concatenate(self.closed)
         self.closed.clear()
         return bars
+
+    def _count(self, before: list[dict[str, int]]) -> None:
+        """Export the aggregators' counters: duplicates once (every aggregator sees the same ticks),
+        late corrections and too-late drops summed over the intervals."""
+        first = self.aggregators[0].stats
+        metrics.DUPLICATE_TICKS.inc(first["duplicates"] - before[0]["duplicates"])
+        for aggregator, old in zip(self.aggregators, before, strict=True):
+            metrics.LATE_CORRECTIONS.inc(aggregator.stats["late_corrections"] - old["late_corrections"])
+            metrics.TOO_LATE_TICKS.inc(aggregator.stats["too_late_dropped"] - old["too_late_dropped"])
 
 
 def register_process_agent(app: faust.App, settings: Settings, resources, topics) -> None:  # noqa: ANN001

@@ -227,6 +227,8 @@ class Simulator:
         """Send a capture's frames at their recorded exchange-time pace (scaled by ``--speed``),
         each client only the packets of tokens it subscribed, in the mode of the capture."""
         data = path.read_bytes()
+        while not any(c.modes for c in self.clients):  # start when someone listens
+            await asyncio.sleep(0.05)
         offset, t0 = 0, time.monotonic()
         while offset + _CAPTURE_HEADER.size <= len(data):
             at_us, length = _CAPTURE_HEADER.unpack_from(data, offset)
