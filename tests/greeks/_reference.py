@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.special import ndtr
 from vollib.black import black as vollib_black
@@ -100,3 +101,15 @@ def comparable(price, f, k, t, r, sigma, is_call):
         & (price - intrinsic >= 0.05)
         & (raw_vega(f, k, t, r, sigma) >= 1e-6 * np.maximum(f, k))
     )
+
+
+# The domain that matters for index options (issue 4): NIFTY/BANKNIFTY-sized and small forwards,
+# |ln(F/K)| <= 1, 30 seconds to 2 years, volatility 1 % to 300 %.
+OPTION_INPUTS = dict(
+    f=st.one_of(st.floats(20000, 50000), st.floats(1.0, 500.0)),
+    x=st.floats(-1.0, 1.0),
+    t_s=st.floats(30.0, 2 * 365 * 86400.0),
+    vol=st.floats(0.01, 3.0),
+    r=st.floats(-0.02, 0.15),
+    call=st.booleans(),
+)

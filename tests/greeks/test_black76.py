@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import greeks
-from _reference import VOLLIB_GREEK_MAP, plain_price, vollib_greek, vollib_price
+from _reference import OPTION_INPUTS, VOLLIB_GREEK_MAP, plain_price, vollib_greek, vollib_price
 
 pytestmark = pytest.mark.unit
 
@@ -77,14 +77,7 @@ def test_grid_greeks_match_vollib_within_1e8_relative(f, x, t_s, vol):
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    f=st.one_of(st.floats(20000, 50000), st.floats(1.0, 500.0)),
-    x=st.floats(-1.0, 1.0),
-    t_s=st.floats(30.0, 2 * YEAR_S),
-    vol=st.floats(0.01, 3.0),
-    r=st.floats(-0.02, 0.15),
-    call=st.booleans(),
-)
+@given(**OPTION_INPUTS)
 def test_random_greeks_match_vollib_within_1e8_relative(f, x, t_s, vol, r, call):
     k = f * math.exp(-x)
     t = t_s / YEAR_S

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import greeks
-from _reference import brentq_implied_vol, comparable, vollib_implied_vol, vollib_price
+from _reference import OPTION_INPUTS, brentq_implied_vol, comparable, vollib_implied_vol, vollib_price
 
 pytestmark = pytest.mark.unit
 
@@ -97,14 +97,7 @@ def test_tick_size_prices_nifty_and_small_forward_match_vollib():
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    f=st.one_of(st.floats(20000, 50000), st.floats(1.0, 500.0)),
-    x=st.floats(-1.0, 1.0),
-    t_s=st.floats(30.0, 2 * YEAR_S),
-    vol=st.floats(0.01, 3.0),
-    r=st.floats(-0.02, 0.15),
-    call=st.booleans(),
-)
+@given(**OPTION_INPUTS)
 def test_random_inputs_roundtrip_and_match_vollib(f, x, t_s, vol, r, call):
     k = f * math.exp(-x)
     t = t_s / YEAR_S
