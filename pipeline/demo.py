@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="simulated ticks per wall second")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-store-ticks", action="store_true", help="do not keep raw ticks in the ticks table")
+    parser.add_argument("--private-services", action="store_true",
+                        help="start private PostgreSQL/Redis even when servers answer on the default local ports")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     pg = settings.pg_dsn.get_secret_value() if settings.pg_dsn else None
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     try:
-        services = ensure_services(settings.kafka_url, pg, redis, log_dir)
+        services = ensure_services(settings.kafka_url, pg, redis, log_dir, reuse_local=not args.private_services)
     except ServiceStartError as exc:
         raise ConfigError(f"cannot start a local service: {exc}") from None
     children: list[ManagedProcess] = []
@@ -169,3 +171,7 @@ def _print_summary(counts: dict[str, int], services, settings: Settings) -> None
     host, port = re.match(r"redis://(?:[^@]*@)?([^:/]+):(\d+)", services.redis_url).groups()
     print(f"  redis-cli -h {host} -p {port} SUBSCRIBE ticks:NIFTY   (while the demo runs)")
     print(f"  redis-cli -h {host} -p {port} --scan --pattern 'snapshot:*'")
+    private = sorted({p.name for p in services.processes} & {"postgres", "redis"})
+    if private:
+        print(f"  (the demo's private {' and '.join(private)} stopped with it: run these while it runs, or set "
+              "STRIKEFLOW_PG_DSN / STRIKEFLOW_REDIS_URL to keep the data)")

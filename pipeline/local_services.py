@@ -16,7 +16,9 @@ the caller's normal shutdown. Everything binds to 127.0.0.1 on a free port.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import glob
 import importlib.util
@@ -173,20 +175,31 @@ def start_broker(log_dir: Path) -> tuple[str, ManagedProcess]:
 # --- PostgreSQL -----------------------------------------------------------------------------------
 
 
+def _postgres_answers(dsn: str) -> bool:
+    """True when ``dsn`` accepts a connection (probed in a thread: callers may be inside an event loop)."""
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, probe()).result(timeout=10)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not usable"
+            return False
+
+
 def _existing_postgres_dsn() -> str | None:
+    """A usable DSN of a PostgreSQL on 127.0.0.1:5432 with trust auth, if there is one."""
     if not port_open(LOOPBACK, 5432):
         return None
-    candidates = []
-    for user in ("postgres", pwd.getpwuid(os.getuid()).pw_name):
+    for user in dict.fromkeys(("postgres", pwd.getpwuid(os.getuid()).pw_name)):
         for db in ("test", "postgres"):
-            candidates.append(f"postgresql://{user}@{LOOPBACK}:5432/{db}")
-    psql = shutil.which("psql")
-    if psql is None:
-        return candidates[0]
-    for dsn in candidates:
-        ok = subprocess.run([psql, dsn, "-qAtc", "select 1"], capture_output=True, timeout=10)
-        if ok.returncode == 0:
-            return dsn
+            dsn = f"postgresql://{user}@{LOOPBACK}:5432/{db}"
+            if _postgres_answers(dsn):
+                return dsn
     return None
 
 

@@ -1,0 +1,47 @@
+"""Starting and stopping the services a newcomer's machine may lack (no Docker)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from pipeline.local_services import LOOPBACK, ensure_services, free_port, port_open
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" in status.read_text()
+
+
+async def test_private_services_start_answer_and_stop_by_pid(tmp_path: Path) -> None:
+    local = ensure_services(None, None, None, tmp_path, reuse_local=False)
+    try:
+        assert {p.name for p in local.processes} == {"kafka-tansu", "postgres", "redis"}
+        assert ":5432/" not in local.pg_dsn and ":6379/" not in local.redis_url  # private, free ports
+        conn = await asyncpg.connect(local.pg_dsn)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+        client = aioredis.from_url(local.redis_url)
+        assert await client.ping()
+        await client.aclose()
+        broker_port = int(local.kafka_url.rsplit(":", 1)[1])
+        assert port_open(LOOPBACK, broker_port)
+    finally:
+        pids = [p.pid for p in local.processes]
+        local.close()
+    assert all(_gone(pid) for pid in pids)
+    assert not port_open(LOOPBACK, broker_port)
+
+
+def test_free_port_is_not_listening() -> None:
+    assert not port_open(LOOPBACK, free_port())
