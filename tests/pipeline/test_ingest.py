@@ -192,3 +192,25 @@ async def test_ingest_command_stops_cleanly_on_sigterm(kite_simulator, kafka_url
     assert proc.returncode == 0, text[-3000:]
     assert "ingest stopped" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.integration
+async def test_access_tokens_never_reach_the_logs(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    from loguru import logger
+
+    simulator, addr = await kite_simulator(api_key="good", access_token="right-token")
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG", format="{message} {exception}")
+    try:
+        accounts = [KiteAccount(api_key="bad", access_token="SECRET-wrong-token"),
+                    KiteAccount(api_key="good", access_token="right-token")]
+        run = await start_ingest(simulator, addr, accounts)
+        await _until(lambda: run.ingestor.stats.ticks > 0, what="ticks through the good account")
+        simulator.drop()
+        await _until(lambda: run.ingestor.stats.reconnects >= 1, what="reconnect")
+        await run.stop()
+    finally:
+        logger.remove(sink)
+    text = "\n".join(lines)
+    assert "rejected" in text  # the failover was logged...
+    assert "SECRET-wrong-token" not in text and "right-token" not in text  # ...without any token
