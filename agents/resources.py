@@ -8,6 +8,7 @@ after a final flush.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ from pipeline.pricing import OptionPricer
 from pipeline.settings import Settings, redact_url
 from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
 from sinks.timescale_writer import TimescaleWriter
+
+
+REFRESH_MIN_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -40,6 +44,7 @@ class WorkerResources:
         self._connected: Connected | None = None
         self._lock = asyncio.Lock()
         self.partitions_assigned = False
+        self._refreshed_at = float("-inf")
 
     async def get(self) -> Connected:
         if self._connected is not None:
@@ -66,8 +71,17 @@ class WorkerResources:
         return Connected(pool, redis, writer, publisher, instruments, OptionPricer(instruments, self.settings.risk_free_rate))
 
     async def refresh_instruments(self) -> InstrumentIndex:
-        """Reload the instrument index (the ingestor adds contracts at start-up)."""
+        """Reload the instrument index (the ingestor adds contracts at start-up).
+
+        Called when a batch carries a token the index does not know; at most once per
+        ``REFRESH_MIN_INTERVAL_S``, so a token that is in no instruments table costs one
+        query per interval, not one per batch (its ticks are priced as unknown: NaN Greeks).
+        """
         connected = await self.get()
+        now = time.monotonic()
+        if now - self._refreshed_at < REFRESH_MIN_INTERVAL_S:
+            return connected.instruments
+        self._refreshed_at = now
         connected.instruments = await load_instrument_index(connected.pool, self.settings.pg_schema)
         connected.pricer.rebase(connected.instruments)
         return connected.instruments
