@@ -24,7 +24,7 @@ inputs (0-d arrays for all-scalar input).
 
 from greeks.black76 import Greeks, black76_greeks, black76_price
 from greeks.expiry import expiry_close_ts, years_to_expiry
-from greeks.forward import forward_from_parity
+from greeks.forward import forward_for_expiry, forward_from_parity
 from greeks.implied_vol import implied_vol
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "black76_greeks",
     "black76_price",
     "expiry_close_ts",
+    "forward_for_expiry",
     "forward_from_parity",
     "implied_vol",
     "years_to_expiry",

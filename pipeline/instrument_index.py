@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+import greeks
+
 KIND_OTHER, KIND_INDEX, KIND_FUT, KIND_CALL, KIND_PUT = 0, 1, 2, 3, 4
 _KIND_BY_TYPE = {"CE": KIND_CALL, "PE": KIND_PUT, "FUT": KIND_FUT, "INDEX": KIND_INDEX}
 
@@ -27,8 +29,8 @@ IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 def expiry_close_ts(expiry: dt.date) -> int:
-    """Epoch seconds of 15:30 IST on ``expiry``."""
-    return int(dt.datetime.combine(expiry, dt.time(15, 30), IST).timestamp())
+    """Epoch seconds of 15:30 IST on ``expiry`` (as an int: the index stores int64)."""
+    return int(greeks.expiry_close_ts(expiry))
 
 
 def _field(row: Any, name: str) -> Any:

@@ -23,9 +23,6 @@ import greeks
 from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex
 from pipeline.tick_batch import priced_ticks
 
-SECONDS_PER_YEAR = 365.0 * 86400.0
-
-
 class OptionPricer:
     """Prices option ticks against a price book of every instrument in ``index``."""
 
@@ -56,7 +53,7 @@ class OptionPricer:
             return out
         rows = np.flatnonzero(opt)
         p = pos[rows]
-        t = (idx.expiry_ts[p] - ticks["exchange_ts"][rows]) / SECONDS_PER_YEAR
+        t = greeks.years_to_expiry(ticks["exchange_ts"][rows], idx.expiry_ts[p])
         forward = np.full(len(rows), np.nan)
         for key in set(zip(idx.underlying[p], idx.expiry_ts[p], strict=True)):
             sel = (idx.underlying[p] == key[0]) & (idx.expiry_ts[p] == key[1])
@@ -73,23 +70,26 @@ class OptionPricer:
         return out
 
     def _forward(self, underlying: str, expiry_ts: int, t: np.ndarray) -> np.ndarray:
+        """Gather the expiry's future, option and spot prices from the book; the rule is greeks'."""
         idx, book = self.index, self.book
         same = idx.underlying == underlying
-        fut = same & (idx.kind == KIND_FUT) & (idx.expiry_ts == expiry_ts) & ~np.isnan(book)
-        if fut.any():
-            return np.full(len(t), book[np.flatnonzero(fut)[0]])
-        spot_rows = np.flatnonzero(same & (idx.kind == KIND_INDEX) & ~np.isnan(book))
-        spot = book[spot_rows[0]] if len(spot_rows) else np.nan
-        carry = np.exp(self.r * np.maximum(t, 0.0))
+        known = ~np.isnan(book)
+        fut = np.flatnonzero(same & (idx.kind == KIND_FUT) & (idx.expiry_ts == expiry_ts) & known)
+        spot_rows = np.flatnonzero(same & (idx.kind == KIND_INDEX) & known)
         chain = same & (idx.expiry_ts == expiry_ts)
-        calls = np.flatnonzero(chain & (idx.kind == KIND_CALL) & ~np.isnan(book))
-        puts = np.flatnonzero(chain & (idx.kind == KIND_PUT) & ~np.isnan(book))
-        both = np.intersect1d(idx.strike[calls], idx.strike[puts])
-        if len(both):
-            anchor = spot * carry.mean() if not np.isnan(spot) else np.median(both)
-            k = both[np.argmin(np.abs(both - anchor))]
-            c = book[calls[idx.strike[calls] == k][0]]
-            p = book[puts[idx.strike[puts] == k][0]]
-            return greeks.forward_from_parity(c, p, k, np.maximum(t, 0.0), self.r) * np.ones(len(t))
-        return spot * carry
+        calls = np.flatnonzero(chain & (idx.kind == KIND_CALL) & known)
+        puts = np.flatnonzero(chain & (idx.kind == KIND_PUT) & known)
+        strikes = np.intersect1d(idx.strike[calls], idx.strike[puts])
+        return greeks.forward_for_expiry(
+            t, self.r,
+            future_price=book[fut[0]] if len(fut) else np.nan,
+            strikes=strikes,
+            call_prices=self._prices_at(calls, strikes),
+            put_prices=self._prices_at(puts, strikes),
+            spot=book[spot_rows[0]] if len(spot_rows) else np.nan,
+        )
 
+    def _prices_at(self, rows: np.ndarray, strikes: np.ndarray) -> np.ndarray:
+        """Book prices of ``rows`` (one per strike) ordered like ``strikes``."""
+        by_strike = dict(zip(self.index.strike[rows].tolist(), self.book[rows].tolist(), strict=True))
+        return np.array([by_strike[k] for k in strikes.tolist()], dtype=np.float64)

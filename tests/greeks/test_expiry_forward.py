@@ -63,3 +63,31 @@ def test_forward_from_parity_recovers_forward():
     np.testing.assert_allclose(greeks.forward_from_parity(c, p, k, t, r), f, rtol=1e-13)
     assert float(greeks.forward_from_parity(100.0, 50.0, 22000.0, 0.0, r)) == 22050.0
     assert math.isnan(float(greeks.forward_from_parity(np.nan, 50.0, 22000.0, 0.1, r)))
+
+
+def test_forward_for_expiry_prefers_the_same_expiry_future():
+    f = greeks.forward_for_expiry(np.array([0.01, 0.02]), 0.065, future_price=24650.0,
+                                  strikes=[24500.0], call_prices=[300.0], put_prices=[150.0], spot=24500.0)
+    np.testing.assert_array_equal(f, [24650.0, 24650.0])
+
+
+def test_forward_for_expiry_uses_parity_at_the_strike_nearest_the_money():
+    t, r = 0.02, 0.065
+    strikes = np.array([24000.0, 24500.0, 25000.0])
+    true_f = 24600.0
+    disc = math.exp(-r * t)
+    calls = greeks.black76_price(true_f, strikes, t, r, 0.13, True)
+    puts = greeks.black76_price(true_f, strikes, t, r, 0.13, False)
+    puts[1] = np.nan  # 24500 is nearest the money but has no put quote: 25000 is used
+    f = greeks.forward_for_expiry(np.array([t]), r, strikes=strikes, call_prices=calls, put_prices=puts,
+                                  spot=24580.0)
+    assert f[0] == pytest.approx(25000.0 + (calls[2] - puts[2]) / disc, rel=1e-12)
+    assert f[0] == pytest.approx(true_f, rel=1e-9)
+
+
+def test_forward_for_expiry_falls_back_to_spot_carry_then_nan():
+    t = np.array([0.1])
+    f = greeks.forward_for_expiry(t, 0.05, spot=20000.0, strikes=[20000.0], call_prices=[100.0],
+                                  put_prices=[0.0])
+    assert f[0] == pytest.approx(20000.0 * math.exp(0.005), rel=1e-15)
+    assert np.isnan(greeks.forward_for_expiry(t, 0.05)[0])
