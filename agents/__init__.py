@@ -1,4 +1,4 @@
-"""Faust agents: thin routing of batches through the pure core (pipeline.bars, greeks) to sinks."""
+"""Faust agents: thin routing of batches through the pure core (pipeline.bars, pipeline.rollups, greeks) to sinks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class Topics:
     ticks: faust.TopicT
     bars: faust.TopicT
     priced_ticks: faust.TopicT
+    rollups: faust.TopicT
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -24,6 +25,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         ticks=topic(settings.ticks_topic),
         bars=topic(settings.bars_topic),
         priced_ticks=topic(f"{settings.ticks_topic}-priced"),
+        rollups=topic(f"{settings.bars_topic}-rollups"),
     )
 
 

@@ -3,8 +3,9 @@
 Per batch: decode -> price options (IV, Greeks) -> update 1/5/15-minute bar
 aggregators (event time) -> hand live ticks to the conflating Redis publisher
 (never awaited per tick: a slow dashboard can't slow us) -> send closed bars to
-the ``bars`` topic (and Redis) -> optionally priced ticks to ``ticks-priced``
-for the tick store. State is per underlying, and records are keyed by
+the ``bars`` topic (and Redis) -> OI rollups of the closed option bars
+(pipeline.rollups) to the ``rollups`` topic and chain rows to Redis ->
+optionally priced ticks to ``ticks-priced`` for the tick store. State is per underlying, and records are keyed by
 underlying, so a partition's state lives in exactly one worker.
 """
 
@@ -19,19 +20,31 @@ from loguru import logger
 from pipeline import metrics
 from pipeline.bars import BarAggregator, encode_bars
 from pipeline.columnar import BatchFormatError
+from pipeline.instrument_index import InstrumentIndex
+from pipeline.rollups import OIRollup, encode_rollups
 from pipeline.settings import Settings
 from pipeline.tick_batch import decode_ticks, encode_priced_ticks
 
 
 class UnderlyingState:
-    """The bar aggregators of one underlying; closed bars collect in ``closed`` until sent."""
+    """The bar aggregators and OI rollups of one underlying; closed bars collect in ``closed`` until sent."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, underlying: str) -> None:
         self.closed: list[np.ndarray] = []
         self.aggregators = [
             BarAggregator(interval, self.closed.append, grace_s=settings.bar_grace_s, late_window_s=settings.late_window_s)
             for interval in settings.bar_intervals_s
         ]
+        # retain what a late correction can still reach: the late window plus the bar's and the next one's interval
+        self.rollups = [
+            OIRollup(underlying, interval, retain_s=settings.late_window_s + settings.bar_grace_s + 2 * interval)
+            for interval in settings.bar_intervals_s
+        ]
+
+    def rollup(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+        """(strike rows, chain rows) of the closed bars, all intervals."""
+        parts = [r.update(bars, index) for r in self.rollups]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def add(self, ticks: np.ndarray) -> np.ndarray | None:
         before = [dict(a.stats) for a in self.aggregators]
@@ -54,6 +67,15 @@ class UnderlyingState:
             metrics.TOO_LATE_TICKS.inc(aggregator.stats["too_late_dropped"] - old["too_late_dropped"])
 
 
+async def _send_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np.ndarray, topics, publisher) -> None:  # noqa: ANN001
+    if not len(chain_rows):
+        return
+    await topics.rollups.send(key=underlying.encode(), value=encode_rollups(underlying, strike_rows, chain_rows))
+    metrics.ROLLUP_ROWS.labels("strike_bars").inc(len(strike_rows))
+    metrics.ROLLUP_ROWS.labels("chain_bars").inc(len(chain_rows))
+    publisher.offer_chain(underlying, chain_rows)
+
+
 def register_process_agent(app: faust.App, settings: Settings, resources, topics) -> None:  # noqa: ANN001
     states: dict[str, UnderlyingState] = {}
 
@@ -71,7 +93,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources, topics
                 await resources.refresh_instruments()
                 res = await resources.get()
             priced = res.pricer.price(ticks)
-            state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings))
+            state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings, underlying))
             bars = state.add(priced)
             res.publisher.offer(underlying, priced, res.instruments)
             if bars is not None:
@@ -79,6 +101,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources, topics
                 for interval in np.unique(bars["interval_s"]):
                     metrics.BARS_EMITTED.labels(f"{interval // 60}m").inc(int(np.sum(bars["interval_s"] == interval)))
                 res.publisher.offer_bars(underlying, bars)
+                await _send_rollups(underlying, *state.rollup(bars, res.instruments), topics, res.publisher)
             if settings.store_ticks:
                 await topics.priced_ticks.send(key=underlying.encode(), value=encode_priced_ticks(underlying, priced))
             metrics.TICKS_PROCESSED.labels(underlying).inc(len(ticks))

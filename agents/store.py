@@ -1,4 +1,4 @@
-"""Store agents: closed bars (and optionally priced ticks) into PostgreSQL/TimescaleDB.
+"""Store agents: closed bars, OI rollups (and optionally priced ticks) into PostgreSQL/TimescaleDB.
 
 Records are taken in batches (``stream.take``) and written with one bulk
 upsert per table; the records are acknowledged only when the next batch is
@@ -19,6 +19,7 @@ from loguru import logger
 from pipeline import metrics
 from pipeline.bars import decode_bars
 from pipeline.columnar import BatchFormatError
+from pipeline.rollups import decode_rollups, row_dicts
 from pipeline.settings import Settings
 from pipeline.tick_batch import decode_priced_ticks
 
@@ -64,6 +65,21 @@ def register_store_agents(app: faust.App, settings: Settings, resources, topics)
                 chunk = bars[bars["interval_s"] == interval]
                 await _write_with_retry(f"{len(chunk)} bars", lambda c=chunk, i=int(interval): res.writer.write_bars(i, c))
                 metrics.ROWS_WRITTEN.labels(f"bars_{interval // 60}m").inc(len(chunk))
+
+    @app.agent(topics.rollups, name="store-rollups")
+    async def store_rollups(stream: faust.StreamT) -> None:
+        res = await resources.get()
+        async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
+            records = _decode_all(payloads, lambda p: (None, decode_rollups(p)[1:]), topics.rollups.get_topic_name())
+            if not records:
+                continue
+            for table, j, write in (("strike_bars", 0, res.writer.write_strike_bars),
+                                    ("chain_bars", 1, res.writer.write_chain_bars)):
+                rows = np.concatenate([r[j] for r in records])  # (strike rows, chain rows) per record
+                for interval in np.unique(rows["interval_s"]).tolist():
+                    chunk = row_dicts(rows[rows["interval_s"] == interval])
+                    await _write_with_retry(f"{len(chunk)} {table}", lambda w=write, c=chunk, i=interval: w(i, c))
+                    metrics.ROWS_WRITTEN.labels(f"{table}_{interval // 60}m").inc(len(chunk))
 
     if not settings.store_ticks:
         return

@@ -46,7 +46,7 @@ async def _table_counts(dsn: str, schema: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
         counts = {}
-        for table in ("instruments", "ticks", "bars_1m", "bars_5m", "bars_15m"):
+        for table in ("instruments", "ticks", "bars_1m", "bars_5m", "bars_15m", "strike_bars_1m", "chain_bars_1m"):
             counts[table] = await conn.fetchval(f'SELECT count(*) FROM "{schema}".{table}')
         return counts
     finally:

@@ -38,6 +38,10 @@ DUPLICATE_TICKS = Counter("strikeflow_duplicate_ticks_total", "Redelivered ticks
 LATE_CORRECTIONS = Counter("strikeflow_late_corrections_total", "Bars re-emitted for late ticks", registry=REGISTRY)
 TOO_LATE_TICKS = Counter("strikeflow_too_late_ticks_total", "Ticks older than the late window, dropped", registry=REGISTRY)
 BARS_EMITTED = Counter("strikeflow_bars_emitted_total", "Closed bars produced", ["interval"], registry=REGISTRY)
+ROLLUP_ROWS = Counter(
+    "strikeflow_rollup_rows_total", "OI rollup rows produced (strike and chain, incl. late re-emissions)",
+    ["table"], registry=REGISTRY,
+)
 EVENT_LAG = Gauge(
     "strikeflow_process_lag_seconds", "Wall time minus receive time of the last processed tick", ["underlying"], registry=REGISTRY
 )

@@ -18,7 +18,12 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   series disappear.
 - ``bars:<tf>:<underlying>`` (tf ``1m``/``5m``/``15m``) — one message per
   timeframe per call: ``{"underlying", "timeframe", "interval_s", "bars": [...]}``.
-- ``chain:<underlying>:<expiry>`` — the OI rollup payload, as given.
+- ``chain:<underlying>:<expiry>`` — the OI rollup payload, as given; from
+  ``publish_chains``/``offer_chain`` one message per chain row (see
+  ``pipeline.rollups``): ``{"underlying", "expiry", "interval_s", "timeframe",
+  "bucket" (epoch s), "total_call_oi", "total_put_oi", "pcr", "max_pain",
+  "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
+  "last_recv_ts" (epoch µs)}``.
 
 Missing numbers (NaN) are JSON ``null``; messages never contain NaN/Infinity.
 
@@ -43,6 +48,7 @@ from loguru import logger
 
 from pipeline import metrics
 from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex
+from pipeline.rollups import row_dicts
 from pipeline.tick_batch import GREEK_FIELDS
 
 _TYPE_NAMES = {KIND_CALL: "CE", KIND_PUT: "PE", KIND_FUT: "FUT", KIND_INDEX: "INDEX"}
@@ -274,6 +280,27 @@ class RedisPublisher:
         metrics.REDIS_PUBLISHED.labels("chain").inc()
         return int(receivers)
 
+    def build_chains(self, underlying: str, chain_rows: np.ndarray) -> list[tuple[str, str]]:
+        """[(channel, message JSON)] — one per chain row (``pipeline.rollups.CHAIN_BAR_DTYPE``), in row order."""
+        out = []
+        for row in row_dicts(chain_rows):
+            row["underlying"] = row["underlying"] or underlying
+            row["timeframe"] = timeframe(row["interval_s"])
+            out.append((self.chain_channel(row["underlying"], row["expiry"]), dumps(row)))
+        return out
+
+    async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int:
+        """Publish chain rollup rows (one message each, in order, one round trip); returns rows published."""
+        if len(chain_rows) == 0:
+            return 0
+        messages = self.build_chains(underlying, chain_rows)
+        pipe = self.redis.pipeline(transaction=False)
+        for channel, message in messages:
+            pipe.publish(channel, message)
+        await pipe.execute()
+        metrics.REDIS_PUBLISHED.labels("chain").inc(len(messages))
+        return len(messages)
+
 
 # Errors worth retrying: Redis/network trouble. Anything else is a bug in the data: dropped and logged.
 def _retryable(exc: BaseException) -> bool:
@@ -295,6 +322,9 @@ class ConflatingPublisher:
       conflated, published in order. The queue is bounded by ``max_pending`` bar
       rows: beyond it the oldest batches are dropped (counted in ``bars_dropped``,
       logged) — the ``bars`` Kafka topic and the database still have them.
+    - ``offer_chain(underlying, chain_rows)`` likewise queues OI rollup chain
+      rows (never conflated, published in order on ``chain:<underlying>:<expiry>``),
+      bounded by ``max_pending`` rows (``chains_dropped``).
     - A background task publishes whatever is pending. Redis errors are logged
       once per kind until recovery, counted in ``errors`` (and
       ``strikeflow_sink_errors_total{sink="redis"}``), and retried with
@@ -310,6 +340,8 @@ class ConflatingPublisher:
         self._ticks: dict[str, tuple[np.ndarray, InstrumentIndex]] = {}
         self._bars: collections.deque[tuple[str, np.ndarray]] = collections.deque()
         self._bar_rows = 0
+        self._chains: collections.deque[tuple[str, np.ndarray]] = collections.deque()
+        self._chain_rows = 0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -317,6 +349,8 @@ class ConflatingPublisher:
         self._index: dict[str, InstrumentIndex] = {}  # latest index per underlying, to name bars
         self.conflated = 0
         self.bars_dropped = 0
+        self.chains_dropped = 0
+        self.published_chains = 0
         self.errors = 0
         self.published_ticks = 0
         self.published_bars = 0
@@ -344,6 +378,20 @@ class ConflatingPublisher:
         self._bars.append((underlying, bars))
         self._bar_rows += len(bars)
         self._trim_bars()
+        self._wake.set()
+
+    def offer_chain(self, underlying: str, chain_rows: np.ndarray) -> None:
+        """Queue OI rollup chain rows (never blocks, never conflated; bounded like bars)."""
+        if len(chain_rows) == 0:
+            return
+        self._chains.append((underlying, chain_rows))
+        self._chain_rows += len(chain_rows)
+        while self._chain_rows > self.max_pending and len(self._chains) > 1:
+            _, dropped = self._chains.popleft()
+            self._chain_rows -= len(dropped)
+            self.chains_dropped += len(dropped)
+            self._log_once("chains-dropped", "Redis chain queue over {} rows: dropping the oldest chain rows "
+                           "(they are still in Kafka and the database)", self.max_pending)
         self._wake.set()
 
     def _merge_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> None:
@@ -374,7 +422,7 @@ class ConflatingPublisher:
         if self._task is None or self._task.done():
             self._stop.clear()
             self._wake = asyncio.Event()
-            if self._ticks or self._bars:
+            if self._ticks or self._bars or self._chains:
                 self._wake.set()
             self._task = asyncio.create_task(self._run(), name="redis-conflating-publisher")
 
@@ -382,7 +430,7 @@ class ConflatingPublisher:
         """Publish what is pending (up to ``stop_timeout_s``), then stop the task."""
         task, self._task = self._task, None
         if task is None:
-            if self._ticks or self._bars:
+            if self._ticks or self._bars or self._chains:
                 await self._drain_once()
             return
         self._stop.set()
@@ -403,7 +451,7 @@ class ConflatingPublisher:
     async def _run(self) -> None:
         backoff = 0.0
         while True:
-            if not (self._ticks or self._bars):
+            if not (self._ticks or self._bars or self._chains):
                 if self._stop.is_set():
                     return
                 self._wake.clear()
@@ -445,7 +493,16 @@ class ConflatingPublisher:
                     return False
             self._bars.popleft()
             self._bar_rows -= len(bars)
-        if self._logged - {"bars-dropped"}:
+        while self._chains:
+            underlying, rows = self._chains[0]
+            try:
+                self.published_chains += await self.publisher.publish_chains(underlying, rows)
+            except Exception as exc:  # noqa: BLE001
+                if self._failed(exc, f"chain rows of {underlying}"):
+                    return False
+            self._chains.popleft()
+            self._chain_rows -= len(rows)
+        if self._logged - {"bars-dropped", "chains-dropped"}:
             logger.info("Redis publishing recovered ({} errors so far)", self.errors)
             self._logged.clear()
         return True

@@ -1,0 +1,386 @@
+"""Open-interest rollups: per-strike and per-expiry (chain) rows from closed option bars.
+
+Pure core: numpy only, no I/O, no wall clock. Time enters only through the
+bars' ``bucket`` (event time) and ``last_recv_ts``.
+
+Input: closed (or late-corrected) bars of one interval (``pipeline.bars.BAR_DTYPE``).
+Only option bars (``KIND_CALL``/``KIND_PUT`` in the instrument index, with an
+expiry and a strike) of the rollup's underlying and interval are used; every
+other bar (index, future, unknown token, other underlying, other interval) is
+ignored.
+
+Units: ``bucket`` epoch seconds (start of the interval, as in the bars);
+``interval_s`` seconds; ``last_recv_ts`` epoch microseconds; prices and
+strikes in rupees; OI and volume in contracts as the exchange reports them
+(shares for NSE F&O); ``iv`` annualised (0.15 = 15 %); ``delta`` per rupee of
+the forward.
+
+Carry-forward: the rollup keeps the last known bar of every option
+instrument. At bucket ``b`` an instrument's *state* is its newest bar with
+``bucket <= b``; an option that did not trade in ``b`` still counts with its
+last known close, oi, iv and delta, and with volume 0 and oi_change 0.
+
+Strike row (``STRIKE_BAR_DTYPE``, one per (expiry, strike, bucket) with at
+least one side known at ``b``; prefix ``call_``/``put_``):
+
+- close, oi (at the bar's close), iv, delta: of the side's state at ``b``;
+- volume: the side's bar volume in ``b`` (0 when it did not trade in ``b``);
+- oi_change: oi at this bucket's close minus oi at the instrument's previous
+  bucket close known to the rollup; for the instrument's first known bar:
+  ``oi - oi_open``; 0 when it did not trade in ``b``;
+- a side with no known bar: NaN floats and ``MISSING_INT`` ints (NULL in SQL,
+  null in JSON; see :func:`row_dicts`);
+- forward: the expiry's forward at ``b`` (below), the same on every strike row.
+
+Chain row (``CHAIN_BAR_DTYPE``, one per (expiry, bucket)):
+
+- forward: median of ``forward`` over the expiry's option bars *of bucket b*
+  (NaN values ignored; NaN when none);
+- total_call_oi / total_put_oi: sums of the states' oi;
+- pcr = total_put_oi / total_call_oi; NaN (NULL) when total_call_oi is 0;
+- max_pain: the listed strike ``K`` (strikes with a known bar in the expiry)
+  minimising the total intrinsic value paid to holders at expiry,
+  ``sum_i call_oi_i * max(K - K_i, 0) + put_oi_i * max(K_i - K, 0)``; ties go
+  to the lowest strike; NaN when the expiry's total OI is 0;
+- atm_strike: the listed strike nearest the forward (ties: lowest); NaN when
+  the forward is NaN;
+- atm_iv: mean of the ATM call's and put's iv that are known (NaN if neither);
+- call_volume / put_volume: sums of the bucket's option bar volumes.
+
+Versioning: a row's ``last_recv_ts`` is the max ``last_recv_ts`` of the bars
+that fed it (the states, and for instruments that traded in ``b`` also their
+previous bar, which fixes oi_change). A late-corrected bar of bucket ``b``
+recomputes ``b`` and every later bucket of its expiry it feeds (through
+carry-forward, or the oi_change of the instrument's next bar); all those rows
+carry the correction's newer ``last_recv_ts``, so the sinks' newest-wins
+upserts keep them.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from pipeline.columnar import _COUNT, _HEADER, BatchFormatError, decode_batch, encode_batch
+from pipeline.instrument_index import KIND_CALL, KIND_PUT, InstrumentIndex
+
+KIND_STRIKE_BARS = 4
+KIND_CHAIN_BARS = 5
+
+MISSING_INT = np.iinfo(np.int64).min  # an int column of a side with no known bar (NULL downstream)
+
+_KEY = [("underlying", "S24"), ("expiry", "S10"), ("interval_s", "<i4"), ("bucket", "<i8")]
+_SIDE = [("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_change", "<i8"), ("iv", "<f8"), ("delta", "<f8")]
+
+STRIKE_BAR_DTYPE = np.dtype(
+    _KEY
+    + [("strike", "<f8"), ("forward", "<f8")]
+    + [(f"call_{n}", t) for n, t in _SIDE]
+    + [(f"put_{n}", t) for n, t in _SIDE]
+    + [("last_recv_ts", "<i8")]
+)
+CHAIN_BAR_DTYPE = np.dtype(
+    _KEY
+    + [
+        ("total_call_oi", "<i8"),
+        ("total_put_oi", "<i8"),
+        ("pcr", "<f8"),
+        ("max_pain", "<f8"),
+        ("atm_strike", "<f8"),
+        ("atm_iv", "<f8"),
+        ("forward", "<f8"),
+        ("call_volume", "<i8"),
+        ("put_volume", "<i8"),
+        ("last_recv_ts", "<i8"),
+    ]
+)
+
+# What the rollup keeps per option bar (self-contained: no index needed later).
+_HIST_DTYPE = np.dtype(
+    [
+        ("token", "<u4"), ("bucket", "<i8"), ("kind", "u1"), ("strike", "<f8"), ("expiry_ts", "<i8"),
+        ("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_open", "<i8"), ("iv", "<f8"),
+        ("delta", "<f8"), ("forward", "<f8"), ("last_recv_ts", "<i8"),
+    ]
+)
+_NO_TS = np.iinfo(np.int64).min
+
+
+# --------------------------------------------------------------------------
+# Pure formulas
+# --------------------------------------------------------------------------
+
+
+def max_pain(strikes: np.ndarray, call_oi: np.ndarray, put_oi: np.ndarray) -> float:
+    """The strike of ``strikes`` (ascending) minimising the total payout to holders at expiry.
+
+    ``payout(K) = sum_i call_oi_i * max(K - K_i, 0) + put_oi_i * max(K_i - K, 0)``, evaluated at every
+    listed strike at once (an n x n matrix); ties -> lowest strike; NaN when there are no strikes or the
+    total OI is 0.
+    """
+    strikes = np.asarray(strikes, np.float64)
+    call_oi = np.asarray(call_oi, np.float64)
+    put_oi = np.asarray(put_oi, np.float64)
+    if len(strikes) == 0 or (call_oi.sum() + put_oi.sum()) == 0:
+        return float("nan")
+    diff = strikes[:, None] - strikes[None, :]  # [candidate K, listed K_i]
+    payout = np.maximum(diff, 0.0) @ call_oi + np.maximum(-diff, 0.0) @ put_oi
+    return float(strikes[int(np.argmin(payout))])  # argmin: first (lowest) strike on ties
+
+
+def pcr(total_put_oi: int, total_call_oi: int) -> float:
+    """Put-call ratio of open interest; NaN when there is no call OI."""
+    return float(total_put_oi) / float(total_call_oi) if total_call_oi else float("nan")
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+# --------------------------------------------------------------------------
+# The rollup
+# --------------------------------------------------------------------------
+
+
+class OIRollup:
+    """Strike and chain rollups of one underlying at one interval (see the module docstring).
+
+    ``update(bars, index)`` takes closed or late-corrected bars (any mix; only this
+    underlying's option bars of ``interval_s`` are used) and returns ``(strike_rows,
+    chain_rows)`` for every (expiry, bucket) touched, sorted by (expiry, bucket[, strike]).
+
+    Memory: the bars of the last ``retain_s`` seconds of buckets (relative to the newest
+    bucket seen) plus, per instrument, its newest older bar (the carry-forward and
+    oi_change baseline). A bar older than that window is still rolled up, from what is
+    retained. Give ``retain_s`` at least the bars' late window plus two intervals.
+    """
+
+    def __init__(self, underlying: str | None, interval_s: int, *, retain_s: float = 3600.0) -> None:
+        if int(interval_s) != interval_s or interval_s <= 0:
+            raise ValueError(f"interval_s must be a positive whole number of seconds, got {interval_s!r}")
+        self.underlying = underlying
+        self.interval_s = int(interval_s)
+        self.retain_s = float(retain_s)
+        self._hist = np.empty(0, _HIST_DTYPE)  # sorted by (token, bucket), unique
+        self._expiry_name: dict[int, str] = {}
+        self._newest_bucket: int | None = None
+
+    def __len__(self) -> int:
+        """Bars held."""
+        return len(self._hist)
+
+    def update(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+        new = self._option_rows(bars, index)
+        if len(new) == 0:
+            return np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
+        old = self._hist
+        self._hist = _merge(old, new)
+        pairs = self._affected(new, old)
+        strike_parts, chain_parts = [], []
+        for expiry_ts, bucket in pairs:
+            strike_rows, chain_row = self._rows(expiry_ts, bucket)
+            strike_parts.append(strike_rows)
+            chain_parts.append(chain_row)
+        newest = int(new["bucket"].max())
+        self._newest_bucket = newest if self._newest_bucket is None else max(self._newest_bucket, newest)
+        self._prune()
+        return np.concatenate(strike_parts), np.concatenate(chain_parts)
+
+    # ------------------------------------------------------------- internals
+
+    def _option_rows(self, bars: np.ndarray, index: InstrumentIndex) -> np.ndarray:
+        if len(bars) == 0 or len(index) == 0:
+            return np.empty(0, _HIST_DTYPE)
+        pos = index.positions(bars["instrument_token"])
+        safe = np.where(pos >= 0, pos, 0)
+        kind = index.kind[safe]
+        ok = (pos >= 0) & (bars["interval_s"] == self.interval_s) & ((kind == KIND_CALL) | (kind == KIND_PUT))
+        ok &= (index.expiry_ts[safe] > 0) & np.isfinite(index.strike[safe])
+        if self.underlying is not None:
+            ok &= index.underlying[safe] == self.underlying
+        sel = np.flatnonzero(ok)
+        p = safe[sel]
+        b = bars[sel]
+        out = np.empty(len(sel), _HIST_DTYPE)
+        out["token"] = b["instrument_token"]
+        out["bucket"] = b["bucket"]
+        out["kind"] = index.kind[p]
+        out["strike"] = index.strike[p]
+        out["expiry_ts"] = index.expiry_ts[p]
+        for name in ("close", "volume", "oi", "oi_open", "iv", "delta", "forward", "last_recv_ts"):
+            out[name] = b[name]
+        ets, first = np.unique(out["expiry_ts"], return_index=True)
+        for e, name in zip(ets.tolist(), index.expiry[p[first]].tolist(), strict=True):
+            self._expiry_name.setdefault(e, name)
+        return out
+
+    def _affected(self, new: np.ndarray, old: np.ndarray) -> list[tuple[int, int]]:
+        """(expiry_ts, bucket) pairs to (re)compute, sorted: the new bars' own buckets, plus, for a bar
+        older than already rolled-up buckets of its expiry, those later buckets up to and including the
+        instrument's next bar (which it feeds through carry-forward or oi_change)."""
+        pairs = set(zip(new["expiry_ts"].tolist(), new["bucket"].tolist(), strict=True))
+        if len(old):
+            for ets in np.unique(new["expiry_ts"]).tolist():
+                done = np.unique(old["bucket"][old["expiry_ts"] == ets])
+                if len(done) == 0:
+                    continue
+                mine = new[(new["expiry_ts"] == ets) & (new["bucket"] < done[-1])]
+                for token, bucket in zip(mine["token"].tolist(), mine["bucket"].tolist(), strict=True):
+                    later = self._hist["bucket"][(self._hist["token"] == token) & (self._hist["bucket"] > bucket)]
+                    upto = later.min() if len(later) else done[-1]
+                    pairs.update((ets, int(x)) for x in done[(done > bucket) & (done <= upto)].tolist())
+        return sorted(pairs)
+
+    def _rows(self, expiry_ts: int, bucket: int) -> tuple[np.ndarray, np.ndarray]:
+        hist = self._hist
+        h = hist[(hist["expiry_ts"] == expiry_ts) & (hist["bucket"] <= bucket)]  # sorted by (token, bucket)
+        n = len(h)
+        last = np.ones(n, bool)
+        last[:-1] = h["token"][1:] != h["token"][:-1]
+        li = np.flatnonzero(last)
+        cur = h[li]
+        has_prev = np.zeros(len(li), bool)
+        has_prev[li > 0] = h["token"][li[li > 0] - 1] == cur["token"][li > 0]
+        prev_i = np.where(has_prev, li - 1, 0)
+        traded = cur["bucket"] == bucket
+        prev_oi = np.where(has_prev, h["oi"][prev_i], cur["oi_open"])
+        oi_change = np.where(traded, cur["oi"] - prev_oi, 0)
+        volume = np.where(traded, cur["volume"], 0)
+        fed_ts = np.maximum(cur["last_recv_ts"], np.where(traded & has_prev, h["last_recv_ts"][prev_i], _NO_TS))
+        forward = _nanmedian(h["forward"][h["bucket"] == bucket])
+
+        strikes, inv = np.unique(cur["strike"], return_inverse=True)
+        rows = np.zeros(len(strikes), STRIKE_BAR_DTYPE)
+        rows["strike"] = strikes
+        rows["forward"] = forward
+        rows["last_recv_ts"] = _NO_TS
+        np.maximum.at(rows["last_recv_ts"], inv, fed_ts)
+        side_oi = {}
+        for side, kind in (("call", KIND_CALL), ("put", KIND_PUT)):
+            m = cur["kind"] == kind
+            at = inv[m]
+            for name in ("close", "iv", "delta"):
+                rows[f"{side}_{name}"] = np.nan
+                rows[f"{side}_{name}"][at] = cur[name][m]
+            for name, values in (("volume", volume), ("oi", cur["oi"]), ("oi_change", oi_change)):
+                rows[f"{side}_{name}"] = MISSING_INT
+                rows[f"{side}_{name}"][at] = values[m]
+            side_oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, 0, rows[f"{side}_oi"])
+
+        chain = np.zeros(1, CHAIN_BAR_DTYPE)
+        c = chain[0:1]
+        c["total_call_oi"] = total_call = int(side_oi["call"].sum())
+        c["total_put_oi"] = total_put = int(side_oi["put"].sum())
+        c["pcr"] = pcr(total_put, total_call)
+        c["max_pain"] = max_pain(strikes, side_oi["call"], side_oi["put"])
+        c["forward"] = forward
+        if np.isnan(forward):
+            c["atm_strike"] = c["atm_iv"] = np.nan
+        else:
+            a = int(np.argmin(np.abs(strikes - forward)))  # first minimum: lowest strike on ties
+            c["atm_strike"] = strikes[a]
+            c["atm_iv"] = _nanmean(np.array([rows["call_iv"][a], rows["put_iv"][a]]))
+        c["call_volume"] = int(volume[cur["kind"] == KIND_CALL].sum())
+        c["put_volume"] = int(volume[cur["kind"] == KIND_PUT].sum())
+        c["last_recv_ts"] = int(fed_ts.max())
+        for out in (rows, chain):
+            out["underlying"] = (self.underlying or "").encode()
+            out["expiry"] = self._expiry_name.get(expiry_ts, "").encode()
+            out["interval_s"] = self.interval_s
+            out["bucket"] = bucket
+        return rows, chain
+
+    def _prune(self) -> None:
+        """Drop bars older than ``retain_s`` except each instrument's newest one (its baseline)."""
+        if self._newest_bucket is None or not len(self._hist):
+            return
+        h = self._hist
+        old = h["bucket"] < self._newest_bucket - self.retain_s
+        if not old.any():
+            return
+        last = np.ones(len(h), bool)
+        last[:-1] = h["token"][1:] != h["token"][:-1]
+        # an old bar is kept when it is its instrument's newest old bar
+        next_is_old_same = np.zeros(len(h), bool)
+        next_is_old_same[:-1] = ~last[:-1] & old[1:]
+        self._hist = h[~(old & next_is_old_same)]
+
+
+def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Union sorted by (token, bucket); per (token, bucket) the newest ``last_recv_ts`` wins (a tie: the new bar)."""
+    both = np.concatenate([old, new]) if len(old) else new
+    order = np.lexsort((both["last_recv_ts"], both["bucket"], both["token"]))  # stable: new after old on ties
+    both = both[order]
+    keep = np.ones(len(both), bool)
+    keep[:-1] = (both["token"][1:] != both["token"][:-1]) | (both["bucket"][1:] != both["bucket"][:-1])
+    return both[keep]
+
+
+# --------------------------------------------------------------------------
+# Kafka record and row conversion
+# --------------------------------------------------------------------------
+
+
+def encode_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np.ndarray) -> bytes:
+    """One ``rollups`` topic record: a strike batch (kind 4) followed by a chain batch (kind 5)."""
+    return encode_batch(KIND_STRIKE_BARS, underlying, strike_rows, STRIKE_BAR_DTYPE) + encode_batch(
+        KIND_CHAIN_BARS, underlying, chain_rows, CHAIN_BAR_DTYPE
+    )
+
+
+def decode_rollups(payload: bytes) -> tuple[str, np.ndarray, np.ndarray]:
+    """Return ``(underlying, strike_rows, chain_rows)``; raises ``BatchFormatError`` on a bad payload."""
+    try:
+        _, _, _, key_len = _HEADER.unpack_from(payload, 0)
+        (count,) = _COUNT.unpack_from(payload, _HEADER.size + key_len)
+    except struct.error as exc:
+        raise BatchFormatError(f"rollups record too short ({len(payload)} bytes)") from exc
+    split = _HEADER.size + key_len + _COUNT.size + count * STRIKE_BAR_DTYPE.itemsize
+    _, key, strike_rows = decode_batch(payload[:split], {KIND_STRIKE_BARS: STRIKE_BAR_DTYPE})
+    _, key2, chain_rows = decode_batch(payload[split:], {KIND_CHAIN_BARS: CHAIN_BAR_DTYPE})
+    if key2 != key:
+        raise BatchFormatError(f"rollups record has two keys ({key!r}, {key2!r})")
+    return key, strike_rows, chain_rows
+
+
+def row_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rollup rows as plain dicts (for the SQL writer and JSON): strings decoded, NaN and
+    ``MISSING_INT`` -> None, ``interval_s`` kept. Column-wise ``tolist()``, no per-value numpy."""
+    names = rows.dtype.names or ()
+    cols = []
+    for name in names:
+        col = rows[name]
+        kind = col.dtype.kind
+        if kind == "S":
+            values = [v.decode() for v in col.tolist()]
+        elif kind == "f":
+            values = [None if v != v else v for v in col.tolist()]
+        elif kind in "iu":
+            values = [None if v == MISSING_INT else v for v in col.tolist()]
+        else:
+            values = col.tolist()
+        cols.append(values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+
+
+__all__ = [
+    "CHAIN_BAR_DTYPE",
+    "KIND_CHAIN_BARS",
+    "KIND_STRIKE_BARS",
+    "MISSING_INT",
+    "OIRollup",
+    "STRIKE_BAR_DTYPE",
+    "decode_rollups",
+    "encode_rollups",
+    "max_pain",
+    "pcr",
+    "row_dicts",
+]

@@ -1,0 +1,301 @@
+"""OI rollups (pipeline.rollups) against brute-force definitions: max pain, PCR, carry-forward, versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.bars import BAR_DTYPE
+from pipeline.columnar import BatchFormatError
+from pipeline.instrument_index import InstrumentIndex
+from pipeline.rollups import (
+    CHAIN_BAR_DTYPE,
+    MISSING_INT,
+    STRIKE_BAR_DTYPE,
+    OIRollup,
+    decode_rollups,
+    encode_rollups,
+    max_pain,
+    row_dicts,
+)
+
+pytestmark = pytest.mark.unit
+
+EXPIRY, EXPIRY2 = "2030-01-31", "2030-02-28"
+STRIKES = (21900.0, 22000.0, 22100.0)
+SPOT, FUT = 256265, 1001
+T0 = 1_900_000_020 // 60 * 60
+
+
+def _token(strike: float, typ: str, expiry: str = EXPIRY) -> int:
+    return 2000 + int(strike) // 100 * 10 + (1 if typ == "PE" else 0) + (5 if expiry == EXPIRY2 else 0)
+
+
+def _index(strikes=STRIKES, expiries=(EXPIRY,), underlying="NIFTY") -> InstrumentIndex:
+    rows = [
+        {"instrument_token": SPOT, "tradingsymbol": "NIFTY 50", "name": "NIFTY 50", "expiry": "", "strike": 0.0,
+         "instrument_type": "EQ", "segment": "INDICES"},
+        {"instrument_token": FUT, "tradingsymbol": "NIFTYFUT", "name": underlying, "expiry": EXPIRY, "strike": 0.0,
+         "instrument_type": "FUT", "segment": "NFO-FUT"},
+    ]
+    for expiry in expiries:
+        for k in strikes:
+            for typ in ("CE", "PE"):
+                rows.append({"instrument_token": _token(k, typ, expiry), "tradingsymbol": f"N{expiry}{k:.0f}{typ}",
+                             "name": underlying, "expiry": expiry, "strike": k, "instrument_type": typ,
+                             "segment": "NFO-OPT"})
+    return InstrumentIndex.from_rows(rows)
+
+
+def _bars(tokens, bucket=T0, *, oi=1000, oi_open=None, close=100.0, volume=50, iv=0.15, delta=0.5,
+          forward=22040.0, recv=None, interval_s=60) -> np.ndarray:
+    n = len(tokens)
+    out = np.zeros(n, BAR_DTYPE)
+    out["instrument_token"] = tokens
+    out["interval_s"] = interval_s
+    out["bucket"] = bucket
+    out["close"] = close
+    out["oi"] = oi
+    out["oi_open"] = oi if oi_open is None else oi_open
+    out["volume"] = volume
+    out["iv"] = iv
+    out["delta"] = delta
+    out["forward"] = forward
+    out["last_recv_ts"] = (bucket + 59) * 1_000_000 if recv is None else recv
+    return out
+
+
+def _chain_bars(oi_call, oi_put, bucket=T0, **kw) -> np.ndarray:
+    tokens = [_token(k, "CE") for k in STRIKES] + [_token(k, "PE") for k in STRIKES]
+    return _bars(tokens, bucket, oi=np.array(list(oi_call) + list(oi_put)), **kw)
+
+
+def _by_strike(rows: np.ndarray) -> dict[float, np.void]:
+    return {float(r["strike"]): r for r in rows}
+
+
+# ------------------------------------------------------------------ max pain
+
+
+def _brute_max_pain(strikes, call_oi, put_oi):
+    best, best_k = None, None
+    for k in strikes:  # ascending: strict < keeps the lowest strike on ties
+        paid = 0
+        for ki, c, p in zip(strikes, call_oi, put_oi, strict=True):
+            paid += c * max(k - ki, 0) + p * max(ki - k, 0)
+        if best is None or paid < best:
+            best, best_k = paid, k
+    return best_k
+
+
+def test_max_pain_random_oi_matches_brute_force():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        strikes = np.sort(rng.choice(np.arange(18000, 26000, 50), size=n, replace=False)).astype(float)
+        call_oi = rng.integers(0, 5, n) * int(rng.choice([1, 75, 10_000]))
+        put_oi = rng.integers(0, 5, n) * int(rng.choice([1, 75, 10_000]))
+        if call_oi.sum() + put_oi.sum() == 0:
+            assert np.isnan(max_pain(strikes, call_oi, put_oi))
+            continue
+        assert max_pain(strikes, call_oi, put_oi) == _brute_max_pain(strikes.tolist(), call_oi.tolist(), put_oi.tolist())
+
+
+def test_max_pain_ties_lowest_strike():
+    assert max_pain(np.array([100.0, 110.0, 120.0]), np.array([0, 0, 0]), np.array([0, 5, 0])) == 110.0
+    assert max_pain(np.array([100.0, 110.0]), np.array([1, 0]), np.array([0, 1])) == 100.0
+
+
+def test_rollup_max_pain_random_chain_matches_brute_force():
+    rng = np.random.default_rng(3)
+    strikes = tuple(float(k) for k in range(21000, 23000, 100))
+    index = _index(strikes)
+    call_oi, put_oi = rng.integers(0, 100_000, len(strikes)), rng.integers(0, 100_000, len(strikes))
+    tokens = [_token(k, "CE") for k in strikes] + [_token(k, "PE") for k in strikes]
+    _, chain = OIRollup("NIFTY", 60).update(_bars(tokens, oi=np.concatenate([call_oi, put_oi])), index)
+    assert chain["max_pain"][0] == _brute_max_pain(list(strikes), call_oi.tolist(), put_oi.tolist())
+
+
+# ------------------------------------------------------------------ PCR, totals
+
+
+def test_pcr_put_over_call_oi():
+    strike, chain = OIRollup("NIFTY", 60).update(_chain_bars([100, 200, 300], [400, 500, 900]), _index())
+    assert chain["total_call_oi"][0] == 600 and chain["total_put_oi"][0] == 1800
+    assert chain["pcr"][0] == pytest.approx(3.0)
+    assert len(strike) == 3 and chain["call_volume"][0] == 150 and chain["put_volume"][0] == 150
+
+
+def test_pcr_zero_call_oi_nan():
+    _, chain = OIRollup("NIFTY", 60).update(_chain_bars([0, 0, 0], [400, 500, 900]), _index())
+    assert np.isnan(chain["pcr"][0])
+    assert row_dicts(chain)[0]["pcr"] is None
+
+
+def test_no_oi_max_pain_nan():
+    _, chain = OIRollup("NIFTY", 60).update(_chain_bars([0, 0, 0], [0, 0, 0]), _index())
+    assert np.isnan(chain["max_pain"][0]) and np.isnan(chain["pcr"][0])
+
+
+# ------------------------------------------------------------------ carry-forward, oi_change
+
+
+def test_non_trading_strike_carried_forward_volume_zero():
+    index, rollup = _index(), OIRollup("NIFTY", 60)
+    rollup.update(_chain_bars([100, 200, 300], [400, 500, 600], close=80.0, iv=0.2), index)
+    # next bucket: only the 22000 call trades
+    strike, chain = rollup.update(_bars([_token(22000.0, "CE")], T0 + 60, oi=250, oi_open=210, close=90.0), index)
+    assert set(strike["bucket"]) == {T0 + 60} and len(strike) == 3  # every known strike, carried
+    rows = _by_strike(strike)
+    quiet = rows[21900.0]
+    assert quiet["call_oi"] == 100 and quiet["put_oi"] == 400 and quiet["call_close"] == 80.0
+    assert quiet["call_iv"] == pytest.approx(0.2) and quiet["call_volume"] == 0 and quiet["call_oi_change"] == 0
+    assert rows[22000.0]["call_oi"] == 250 and rows[22000.0]["call_volume"] == 50
+    assert chain["total_call_oi"][0] == 100 + 250 + 300 and chain["total_put_oi"][0] == 1500
+    assert chain["call_volume"][0] == 50 and chain["put_volume"][0] == 0
+
+
+def test_oi_change_across_buckets_previous_close_first_bucket_open():
+    index, rollup = _index(), OIRollup("NIFTY", 60)
+    ce = _token(22000.0, "CE")
+    s1, _ = rollup.update(_bars([ce], T0, oi=1000, oi_open=900), index)
+    assert s1["call_oi_change"][0] == 100  # first bucket: oi - oi_open
+    rollup.update(_bars([_token(22100.0, "PE")], T0 + 60), index)  # ce quiet in T0+60
+    s3, _ = rollup.update(_bars([ce], T0 + 120, oi=1300, oi_open=1250), index)
+    assert _by_strike(s3)[22000.0]["call_oi_change"] == 300  # vs its previous known bar's close (T0), not oi_open
+
+
+def test_side_without_bar_is_missing():
+    strike, _ = OIRollup("NIFTY", 60).update(_bars([_token(22000.0, "CE")]), _index())
+    row = strike[0]
+    assert row["put_oi"] == MISSING_INT and np.isnan(row["put_close"])
+    d = row_dicts(strike)[0]
+    assert d["put_oi"] is None and d["put_volume"] is None and d["put_iv"] is None and d["call_oi"] == 1000
+    assert d["underlying"] == "NIFTY" and d["expiry"] == EXPIRY
+
+
+# ------------------------------------------------------------------ late corrections
+
+
+def test_late_corrected_bar_rows_have_newer_last_recv_ts():
+    index, rollup = _index(), OIRollup("NIFTY", 60)
+    ce, pe = _token(22000.0, "CE"), _token(22000.0, "PE")
+    s0, c0 = rollup.update(_bars([ce, pe], T0, oi=[1000, 2000], recv=10), index)
+    s1, c1 = rollup.update(_bars([pe], T0 + 60, oi=2100, recv=20), index)
+    assert c1["total_call_oi"][0] == 1000
+    # late correction of the call's T0 bar: T0 and the carried T0+60 are recomputed
+    s2, c2 = rollup.update(_bars([ce], T0, oi=1500, recv=30), index)
+    assert c2["bucket"].tolist() == [T0, T0 + 60]
+    assert c2["total_call_oi"].tolist() == [1500, 1500]
+    assert c2["last_recv_ts"].tolist() == [30, 30]
+    assert all(c2["last_recv_ts"] > np.array([c0["last_recv_ts"][0], c1["last_recv_ts"][0]]))
+    assert (s2["last_recv_ts"] == 30).all() and s2["call_oi"].tolist() == [1500, 1500]
+
+
+def test_late_bar_feeding_next_bar_oi_change_recomputes_it():
+    index, rollup = _index(), OIRollup("NIFTY", 60)
+    ce = _token(22000.0, "CE")
+    rollup.update(_bars([ce], T0, oi=1000, recv=10), index)
+    rollup.update(_bars([ce], T0 + 60, oi=1200, recv=20), index)
+    rollup.update(_bars([ce], T0 + 120, oi=1250, recv=25), index)
+    s, c = rollup.update(_bars([ce], T0 + 60, oi=1100, recv=40), index)  # correction of the middle bar
+    assert c["bucket"].tolist() == [T0 + 60, T0 + 120]  # T0+120's oi_change depends on it; T0 does not
+    by_bucket = {int(r["bucket"]): r for r in s}
+    assert by_bucket[T0 + 60]["call_oi_change"] == 100 and by_bucket[T0 + 120]["call_oi_change"] == 150
+    assert (c["last_recv_ts"] == 40).all()
+
+
+def test_older_redelivery_does_not_replace_newer_bar():
+    index, rollup = _index(), OIRollup("NIFTY", 60)
+    ce = _token(22000.0, "CE")
+    rollup.update(_bars([ce], T0, oi=1500, recv=30), index)
+    _, c = rollup.update(_bars([ce], T0, oi=1000, recv=10), index)
+    assert c["total_call_oi"][0] == 1500 and c["last_recv_ts"][0] == 30
+
+
+# ------------------------------------------------------------------ ATM, forward
+
+
+def test_atm_strike_nearest_forward_iv_mean_of_known_sides():
+    index = _index()
+    tokens = [_token(22100.0, "CE"), _token(22100.0, "PE"), _token(22000.0, "CE")]
+    bars = _bars(tokens, forward=np.array([22080.0, 22090.0, 22060.0]), iv=np.array([0.10, 0.20, 0.5]))
+    strike, chain = OIRollup("NIFTY", 60).update(bars, index)
+    assert chain["forward"][0] == 22080.0  # median of the bucket's bars
+    assert (strike["forward"] == 22080.0).all()
+    assert chain["atm_strike"][0] == 22100.0 and chain["atm_iv"][0] == pytest.approx(0.15)
+
+
+def test_atm_iv_only_known_side_and_tie_lowest_strike():
+    index = _index()
+    bars = _bars([_token(22000.0, "PE"), _token(22100.0, "CE")], forward=22050.0,
+                 iv=np.array([0.18, np.nan]))
+    _, chain = OIRollup("NIFTY", 60).update(bars, index)
+    assert chain["atm_strike"][0] == 22000.0 and chain["atm_iv"][0] == pytest.approx(0.18)
+
+
+def test_forward_unknown_atm_nan():
+    _, chain = OIRollup("NIFTY", 60).update(_bars([_token(22000.0, "CE")], forward=np.nan), _index())
+    assert np.isnan(chain["forward"][0]) and np.isnan(chain["atm_strike"][0]) and np.isnan(chain["atm_iv"][0])
+
+
+# ------------------------------------------------------------------ input filtering, expiries
+
+
+def test_empty_input_empty_rows():
+    strike, chain = OIRollup("NIFTY", 60).update(np.empty(0, BAR_DTYPE), _index())
+    assert strike.dtype == STRIKE_BAR_DTYPE and chain.dtype == CHAIN_BAR_DTYPE
+    assert len(strike) == 0 and len(chain) == 0
+
+
+def test_non_option_bars_ignored():
+    rollup = OIRollup("NIFTY", 60)
+    strike, chain = rollup.update(_bars([SPOT, FUT, 999_999]), _index())
+    assert len(strike) == 0 and len(chain) == 0 and len(rollup) == 0
+    strike, chain = rollup.update(_bars([SPOT, FUT, _token(22000.0, "PE")]), _index())
+    assert len(chain) == 1 and chain["total_put_oi"][0] == 1000 and chain["total_call_oi"][0] == 0
+
+
+def test_other_interval_and_underlying_ignored():
+    index = _index(underlying="BANKNIFTY")
+    assert len(OIRollup("NIFTY", 60).update(_bars([_token(22000.0, "CE")]), index)[1]) == 0
+    assert len(OIRollup("BANKNIFTY", 300).update(_bars([_token(22000.0, "CE")]), index)[1]) == 0
+
+
+def test_two_expiries_separate_chain_rows():
+    index = _index(expiries=(EXPIRY, EXPIRY2))
+    bars = _bars([_token(22000.0, "CE"), _token(22000.0, "CE", EXPIRY2), _token(22100.0, "PE", EXPIRY2)],
+                 oi=np.array([10, 20, 30]))
+    strike, chain = OIRollup("NIFTY", 60).update(bars, index)
+    assert [e.decode() for e in chain["expiry"]] == [EXPIRY, EXPIRY2]
+    assert chain["total_call_oi"].tolist() == [10, 20] and chain["total_put_oi"].tolist() == [0, 30]
+    assert len(strike) == 3
+
+
+def test_prune_keeps_baseline_for_carry_forward():
+    index, rollup = _index(), OIRollup("NIFTY", 60, retain_s=120)
+    rollup.update(_bars([_token(21900.0, "CE")], T0, oi=77), index)
+    for i in range(1, 10):
+        rollup.update(_bars([_token(22000.0, "CE")], T0 + 60 * i, oi=100 + i), index)
+    assert len(rollup) <= 5
+    _, chain = rollup.update(_bars([_token(22000.0, "CE")], T0 + 600, oi=200), index)
+    assert chain["total_call_oi"][0] == 77 + 200
+
+
+# ------------------------------------------------------------------ record
+
+
+def test_encode_decode_roundtrip_both_arrays():
+    strike, chain = OIRollup("NIFTY", 60).update(_chain_bars([1, 2, 3], [4, 5, 6]), _index())
+    key, s, c = decode_rollups(encode_rollups("NIFTY", strike, chain))
+    assert key == "NIFTY" and (s == strike).all() and (c == chain).all()
+    key, s, c = decode_rollups(encode_rollups("NIFTY", strike[:0], chain[:0]))
+    assert len(s) == 0 and len(c) == 0
+
+
+def test_decode_truncated_record_raises():
+    strike, chain = OIRollup("NIFTY", 60).update(_chain_bars([1, 2, 3], [4, 5, 6]), _index())
+    payload = encode_rollups("NIFTY", strike, chain)
+    for bad in (payload[:3], payload[:-1], payload[: len(payload) // 2]):
+        with pytest.raises(BatchFormatError):
+            decode_rollups(bad)
