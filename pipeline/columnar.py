@@ -37,24 +37,25 @@ def encode_batch(kind: int, key: str, rows: np.ndarray, dtype: np.dtype) -> byte
     )
 
 
-def decode_batch(payload: bytes, dtypes: dict[int, np.dtype]) -> tuple[int, str, np.ndarray]:
-    """Return ``(kind, key, rows)``; ``rows`` is a read-only view into ``payload``."""
-    if len(payload) < _HEADER.size + _COUNT.size:
-        raise BatchFormatError(f"batch too short ({len(payload)} bytes)")
-    magic, version, kind, key_len = _HEADER.unpack_from(payload, 0)
+def _decode_at(payload: bytes, start: int, dtypes: dict[int, np.dtype]) -> tuple[int, str, np.ndarray, int]:
+    """Decode the batch at ``start``; also return the offset just past it."""
+    if len(payload) - start < _HEADER.size + _COUNT.size:
+        raise BatchFormatError(f"batch too short ({len(payload) - start} bytes)")
+    magic, version, kind, key_len = _HEADER.unpack_from(payload, start)
     if magic != MAGIC or version != VERSION:
         raise BatchFormatError(f"not a strikeflow v{VERSION} batch (magic {magic!r}, version {version})")
     dtype = dtypes.get(kind)
     if dtype is None:
         raise BatchFormatError(f"unexpected batch kind {kind}")
-    offset = _HEADER.size
+    offset = start + _HEADER.size
     key = payload[offset : offset + key_len]
     offset += key_len
     if len(key) != key_len or len(payload) < offset + _COUNT.size:
         raise BatchFormatError("batch header truncated")
     (count,) = _COUNT.unpack_from(payload, offset)
     offset += _COUNT.size
-    if len(payload) - offset != count * dtype.itemsize:
+    end = offset + count * dtype.itemsize
+    if len(payload) < end:
         raise BatchFormatError(
             f"batch says {count} rows of {dtype.itemsize} bytes, has {len(payload) - offset} bytes"
         )
@@ -62,4 +63,21 @@ def decode_batch(payload: bytes, dtypes: dict[int, np.dtype]) -> tuple[int, str,
         key_text = key.decode()
     except UnicodeDecodeError as exc:
         raise BatchFormatError("batch key is not utf-8") from exc
-    return kind, key_text, np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
+    return kind, key_text, np.frombuffer(payload, dtype=dtype, count=count, offset=offset), end
+
+
+def decode_batch(payload: bytes, dtypes: dict[int, np.dtype]) -> tuple[int, str, np.ndarray]:
+    """Return ``(kind, key, rows)``; ``rows`` is a read-only view into ``payload``."""
+    kind, key, rows, end = _decode_at(payload, 0, dtypes)
+    if end != len(payload):
+        raise BatchFormatError(f"batch says {len(rows)} rows, payload has {len(payload) - end} bytes more")
+    return kind, key, rows
+
+
+def decode_batches(payload: bytes, dtypes: dict[int, np.dtype]) -> list[tuple[int, str, np.ndarray]]:
+    """Decode a payload of several batches written back to back (one record, several arrays)."""
+    out, offset = [], 0
+    while offset < len(payload):
+        kind, key, rows, offset = _decode_at(payload, offset, dtypes)
+        out.append((kind, key, rows))
+    return out

@@ -58,12 +58,11 @@ upserts keep them.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 
-from pipeline.columnar import _COUNT, _HEADER, BatchFormatError, decode_batch, encode_batch
+from pipeline.columnar import BatchFormatError, decode_batches, encode_batch
 from pipeline.instrument_index import KIND_CALL, KIND_PUT, InstrumentIndex
 
 KIND_STRIKE_BARS = 4
@@ -338,14 +337,10 @@ def encode_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np.ndar
 
 def decode_rollups(payload: bytes) -> tuple[str, np.ndarray, np.ndarray]:
     """Return ``(underlying, strike_rows, chain_rows)``; raises ``BatchFormatError`` on a bad payload."""
-    try:
-        _, _, _, key_len = _HEADER.unpack_from(payload, 0)
-        (count,) = _COUNT.unpack_from(payload, _HEADER.size + key_len)
-    except struct.error as exc:
-        raise BatchFormatError(f"rollups record too short ({len(payload)} bytes)") from exc
-    split = _HEADER.size + key_len + _COUNT.size + count * STRIKE_BAR_DTYPE.itemsize
-    _, key, strike_rows = decode_batch(payload[:split], {KIND_STRIKE_BARS: STRIKE_BAR_DTYPE})
-    _, key2, chain_rows = decode_batch(payload[split:], {KIND_CHAIN_BARS: CHAIN_BAR_DTYPE})
+    batches = decode_batches(payload, {KIND_STRIKE_BARS: STRIKE_BAR_DTYPE, KIND_CHAIN_BARS: CHAIN_BAR_DTYPE})
+    if [kind for kind, _, _ in batches] != [KIND_STRIKE_BARS, KIND_CHAIN_BARS]:
+        raise BatchFormatError("a rollups record is a strike batch followed by a chain batch")
+    (_, key, strike_rows), (_, key2, chain_rows) = batches
     if key2 != key:
         raise BatchFormatError(f"rollups record has two keys ({key!r}, {key2!r})")
     return key, strike_rows, chain_rows

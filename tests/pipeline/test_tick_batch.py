@@ -76,3 +76,16 @@ def test_wrong_kind_raises_batch_format_error() -> None:
 def test_encoding_wrong_dtype_is_refused() -> None:
     with pytest.raises(BatchFormatError, match="dtype"):
         encode_ticks("NIFTY", np.zeros(1, dtype=BAR_DTYPE))
+
+
+def test_batches_back_to_back_decode_in_order_and_trailing_bytes_are_rejected() -> None:
+    from pipeline.columnar import decode_batch, decode_batches, encode_batch
+
+    a, b = _ticks(3), _ticks(2)
+    payload = encode_batch(1, "NIFTY", a, TICK_DTYPE) + encode_batch(1, "BANKNIFTY", b, TICK_DTYPE)
+    batches = decode_batches(payload, {1: TICK_DTYPE})
+    assert [(kind, key, len(rows)) for kind, key, rows in batches] == [(1, "NIFTY", 3), (1, "BANKNIFTY", 2)]
+    with pytest.raises(BatchFormatError):
+        decode_batch(payload, {1: TICK_DTYPE})  # one batch expected, two present
+    with pytest.raises(BatchFormatError):
+        decode_batches(payload[:-1], {1: TICK_DTYPE})
