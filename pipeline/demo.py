@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import re
 import sys
 import time
@@ -53,6 +54,41 @@ async def _table_counts(dsn: str, schema: str) -> dict[str, int]:
         await conn.close()
 
 
+# Rebuild this run's closed 1-minute bars from the stored raw ticks in SQL and count the
+# bars that differ (OHLC, tick_count, OI at close): the pipeline checked end to end.
+_CHECK_BARS_SQL = """
+WITH t AS (
+    SELECT instrument_token, to_timestamp(floor(extract(epoch FROM exchange_ts) / 60) * 60) AS bucket,
+           last_price, oi, exchange_ts, recv_ts
+    FROM "{schema}".ticks WHERE recv_ts >= $1
+), rebuilt AS (
+    SELECT instrument_token, bucket,
+           (array_agg(last_price ORDER BY exchange_ts, recv_ts))[1] AS open,
+           max(last_price) AS high, min(last_price) AS low,
+           (array_agg(last_price ORDER BY exchange_ts DESC, recv_ts DESC))[1] AS close,
+           (array_agg(oi ORDER BY exchange_ts DESC, recv_ts DESC))[1] AS oi,
+           count(*) AS tick_count
+    FROM t GROUP BY instrument_token, bucket
+)
+SELECT count(*) AS checked,
+       count(*) FILTER (WHERE r.open IS DISTINCT FROM b.open OR r.high IS DISTINCT FROM b.high
+                        OR r.low IS DISTINCT FROM b.low OR r.close IS DISTINCT FROM b.close
+                        OR r.oi IS DISTINCT FROM b.oi OR r.tick_count IS DISTINCT FROM b.tick_count) AS differ
+FROM "{schema}".bars_1m b LEFT JOIN rebuilt r USING (instrument_token, bucket)
+WHERE b.last_recv_ts >= $1
+"""
+
+
+async def check_bars_against_ticks(dsn: str, schema: str, since: dt.datetime) -> tuple[int, int]:
+    """``(bars checked, bars that differ from their ticks)`` for 1-minute bars written since ``since``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(_CHECK_BARS_SQL.format(schema=schema), since)
+        return int(row["checked"]), int(row["differ"])
+    finally:
+        await conn.close()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="stop by itself after this many seconds")
     parser.add_argument("--speed", type=float, default=30.0, help="simulated exchange time per wall second")
@@ -91,6 +127,8 @@ def _run(args: argparse.Namespace, settings: Settings, services, children: list[
     for line in services.started():
         print(f"  started {line}")
     print(asyncio.run(migrate(services.pg_dsn, settings.pg_schema)))
+    run_started = dt.datetime.now(dt.timezone.utc)
+    store_ticks = not args.no_store_ticks
 
     python = [sys.executable, "-m", "pipeline.cli"]
     env = {
@@ -128,25 +166,33 @@ def _run(args: argparse.Namespace, settings: Settings, services, children: list[
     print("Ctrl-C to stop" + (f" (stopping by itself after {args.seconds:.0f}s)" if args.seconds else ""))
 
     started = time.monotonic()
-    while args.seconds is None or time.monotonic() - started < args.seconds:
-        time.sleep(2.0)
-        for child in children:
-            if not child.alive():
-                raise ServiceStartError(f"{child.name} exited unexpectedly:\n{child.log_tail()}")
-        ing = scrape(f"{urls['ingest']}/metrics")
-        wrk = scrape(f"{urls['worker']}/metrics")
-        print(
-            f"[{time.monotonic() - started:5.0f}s] ticks in {ing.get('strikeflow_ticks_ingested_total', 0):>9,.0f}"
-            f" | processed {wrk.get('strikeflow_ticks_processed_total', 0):>9,.0f}"
-            f" | bars closed {wrk.get('strikeflow_bars_emitted_total', 0):>7,.0f}"
-            f" | rows written {wrk.get('strikeflow_rows_written_total', 0):>9,.0f}"
-            f" | redis msgs {wrk.get('strikeflow_redis_messages_total', 0):>7,.0f}"
-            f" | lag {wrk.get('strikeflow_process_lag_seconds', 0):.3f}s",
-            flush=True,
-        )
+    try:
+        while args.seconds is None or time.monotonic() - started < args.seconds:
+            time.sleep(2.0)
+            for child in children:
+                if not child.alive():
+                    raise ServiceStartError(f"{child.name} exited unexpectedly:\n{child.log_tail()}")
+            ing = scrape(f"{urls['ingest']}/metrics")
+            wrk = scrape(f"{urls['worker']}/metrics")
+            print(
+                f"[{time.monotonic() - started:5.0f}s] ticks in {ing.get('strikeflow_ticks_ingested_total', 0):>9,.0f}"
+                f" | processed {wrk.get('strikeflow_ticks_processed_total', 0):>9,.0f}"
+                f" | bars closed {wrk.get('strikeflow_bars_emitted_total', 0):>7,.0f}"
+                f" | rows written {wrk.get('strikeflow_rows_written_total', 0):>9,.0f}"
+                f" | redis msgs {wrk.get('strikeflow_redis_messages_total', 0):>7,.0f}"
+                f" | lag {wrk.get('strikeflow_process_lag_seconds', 0):.3f}s",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping (Ctrl-C again to abandon the summary)", flush=True)
     _stop_in_order(children)
     counts = asyncio.run(_table_counts(services.pg_dsn, settings.pg_schema))
     _print_summary(counts, services, settings)
+    if store_ticks:
+        checked, differ = asyncio.run(check_bars_against_ticks(services.pg_dsn, settings.pg_schema, run_started))
+        print(f"\ncheck: {checked:,} 1-minute bars of this run rebuilt from their raw ticks in SQL: {differ:,} differ")
+        if differ:
+            return 1
     return 0 if counts["bars_1m"] > 0 else 1
 
 
@@ -163,7 +209,7 @@ def _print_summary(counts: dict[str, int], services, settings: Settings) -> None
     schema = settings.pg_schema
     print("\nsummary")
     for table, n in counts.items():
-        print(f"  {schema}.{table:<12} {n:>10,} rows")
+        print(f"  {schema}.{table:<16} {n:>10,} rows")
     print("\ntry:")
     print(f"  psql '{redact_url(services.pg_dsn)}' -c \"SELECT i.tradingsymbol, b.bucket, b.open, b.high, b.low, "
           f"b.close, b.volume, b.oi, round(b.iv::numeric, 4) AS iv FROM {schema}.bars_1m b JOIN {schema}.instruments i "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text[-4000:]
     assert "ticks in" in text and "summary" in text, text[-4000:]
+    check = re.search(r"check: ([\d,]+) 1-minute bars of this run rebuilt from their raw ticks in SQL: ([\d,]+) differ", text)
+    assert check is not None, text[-4000:]
+    assert int(check.group(1).replace(",", "")) > 0 and check.group(2) == "0"
     conn = await asyncpg.connect(pg_dsn)
     try:
         bars = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m')
