@@ -47,18 +47,34 @@ class WorkerResources:
         self._refreshed_at = float("-inf")
 
     async def get(self) -> Connected:
+        """The shared connections; while PostgreSQL or Redis is unreachable, retries with backoff
+        (the agents wait, Kafka buffers, /ready says not ready) instead of crashing the agents."""
         if self._connected is not None:
             return self._connected
         async with self._lock:
-            if self._connected is None:
-                self._connected = await self._connect()
+            delay = 1.0
+            while self._connected is None:
+                try:
+                    self._connected = await self._connect()
+                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, aioredis.RedisError) as exc:
+                    logger.error("worker cannot connect to PostgreSQL {} / Redis {} ({}); retrying in {:.0f}s",
+                                 redact_url(self.pg_dsn or ""), redact_url(self.redis_url or ""),
+                                 type(exc).__name__, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
         return self._connected
 
     async def _connect(self) -> Connected:
         if not self.pg_dsn or not self.redis_url:
             raise RuntimeError("worker needs STRIKEFLOW_PG_DSN and STRIKEFLOW_REDIS_URL (or run `strikeflow demo`)")
-        pool = await asyncpg.create_pool(self.pg_dsn, min_size=1, max_size=4)
+        pool = await asyncpg.create_pool(self.pg_dsn, min_size=1, max_size=4, timeout=10)
         redis = aioredis.from_url(self.redis_url)
+        try:
+            await redis.ping()
+        except aioredis.RedisError:
+            await pool.close()
+            await redis.aclose()
+            raise
         schema = self.settings.pg_schema
         writer = TimescaleWriter(pool, schema)
         publisher = ConflatingPublisher(RedisPublisher(redis))

@@ -13,6 +13,7 @@ Faust's ``exactly_once`` needs idempotent producers/transactions, which Tansu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,6 +21,12 @@ from aiohttp import web as aiohttp_web
 
 from pipeline.metrics import metrics_text
 from pipeline.settings import ConfigError, Settings, load_settings
+
+
+def _faust_datadir(settings: Settings) -> Path:
+    """Faust's data directory; Faust creates only the last component, so make the parents."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.data_dir.resolve() / "faust"
 
 
 def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str | None = None,
@@ -51,7 +58,7 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(_faust_datadir(settings)),
     )
     resources = WorkerResources(settings, pg_dsn=pg_dsn, redis_url=redis_url)
     app.strikeflow_resources = resources  # type: ignore[attr-defined]

@@ -33,6 +33,11 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline.app import create_app
 
+    for name, value in (("STRIKEFLOW_KAFKA_URL", settings.kafka_url), ("STRIKEFLOW_PG_DSN", settings.pg_dsn),
+                        ("STRIKEFLOW_REDIS_URL", settings.redis_url)):
+        if value is None:
+            raise ConfigError(f"configuration error: {name}: not set; the worker needs Kafka, PostgreSQL and Redis "
+                              "(or run `strikeflow demo`, which starts them)")
     app = create_app(settings)
     # Web bind address and port come from the app's configuration (127.0.0.1 unless configured).
     level = {"TRACE": "debug", "SUCCESS": "info", "CRITICAL": "crit", "WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
+import asyncpg
 import numpy as np
 from aiohttp import web
 from loguru import logger
@@ -41,7 +42,7 @@ from pipeline.kite_codec import MODE_FULL, FrameDecoder
 from pipeline.settings import KiteAccount, Settings, redact_url
 from pipeline.sharding import Shard, ShardingError, plan_shards, reassign
 from pipeline.tick_batch import encode_ticks, ticks_from_kite
-from pipeline.tick_producer import TickProducer, ensure_topic
+from pipeline.tick_producer import TickProducer, ensure_topic_eventually
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -319,19 +320,43 @@ async def _serve_metrics(ingestor: Ingestor, host: str, port: int) -> web.AppRun
     return runner
 
 
-async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None, ws_url: str, api_url: str,
-                      metrics_port: int) -> IngestStats:
+async def _store_instruments(pg_dsn: str, schema: str, rows: list[dict]) -> None:
+    """Upsert the universe into ``instruments`` (the worker prices from it), retried with backoff:
+    a database that is down must not stop ticks from reaching Kafka."""
     from sinks.timescale_writer import write_instruments
 
+    delay = 1.0
+    while True:
+        try:
+            n = await write_instruments(pg_dsn, schema, rows)
+            logger.info("stored {} instruments in {}.instruments", n, schema)
+            return
+        except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+            # the message of a connection error can carry the DSN: log the type and our advice only
+            hint = str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__
+            logger.error("cannot store instruments in PostgreSQL {} ({}); retrying in {:.0f}s",
+                         redact_url(pg_dsn), hint, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None, ws_url: str, api_url: str,
+                      metrics_port: int) -> IngestStats:
     accounts = list(settings.kite_accounts_all()) or [KiteAccount(api_key="strikeflow", access_token="simulator")]
     rows = await asyncio.to_thread(load_instruments, settings, accounts[0], api_url)
     index = universe_index(rows, settings)
     if len(index) == 0:
         raise ShardingError(f"no instruments of {', '.join(settings.underlyings)} in the instruments master")
+    instruments_task = None
     if pg_dsn:
-        await write_instruments(pg_dsn, settings.pg_schema, [r for r in rows if int(r["instrument_token"]) in set(index.tokens.tolist())])
+        chosen = set(index.tokens.tolist())
+        instruments_task = asyncio.create_task(
+            _store_instruments(pg_dsn, settings.pg_schema, [r for r in rows if int(r["instrument_token"]) in chosen]))
+        # the worker prices from this table: give it a head start, but never wait on a dead database
+        await asyncio.wait({instruments_task}, timeout=10)
     shards = shards_for(index, settings, len(accounts))
-    await ensure_topic(kafka_url, settings.ticks_topic, settings.topic_partitions, settings.topic_replication_factor)
+    topic_task = asyncio.create_task(ensure_topic_eventually(
+        kafka_url, settings.ticks_topic, settings.topic_partitions, settings.topic_replication_factor))
     producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)
     await producer.start()
     ingestor = Ingestor(settings, index, shards, accounts, producer, ws_url)
@@ -345,6 +370,9 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
     try:
         await ingestor.run()
     finally:
+        topic_task.cancel()
+        if instruments_task is not None:
+            instruments_task.cancel()
         await producer.stop()
         await runner.cleanup()
         logger.info("ingest stopped: {} frames, {} ticks, {} heartbeats, {} reconnects, {} batches dropped",

@@ -215,8 +215,8 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
-def start_postgres(log_dir: Path) -> tuple[str, ManagedProcess]:
-    """initdb a throw-away cluster in a temp dir and start it on a free port (trust auth)."""
+def start_postgres(log_dir: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
+    """initdb a throw-away cluster in a temp dir and start it on ``port`` (default: a free one), trust auth."""
     bindir = _postgres_bindir()
     if bindir is None:
         raise ServiceStartError(
@@ -238,7 +238,7 @@ def start_postgres(log_dir: Path) -> tuple[str, ManagedProcess]:
     )
     if init.returncode != 0:
         raise ServiceStartError(f"initdb failed: {init.stderr.decode(errors='replace')[-500:]}")
-    port = free_port()
+    port = port or free_port()
     proc = spawn(
         "postgres",
         [str(bindir / "postgres"), "-D", str(datadir / "data"), "-p", str(port), "-h", LOOPBACK,

@@ -42,6 +42,20 @@ async def ensure_topic(kafka_url: str, topic: str, partitions: int, replication:
         await admin.close()
 
 
+async def ensure_topic_eventually(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
+    """:func:`ensure_topic`, retried with backoff while Kafka is unreachable (run it as a task:
+    the ingestor keeps receiving and buffering meanwhile)."""
+    delay = 0.5
+    while True:
+        try:
+            await ensure_topic(kafka_url, topic, partitions, replication)
+            return
+        except KafkaError as exc:
+            logger.warning("cannot create topic {} yet ({}); retrying in {:.1f}s", topic, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 class TickProducer:
     def __init__(self, kafka_url: str, topic: str, max_buffer_bytes: int) -> None:
         self.kafka_url = kafka_url
