@@ -266,12 +266,7 @@ class RedisPublisher:
         """Publish closed bars, one message per timeframe; returns bars published."""
         if len(bars) == 0:
             return 0
-        messages = self.build_bars(underlying, bars, index)
-        pipe = self.redis.pipeline(transaction=False)
-        for channel, message in messages:
-            pipe.publish(channel, message)
-        await pipe.execute()
-        metrics.REDIS_PUBLISHED.labels("bars").inc(len(messages))
+        await self._publish_all("bars", self.build_bars(underlying, bars, index))
         return len(bars)
 
     async def publish_chain(self, underlying: str, expiry: str, payload: dict) -> int:
@@ -293,12 +288,15 @@ class RedisPublisher:
         """Publish chain rollup rows (one message each, in order, one round trip); returns rows published."""
         if len(chain_rows) == 0:
             return 0
-        messages = self.build_chains(underlying, chain_rows)
+        return await self._publish_all("chain", self.build_chains(underlying, chain_rows))
+
+    async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:
+        """PUBLISH each (channel, message) in order, in one round trip; returns how many."""
         pipe = self.redis.pipeline(transaction=False)
         for channel, message in messages:
             pipe.publish(channel, message)
         await pipe.execute()
-        metrics.REDIS_PUBLISHED.labels("chain").inc(len(messages))
+        metrics.REDIS_PUBLISHED.labels(kind).inc(len(messages))
         return len(messages)
 
 
