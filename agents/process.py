@@ -92,9 +92,14 @@ def register_process_agent(app: faust.App, settings: Settings, resources, topics
             if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
                 await resources.refresh_instruments()
                 res = await resources.get()
-            priced = res.pricer.price(ticks)
             state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings, underlying))
-            bars = state.add(priced)
+            try:
+                priced = res.pricer.price(ticks)
+                bars = state.add(priced)
+            except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
+                metrics.BAD_BATCHES.labels(f"{settings.ticks_topic}:process-error").inc()
+                logger.exception("skipping a batch of {} {} ticks that failed to process", len(ticks), underlying)
+                continue
             res.publisher.offer(underlying, priced, res.instruments)
             if bars is not None:
                 await topics.bars.send(key=underlying.encode(), value=encode_bars(underlying, bars))
