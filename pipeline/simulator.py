@@ -8,7 +8,11 @@
 - ``GET /instruments`` and ``/instruments/<exchange>``: the instruments master
   as Kite's CSV (Content-Type ``text/csv``), so ``KiteConnect(root=...)``
   loads it unchanged.
-- ``/_sim/...``: fault injection and state for tests (see :func:`build_app`).
+- ``/_sim/...``: fault injection and state for tests: ``POST /_sim/fault/<kind>`` with kind
+  ``drop`` (abrupt TCP close; ``?seconds=S`` then refuses reconnects for S s), ``stall``
+  (``?seconds=S`` of silence, no heartbeats), ``malformed`` (``?count=N`` truncated frames),
+  ``refuse`` (``?seconds=S`` of HTTP 503 upgrades), ``message``/``error`` (``?text=..``, a
+  Kite text message to every client); ``GET /_sim/state``.
 
 Behaviour where Kite documents none (kite-protocol.md, open question 3),
 chosen to be explicit and testable:
@@ -283,6 +287,15 @@ class Simulator:
                        f", refusing reconnects for {refuse_for_s:.1f}s" if refuse_for_s else "")
         return dropped
 
+    async def broadcast_text(self, kind: str, text: str) -> int:
+        """Send Kite's text message ``{"type": kind, "data": text}`` (``message`` or ``error``) to every client."""
+        sent = 0
+        for client in list(self.clients):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await client.ws.send_str(json.dumps({"type": kind, "data": text}))
+                sent += 1
+        return sent
+
     def state(self) -> dict:
         return {
             "exchange_time": self.exchange_now(),
@@ -305,6 +318,8 @@ class Simulator:
                 self.malformed_pending += int(request.query.get("count", "1"))
             elif kind == "refuse":
                 self.refuse_until = time.monotonic() + seconds
+            elif kind in ("message", "error"):
+                await self.broadcast_text(kind, request.query.get("text", "simulator notice"))
             else:
                 raise web.HTTPNotFound(text=f"unknown fault {kind}")
             return web.json_response({"ok": True})

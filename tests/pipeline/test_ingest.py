@@ -214,3 +214,24 @@ async def test_access_tokens_never_reach_the_logs(kite_simulator, start_ingest) 
     text = "\n".join(lines)
     assert "rejected" in text  # the failover was logged...
     assert "SECRET-wrong-token" not in text and "right-token" not in text  # ...without any token
+
+
+@pytest.mark.integration
+async def test_kite_text_messages_are_logged_and_do_not_disturb_ticks(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    from loguru import logger
+
+    simulator, addr = await kite_simulator()
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    try:
+        run = await start_ingest(simulator, addr)
+        await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+        assert await simulator.broadcast_text("message", "market closes early today") == 1
+        assert await simulator.broadcast_text("error", "token limit reached") == 1
+        ticks = run.ingestor.stats.ticks
+        await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after the messages")
+    finally:
+        logger.remove(sink)
+    text = "\n".join(lines)
+    assert "market closes early today" in text and "token limit reached" in text
+    assert run.ingestor.stats.reconnects == 0
