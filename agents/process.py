@@ -7,6 +7,15 @@ the ``bars`` topic (and Redis) -> OI rollups of the closed option bars
 (pipeline.rollups) to the ``rollups`` topic and chain rows to Redis ->
 optionally priced ticks to ``ticks-priced`` for the tick store. State is per underlying, and records are keyed by
 underlying, so a partition's state lives in exactly one worker.
+
+Restart safety: open bars live only in memory, so a record is acked (and its
+offset committed) only once every bar it fed has closed -- its ticks are older
+than the underlying's replay horizon (pipeline.ack_hold). A restarted worker,
+or the next owner of a moved partition, replays from the first unacked record
+and rebuilds the open bars completely; the partial "warm-up" bars it re-emits
+for already-closed buckets lose to the stored complete ones in the bars upsert
+(equal last_recv_ts, fewer ticks). Bad and skipped records are released at
+once, in partition order.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import numpy as np
 from loguru import logger
 
 from pipeline import metrics
+from pipeline.ack_hold import AckHold, replay_horizon
 from pipeline.bars import BarAggregator, encode_bars
 from pipeline.columnar import BatchFormatError
 from pipeline.instrument_index import InstrumentIndex
@@ -57,6 +67,10 @@ class UnderlyingState:
         self.closed.clear()
         return bars
 
+    def replay_horizon(self) -> int | None:
+        """Oldest exchange time a restart must replay to rebuild this underlying's open bars (None: nothing open)."""
+        return replay_horizon(self.aggregators)
+
     def _count(self, before: list[dict[str, int]]) -> None:
         """Export the aggregators' counters: duplicates once (every aggregator sees the same ticks),
         late corrections and too-late drops summed over the intervals."""
@@ -78,37 +92,52 @@ async def _send_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np
 
 def register_process_agent(app: faust.App, settings: Settings, resources, topics) -> None:  # noqa: ANN001
     states: dict[str, UnderlyingState] = {}
+    hold: AckHold = AckHold()  # processed records not yet acked (pipeline.ack_hold: restart safety)
 
     @app.agent(topics.ticks, name="process")
     async def process(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            underlying, max_ts = await _process(event.value)
+            hold.add(event.message.tp, event, underlying, max_ts)
+            for done in hold.release(lambda u: states[u].replay_horizon()):
+                await manual.ack(done)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ANN001
+        hold.forget(revoked)  # never acked here; the partitions' next owner replays them
+
+    async def _process(payload: bytes) -> tuple[str | None, int | None]:
+        """Handle one ticks record; (underlying, newest exchange_ts) when it fed the bars, else (None, None)."""
         res = await resources.get()
-        async for payload in stream:
-            try:
-                underlying, ticks = decode_ticks(payload)
-            except BatchFormatError as exc:
-                metrics.BAD_BATCHES.labels(settings.ticks_topic).inc()
-                logger.warning("skipping a bad ticks record: {}", exc)
-                continue
-            if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
-                await resources.refresh_instruments()
-                res = await resources.get()
-            state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings, underlying))
-            try:
-                priced = res.pricer.price(ticks)
-                bars = state.add(priced)
-            except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
-                metrics.BAD_BATCHES.labels(f"{settings.ticks_topic}:process-error").inc()
-                logger.exception("skipping a batch of {} {} ticks that failed to process", len(ticks), underlying)
-                continue
-            res.publisher.offer(underlying, priced, res.instruments)
-            if bars is not None:
-                await topics.bars.send(key=underlying.encode(), value=encode_bars(underlying, bars))
-                for interval in np.unique(bars["interval_s"]):
-                    metrics.BARS_EMITTED.labels(f"{interval // 60}m").inc(int(np.sum(bars["interval_s"] == interval)))
-                res.publisher.offer_bars(underlying, bars)
-                await _send_rollups(underlying, *state.rollup(bars, res.instruments), topics, res.publisher)
-            if settings.store_ticks:
-                await topics.priced_ticks.send(key=underlying.encode(), value=encode_priced_ticks(underlying, priced))
-            metrics.TICKS_PROCESSED.labels(underlying).inc(len(ticks))
-            if len(ticks):
-                metrics.EVENT_LAG.labels(underlying).set(time.time() - ticks["recv_ts"].max() / 1e6)
+        try:
+            underlying, ticks = decode_ticks(payload)
+        except BatchFormatError as exc:
+            metrics.BAD_BATCHES.labels(settings.ticks_topic).inc()
+            logger.warning("skipping a bad ticks record: {}", exc)
+            return None, None
+        if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
+            await resources.refresh_instruments()
+            res = await resources.get()
+        state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings, underlying))
+        try:
+            priced = res.pricer.price(ticks)
+            bars = state.add(priced)
+        except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
+            metrics.BAD_BATCHES.labels(f"{settings.ticks_topic}:process-error").inc()
+            logger.exception("skipping a batch of {} {} ticks that failed to process", len(ticks), underlying)
+            return None, None
+        res.publisher.offer(underlying, priced, res.instruments)
+        if bars is not None:
+            await topics.bars.send(key=underlying.encode(), value=encode_bars(underlying, bars))
+            for interval in np.unique(bars["interval_s"]):
+                metrics.BARS_EMITTED.labels(f"{interval // 60}m").inc(int(np.sum(bars["interval_s"] == interval)))
+            res.publisher.offer_bars(underlying, bars)
+            await _send_rollups(underlying, *state.rollup(bars, res.instruments), topics, res.publisher)
+        if settings.store_ticks:
+            await topics.priced_ticks.send(key=underlying.encode(), value=encode_priced_ticks(underlying, priced))
+        metrics.TICKS_PROCESSED.labels(underlying).inc(len(ticks))
+        if not len(ticks):
+            return None, None
+        metrics.EVENT_LAG.labels(underlying).set(time.time() - ticks["recv_ts"].max() / 1e6)
+        return underlying, int(ticks["exchange_ts"].max())

@@ -54,6 +54,12 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
+        # The process agent holds a ticks record's ack until every bar it fed has closed
+        # (pipeline/ack_hold.py), up to ~30 min for 15-minute bars: not a stalled consumer.
+        broker_commit_livelock_soft_timeout=2 * 3600.0,
+        # ...and for the same reason shutdown must not wait for every record to be acked:
+        # what is unacked is redelivered to the next owner, which rebuilds the open bars.
+        stream_wait_empty=False,
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,

@@ -340,6 +340,32 @@ class BarAggregator:
             "instruments": len(self._slot_token),
         }
 
+    def oldest_open_bucket(self) -> int | None:
+        """Start of the oldest bucket holding open (not yet closed) ticks; None when nothing is open.
+
+        Read-only. Every accepted tick with ``exchange_ts`` before it is in a closed bucket.
+        """
+        if self._pending_n == 0:
+            return None
+        oldest = min(int(p["exchange_ts"].min()) for p in self._pending if len(p))
+        return oldest // self.interval_s * self.interval_s
+
+    def replay_from(self) -> int | None:
+        """The oldest exchange time whose ticks are still needed to rebuild the open bars from scratch.
+
+        That is the start of the oldest open bucket, or earlier: the newest closed tick (the
+        volume baseline of its next bar) of every instrument whose newest closed tick lies in the
+        interval before that bucket (older baselines are not waited for, so this is never earlier
+        than ``oldest_open_bucket() - interval_s``). None when nothing is open. Read-only.
+        """
+        oldest = self.oldest_open_bucket()
+        if oldest is None:
+            return None
+        floor = oldest - self.interval_s
+        tails = self._tail_ex[self._tail_valid]
+        tails = tails[tails >= floor]
+        return min(oldest, int(tails.min())) if len(tails) else oldest
+
     # ------------------------------------------------------------- internals
 
     def _slots_for(self, tokens: np.ndarray) -> np.ndarray:

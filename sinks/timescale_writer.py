@@ -12,10 +12,15 @@ Every write is one transaction on one pooled connection:
    microseconds -> ``timestamptz`` (exact, integer arithmetic), NaN -> NULL.
 
 Versioning (bars): ``SELECT DISTINCT ON (key) .. ORDER BY key, last_recv_ts
-DESC`` keeps the newest version inside the batch, and ``ON CONFLICT (key) DO
-UPDATE .. WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts`` keeps the newest
-version across batches: a replay of the same batch rewrites identical rows, an
-older redelivery never overwrites a newer late-corrected bar.
+DESC, tick_count DESC`` keeps the newest version inside the batch, and ``ON
+CONFLICT (key) DO UPDATE .. WHERE EXCLUDED.last_recv_ts > t.last_recv_ts OR
+(EXCLUDED.last_recv_ts = t.last_recv_ts AND EXCLUDED.tick_count >=
+t.tick_count)`` keeps the newest version across batches: a replay of the same
+batch rewrites identical rows, an older redelivery never overwrites a newer
+late-corrected bar, and the partial "warm-up" bar a restarted worker re-emits
+for a bucket it replays from the middle (same ``last_recv_ts``, fewer ticks)
+never overwrites the complete one. Rollup rows (strike/chain bars) have no
+tick count: for them an equal ``last_recv_ts`` still replaces (``>=``).
 
 Ticks are immutable (``ON CONFLICT (instrument_token, recv_ts) DO NOTHING``);
 instruments upsert on ``instrument_token``.
@@ -124,9 +129,10 @@ def bars_upsert_sql(schema: str, table: str) -> str:
         f"INSERT INTO {target} AS t ({cols})\n"
         f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}\n"
         f"FROM {_STAGE_BARS} s\n"
-        f"ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC\n"
+        f"ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC, s.tick_count DESC\n"
         f"ON CONFLICT (instrument_token, bucket) DO UPDATE SET\n    {updates}\n"
-        f"WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts"
+        f"WHERE EXCLUDED.last_recv_ts > t.last_recv_ts\n"
+        f"   OR (EXCLUDED.last_recv_ts = t.last_recv_ts AND EXCLUDED.tick_count >= t.tick_count)"
     )
 
 

@@ -78,6 +78,41 @@ async def test_write_bars_versions_in_one_batch_newest_kept(writer, pool, pg_sch
     assert await _rows(pool, f'SELECT close FROM "{pg_schema}".bars_1m') == [{"close": 105.0}]
 
 
+def _with_ticks(bars: np.ndarray, tick_count: int) -> np.ndarray:
+    bars["tick_count"] = tick_count
+    return bars
+
+
+async def test_write_bars_partial_replay_with_equal_version_does_not_overwrite(writer, pool, pg_schema):
+    """A restarted worker replaying a bucket from its middle re-emits a partial bar: same last_recv_ts,
+    fewer ticks. It must not replace the complete bar; an equal version with as many or more ticks does."""
+    complete = _with_ticks(h.bars(60, last_recv_ts=7_000, close=101.0), 60)
+    assert await writer.write_bars(60, complete) == 1
+    partial = _with_ticks(h.bars(60, last_recv_ts=7_000, close=99.0), 12)
+    assert await writer.write_bars(60, partial) == 0
+    assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
+        {"close": 101.0, "tick_count": 60}]
+    same = _with_ticks(h.bars(60, last_recv_ts=7_000, close=102.0), 60)
+    assert await writer.write_bars(60, same) == 1  # equal version, equal ticks: replaces (idempotent replays)
+    more = _with_ticks(h.bars(60, last_recv_ts=7_000, close=103.0), 61)
+    assert await writer.write_bars(60, more) == 1
+    assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
+        {"close": 103.0, "tick_count": 61}]
+    newer_fewer = _with_ticks(h.bars(60, last_recv_ts=8_000, close=104.0), 5)
+    assert await writer.write_bars(60, newer_fewer) == 1  # a newer version wins whatever its tick count
+    assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
+        {"close": 104.0, "tick_count": 5}]
+
+
+async def test_write_bars_equal_versions_in_one_batch_most_ticks_kept(writer, pool, pg_schema):
+    batch = np.concatenate([_with_ticks(h.bars(60, last_recv_ts=5_000, close=98.0), 3),
+                            _with_ticks(h.bars(60, last_recv_ts=5_000, close=105.0), 60),
+                            _with_ticks(h.bars(60, last_recv_ts=5_000, close=97.0), 7)])
+    assert await writer.write_bars(60, batch) == 1
+    assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
+        {"close": 105.0, "tick_count": 60}]
+
+
 async def test_write_bars_wrong_interval_raises_value_error(writer):
     with pytest.raises(ValueError):
         await writer.write_bars(120, h.bars(120))

@@ -1,0 +1,135 @@
+"""A worker killed with open bars: its successor (same app id) replays and still writes complete bars."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from pipeline.demo import DEV_KAFKA_ENV
+from pipeline.local_services import free_port
+from pipeline.tick_batch import TICK_DTYPE, encode_ticks
+from pipeline.tick_producer import TickProducer, ensure_topic
+from sinks.migrate import migrate
+from sinks.timescale_writer import write_instruments
+
+pytestmark = pytest.mark.integration
+
+NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
+                   last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",
+                   segment="INDICES", exchange="NSE")
+T0 = 1_795_407_900  # a 1-minute (and 5-minute) bucket boundary
+FAUST_COMMIT_INTERVAL_S = 2.8  # faust's default broker_commit_interval
+
+
+def _price(second: np.ndarray | int) -> np.ndarray | float:
+    return 24500 + np.asarray(second) % 7 + 0.0
+
+
+def _index_ticks(first: int, last: int) -> np.ndarray:
+    """One index tick per exchange second T0+first..T0+last; recv_ts increases with the second."""
+    seconds = np.arange(first, last + 1)
+    ticks = np.zeros(len(seconds), dtype=TICK_DTYPE)
+    ticks["instrument_token"] = 256265
+    ticks["mode"] = 3
+    ticks["exchange_ts"] = T0 + seconds
+    ticks["recv_ts"] = 1_000_000 + seconds
+    ticks["last_price"] = _price(seconds)
+    ticks["bid"] = ticks["ask"] = np.nan
+    return ticks
+
+
+async def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def _produce(kafka_url: str, topic: str, ticks: np.ndarray) -> None:
+    producer = TickProducer(kafka_url, topic, 1 << 20)
+    await producer.start()
+    for chunk in np.array_split(ticks, max(1, len(ticks) // 10)):  # ~10 ticks a record
+        producer.offer("NIFTY", encode_ticks("NIFTY", chunk))
+    await producer.stop()
+
+
+async def _bars(pg_dsn: str, schema: str) -> dict[int, asyncpg.Record]:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch(f'SELECT extract(epoch FROM bucket)::bigint AS b, open, high, low, close, tick_count '
+                                f'FROM "{schema}".bars_1m WHERE instrument_token = 256265 ORDER BY bucket')
+    finally:
+        await conn.close()
+    return {r["b"]: r for r in rows}
+
+
+async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
+    kafka_url: str, pg_dsn: str, pg_schema: str, redis_url: str, unique_name: str, tmp_path: Path
+) -> None:
+    await migrate(pg_dsn, pg_schema)
+    await write_instruments(pg_dsn, pg_schema, [NIFTY_INDEX])
+    ticks_topic = f"{unique_name}-ticks"
+    await ensure_topic(kafka_url, ticks_topic, 4)
+    env = {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
+           "STRIKEFLOW_PG_SCHEMA": pg_schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
+           "STRIKEFLOW_TICKS_TOPIC": ticks_topic, "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
+           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STORE_TICKS": "false"}
+    workers: list[subprocess.Popen] = []
+
+    def start_worker(n: int) -> subprocess.Popen:
+        with open(tmp_path / f"worker{n}.log", "wb") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"],
+                                      env={**env, "STRIKEFLOW_WEB_PORT": str(free_port())}, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        workers.append(worker)
+        return worker
+
+    try:
+        first = start_worker(1)
+        await _produce(kafka_url, ticks_topic, _index_ticks(0, 90))  # T0 closes (watermark 90), T0+60 is open
+
+        async def first_bar_written() -> bool:
+            return T0 in await _bars(pg_dsn, pg_schema)
+
+        await _wait_for(first_bar_written, 90, "the T0 bar from the first worker")
+        await asyncio.sleep(3 * FAUST_COMMIT_INTERVAL_S)  # let Faust commit whatever it may commit
+        assert first.poll() is None
+        os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no flush: open bars are lost with the process
+        first.wait(10)
+
+        start_worker(2)
+        await _produce(kafka_url, ticks_topic, _index_ticks(91, 200))
+
+        async def later_bars_written() -> bool:
+            return {T0 + 60, T0 + 120} <= set(await _bars(pg_dsn, pg_schema))
+
+        await _wait_for(later_bars_written, 120, "the T0+60 and T0+120 bars from the second worker")
+        await asyncio.sleep(2 * FAUST_COMMIT_INTERVAL_S)  # a partial warm-up bar of T0, if any, is written by now
+        bars = await _bars(pg_dsn, pg_schema)
+        for bucket in (T0, T0 + 60, T0 + 120):
+            bar = bars[bucket]
+            seconds = np.arange(bucket - T0, bucket - T0 + 60)
+            assert bar["tick_count"] == 60, (bucket - T0, dict(bar))
+            assert bar["open"] == _price(seconds[0]), (bucket - T0, dict(bar))
+            assert bar["close"] == _price(seconds[-1])
+            assert (bar["high"], bar["low"]) == (_price(seconds).max(), _price(seconds).min())
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+    text = (tmp_path / "worker2.log").read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
