@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, settings: Settings, services, children: list[
             )
     except KeyboardInterrupt:
         print("\ninterrupted: stopping (Ctrl-C again to abandon the summary)", flush=True)
-    _stop_in_order(children)
+    _stop_in_order(children, urls["worker"], store_ticks)
     counts = asyncio.run(_table_counts(services.pg_dsn, settings.pg_schema))
     _print_summary(counts, services, settings)
     if store_ticks:
@@ -196,13 +196,34 @@ def _run(args: argparse.Namespace, settings: Settings, services, children: list[
     return 0 if counts["bars_1m"] > 0 else 1
 
 
-def _stop_in_order(children: list[ManagedProcess]) -> None:
-    """Ingest first (flushes to Kafka), give the worker a moment to drain, then the rest."""
+def _stop_in_order(children: list[ManagedProcess], worker_url: str, store_ticks: bool) -> None:
+    """Ingest first (flushes to Kafka), let the worker drain what is in Kafka, then the rest."""
     by_name = {c.name: c for c in children}
     by_name["ingest"].stop(timeout=15)
-    time.sleep(3.0)
+    _drain(worker_url, store_ticks)
     by_name["worker"].stop(timeout=20)
     by_name["simulator"].stop(timeout=5)
+
+
+def _drain(worker_url: str, store_ticks: bool, timeout: float = 60.0) -> None:
+    """Wait until the worker has processed every tick in Kafka (its count stops moving) and written
+    every closed bar (and every tick, when stored), so the summary sees the whole run."""
+    deadline = time.monotonic() + timeout
+    last, steady_since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        m = scrape(f"{worker_url}/metrics")
+        processed = m.get("strikeflow_ticks_processed_total", 0.0)
+        if processed != last:
+            last, steady_since = processed, time.monotonic()
+        bars_written = sum(v for k, v in m.items() if k.startswith("strikeflow_rows_written_total{table=bars_"))
+        ticks_written = m.get("strikeflow_rows_written_total{table=ticks}", 0.0)
+        written = bars_written >= m.get("strikeflow_bars_emitted_total", 0.0) and (
+            not store_ticks or ticks_written >= processed)
+        if time.monotonic() - steady_since >= 2.0 and written:
+            return
+        time.sleep(0.5)
+    print(f"drain: the worker did not catch up within {timeout:.0f}s; the summary shows what was written",
+          flush=True)
 
 
 def _print_summary(counts: dict[str, int], services, settings: Settings) -> None:  # noqa: ANN001

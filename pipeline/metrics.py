@@ -65,7 +65,8 @@ def metrics_text() -> bytes:
 
 
 def scrape(url: str, timeout: float = 1.0) -> dict[str, float]:
-    """Another process's /metrics, summed by sample name over labels; {} when unreachable."""
+    """Another process's /metrics, summed by sample name over labels, plus one entry per labelled
+    sample as ``name{label=value,...}``; {} when unreachable."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode()
@@ -75,4 +76,7 @@ def scrape(url: str, timeout: float = 1.0) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if sample.labels:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                totals[f"{sample.name}{{{labels}}}"] = sample.value
     return totals

@@ -216,16 +216,23 @@ class Simulator:
                     continue
                 share = int(budget * len(client.modes) / n_total) or 1
                 tokens = np.fromiter(client.modes.keys(), dtype=np.uint32, count=len(client.modes))
-                pick = self._rng.choice(len(tokens), size=min(share, len(tokens)), replace=False)
-                pos = self.market.positions(tokens[pick])
-                self.market.trade(pos)
-                modes = np.array([client.modes[int(t)] for t in tokens[pick]], dtype=np.uint8)
-                ticks = self.market.snapshot(pos, modes)
-                frame = encode_frame(ticks)
-                self._record(frame)
-                self.ticks_sent += len(ticks)
-                await self._send(client, frame)
+                # more ticks than instruments in a step: several frames, each instrument at most once per frame
+                while share > 0:
+                    pick = self._rng.choice(len(tokens), size=min(share, len(tokens)), replace=False)
+                    share -= len(pick)
+                    await self._send_ticks(client, tokens[pick])
             budget -= int(budget)
+
+    async def _send_ticks(self, client: Client, tokens: np.ndarray) -> None:
+        """Let ``tokens`` trade now and send their state to ``client`` in its modes, one frame."""
+        pos = self.market.positions(tokens)
+        self.market.trade(pos)
+        modes = np.array([client.modes[int(t)] for t in tokens], dtype=np.uint8)
+        ticks = self.market.snapshot(pos, modes)
+        frame = encode_frame(ticks)
+        self._record(frame)
+        self.ticks_sent += len(ticks)
+        await self._send(client, frame)
 
     async def _replay_loop(self, path: Path) -> None:
         """Send a capture's frames at their recorded exchange-time pace (scaled by ``--speed``),
