@@ -272,6 +272,7 @@ class BarAggregator:
         self._pending: list[np.ndarray] = []
         self._pending_slots: list[np.ndarray] = []
         self._pending_n = 0
+        self._pending_min_ex: int | None = None  # min exchange_ts of the open ticks (cached: read per record)
         # closed buckets still inside the late window
         self._retained: dict[int, _ClosedBucket] = {}
 
@@ -317,6 +318,9 @@ class BarAggregator:
                     ticks, slots = ticks[keep], slots[keep]
             if len(ticks):
                 self._pending.append(ticks)
+                newest_min = int(ticks["exchange_ts"].min())
+                if self._pending_min_ex is None or newest_min < self._pending_min_ex:
+                    self._pending_min_ex = newest_min
                 self._pending_slots.append(slots)
                 self._pending_n += len(ticks)
 
@@ -347,8 +351,7 @@ class BarAggregator:
         """
         if self._pending_n == 0:
             return None
-        oldest = min(int(p["exchange_ts"].min()) for p in self._pending if len(p))
-        return oldest // self.interval_s * self.interval_s
+        return self._pending_min_ex // self.interval_s * self.interval_s
 
     def replay_from(self) -> int | None:
         """The oldest exchange time whose ticks are still needed to rebuild the open bars from scratch.
@@ -552,11 +555,13 @@ class BarAggregator:
             return []
         if closing.all():
             self._pending, self._pending_slots, self._pending_n = [], [], 0
+            self._pending_min_ex = None
             t, slot, bucket = pend, pslots, pbucket
         else:
             keep = ~closing
             self._pending, self._pending_slots = [pend[keep]], [pslots[keep]]
             self._pending_n = len(self._pending[0])
+            self._pending_min_ex = int(self._pending[0]["exchange_ts"].min())
             t, slot, bucket = pend[closing], pslots[closing], pbucket[closing]
 
         # slot-major event order: increments and baselines

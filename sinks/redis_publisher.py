@@ -218,15 +218,16 @@ class RedisPublisher:
                     ) -> tuple[str, dict[str, dict[str, str]]]:
         """(message JSON, {snapshot key: {token: tick JSON}}) for one batch — pure, no I/O."""
         objects = tick_objects(ticks, index)
-        message = dumps({"underlying": underlying, "ticks": objects})
+        encoded = [dumps(o) for o in objects]  # each tick encoded once: for the batch and its snapshot field
+        message = f'{{"underlying":{dumps(underlying)},"ticks":[{",".join(encoded)}]}}'
         snapshots: dict[str, dict[str, str]] = {}
         # Latest tick per instrument: later (newer recv_ts) rows overwrite earlier ones.
         order = np.argsort(ticks["recv_ts"], kind="stable").tolist() if len(ticks) > 1 else range(len(ticks))
         for i in order:
             obj = objects[i]
             key = self.snapshot_key(underlying, obj.get("expiry", ""))
-            snapshots.setdefault(key, {})[str(obj["token"])] = obj
-        return message, {key: {t: dumps(o) for t, o in fields.items()} for key, fields in snapshots.items()}
+            snapshots.setdefault(key, {})[str(obj["token"])] = encoded[i]
+        return message, snapshots
 
     async def publish_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> int:
         """Publish one batch on ``ticks:<underlying>`` and update the snapshot hashes; returns ticks published."""
