@@ -11,16 +11,19 @@ Every write is one transaction on one pooled connection:
    table, converting in SQL: epoch seconds -> ``timestamptz`` (UTC), epoch
    microseconds -> ``timestamptz`` (exact, integer arithmetic), NaN -> NULL.
 
-Versioning (bars): ``SELECT DISTINCT ON (key) .. ORDER BY key, last_recv_ts
-DESC, tick_count DESC`` keeps the newest version inside the batch, and ``ON
-CONFLICT (key) DO UPDATE .. WHERE EXCLUDED.last_recv_ts > t.last_recv_ts OR
-(EXCLUDED.last_recv_ts = t.last_recv_ts AND EXCLUDED.tick_count >=
-t.tick_count)`` keeps the newest version across batches: a replay of the same
-batch rewrites identical rows, an older redelivery never overwrites a newer
-late-corrected bar, and the partial "warm-up" bar a restarted worker re-emits
-for a bucket it replays from the middle (same ``last_recv_ts``, fewer ticks)
-never overwrites the complete one. Rollup rows (strike/chain bars) have no
-tick count: for them an equal ``last_recv_ts`` still replaces (``>=``).
+Versioning (bars): a bar's versions only ever gain ticks (late ticks add to it,
+redeliveries are deduplicated upstream), so the most ticks wins, then the newest
+``last_recv_ts``: ``SELECT DISTINCT ON (key) .. ORDER BY key, tick_count DESC,
+last_recv_ts DESC`` inside the batch, and ``ON CONFLICT (key) DO UPDATE .. WHERE
+EXCLUDED.tick_count > t.tick_count OR (EXCLUDED.tick_count = t.tick_count AND
+EXCLUDED.last_recv_ts >= t.last_recv_ts)`` across batches. So a replay rewrites
+identical rows; an older redelivery never overwrites a late-corrected bar; a bar
+re-emitted because its volume baseline moved (same ticks, newer version) replaces
+it; and what a restarted worker emits from partial knowledge never overwrites the
+complete bar: the "warm-up" bar of a bucket it replays from the middle (fewer
+ticks) or a late tick for a bucket older than its replay (one tick, newer version).
+Rollup rows (strike/chain bars) have no tick count: for them an equal or newer
+``last_recv_ts`` replaces (``>=``).
 
 Ticks are immutable (``ON CONFLICT (instrument_token, recv_ts) DO NOTHING``);
 instruments upsert on ``instrument_token``.
@@ -129,10 +132,10 @@ def bars_upsert_sql(schema: str, table: str) -> str:
         f"INSERT INTO {target} AS t ({cols})\n"
         f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}\n"
         f"FROM {_STAGE_BARS} s\n"
-        f"ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC, s.tick_count DESC\n"
+        f"ORDER BY s.instrument_token, s.bucket, s.tick_count DESC, s.last_recv_ts DESC\n"
         f"ON CONFLICT (instrument_token, bucket) DO UPDATE SET\n    {updates}\n"
-        f"WHERE EXCLUDED.last_recv_ts > t.last_recv_ts\n"
-        f"   OR (EXCLUDED.last_recv_ts = t.last_recv_ts AND EXCLUDED.tick_count >= t.tick_count)"
+        f"WHERE EXCLUDED.tick_count > t.tick_count\n"
+        f"   OR (EXCLUDED.tick_count = t.tick_count AND EXCLUDED.last_recv_ts >= t.last_recv_ts)"
     )
 
 

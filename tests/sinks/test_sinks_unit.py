@@ -68,10 +68,10 @@ def test_bars_upsert_sql_newest_version_guard():
     sql = bars_upsert_sql("public", "bars_5m")
     assert 'INSERT INTO "public".bars_5m AS t' in sql
     assert "DISTINCT ON (s.instrument_token, s.bucket)" in sql
-    assert "ORDER BY s.instrument_token, s.bucket, s.last_recv_ts DESC, s.tick_count DESC" in sql
+    assert "ORDER BY s.instrument_token, s.bucket, s.tick_count DESC, s.last_recv_ts DESC" in sql
     assert sql.rstrip().endswith(
-        "WHERE EXCLUDED.last_recv_ts > t.last_recv_ts\n"
-        "   OR (EXCLUDED.last_recv_ts = t.last_recv_ts AND EXCLUDED.tick_count >= t.tick_count)"
+        "WHERE EXCLUDED.tick_count > t.tick_count\n"
+        "   OR (EXCLUDED.tick_count = t.tick_count AND EXCLUDED.last_recv_ts >= t.last_recv_ts)"
     )
     assert "DO NOTHING" in ticks_insert_sql("public")
 

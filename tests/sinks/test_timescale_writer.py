@@ -98,10 +98,14 @@ async def test_write_bars_partial_replay_with_equal_version_does_not_overwrite(w
     assert await writer.write_bars(60, more) == 1
     assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
         {"close": 103.0, "tick_count": 61}]
-    newer_fewer = _with_ticks(h.bars(60, last_recv_ts=8_000, close=104.0), 5)
-    assert await writer.write_bars(60, newer_fewer) == 1  # a newer version wins whatever its tick count
-    assert await _rows(pool, f'SELECT close, tick_count FROM "{pg_schema}".bars_1m') == [
-        {"close": 104.0, "tick_count": 5}]
+    # a restarted worker's one-tick "correction" for a bucket older than its replay: newer, fewer ticks
+    newer_fewer = _with_ticks(h.bars(60, last_recv_ts=8_000, close=104.0), 1)
+    assert await writer.write_bars(60, newer_fewer) == 0
+    moved_baseline = _with_ticks(h.bars(60, last_recv_ts=9_000, close=103.0), 61)
+    assert await writer.write_bars(60, moved_baseline) == 1  # same ticks, newer version: replaces
+    assert await _rows(pool, f'SELECT close, tick_count, last_recv_ts FROM "{pg_schema}".bars_1m') == [
+        {"close": 103.0, "tick_count": 61,
+         "last_recv_ts": dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=9_000)}]
 
 
 async def test_write_bars_equal_versions_in_one_batch_most_ticks_kept(writer, pool, pg_schema):
