@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
@@ -15,36 +13,17 @@ import pytest
 
 from pipeline.demo import DEV_KAFKA_ENV
 from pipeline.local_services import free_port, start_postgres
-from pipeline.tick_batch import TICK_DTYPE, encode_ticks
+from pipeline.tick_batch import encode_ticks
 from pipeline.tick_producer import TickProducer, ensure_topic
 from sinks.migrate import migrate
 from sinks.timescale_writer import write_instruments
 
+from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+
 pytestmark = pytest.mark.integration
 
-NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
-                   last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",
-                   segment="INDICES", exchange="NSE")
-T0 = 1_795_407_900  # 09:15 IST, a bucket boundary
 
 
-def _index_ticks(seconds: int, recv_start: int) -> np.ndarray:
-    ticks = np.zeros(seconds, dtype=TICK_DTYPE)
-    ticks["instrument_token"] = 256265
-    ticks["mode"] = 3
-    ticks["exchange_ts"] = T0 + np.arange(seconds)
-    ticks["recv_ts"] = recv_start + np.arange(seconds)
-    ticks["last_price"] = 24500 + np.arange(seconds) % 7
-    ticks["bid"] = ticks["ask"] = np.nan
-    return ticks
-
-
-async def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_redelivery(
@@ -66,13 +45,13 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
         async def worker_complained() -> bool:
             return b"cannot connect to PostgreSQL" in log.read_bytes()
 
-        await _wait_for(worker_complained, 60, "the worker to report the dead database")
+        await wait_for(worker_complained, 60, "the worker to report the dead database")
         assert worker.poll() is None  # it waits; it does not crash
 
         await ensure_topic(kafka_url, f"{unique_name}-ticks", 4)
         producer = TickProducer(kafka_url, f"{unique_name}-ticks", 1 << 20)
         await producer.start()
-        ticks = _index_ticks(200, recv_start=1_000)
+        ticks = index_ticks(0, 199, recv_base=1_000)
         for chunk in np.array_split(ticks, 10):
             producer.offer("NIFTY", encode_ticks("NIFTY", chunk))
         producer.offer("NIFTY", encode_ticks("NIFTY", ticks[:50]))  # an at-least-once redelivery
@@ -89,7 +68,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
             finally:
                 await conn.close()
 
-        await _wait_for(bars_written, 90, "bars after the database came up")
+        await wait_for(bars_written, 90, "bars after the database came up")
         conn = await asyncpg.connect(postgres_dsn)
         try:
             rows = await conn.fetch("SELECT extract(epoch FROM bucket)::bigint AS b, open, close, tick_count "
@@ -98,7 +77,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
             await conn.close()
         assert [r["b"] for r in rows[:3]] == [T0, T0 + 60, T0 + 120]
         assert [r["tick_count"] for r in rows[:3]] == [60, 60, 60]  # the redelivered 50 ticks counted once
-        assert rows[0]["open"] == 24500 and rows[1]["close"] == float(24500 + 119 % 7)
+        assert rows[0]["open"] == 24500 and rows[1]["close"] == price_at(119)
     finally:
         worker.terminate()
         try:

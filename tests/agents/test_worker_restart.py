@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
@@ -16,43 +15,19 @@ import pytest
 
 from pipeline.demo import DEV_KAFKA_ENV
 from pipeline.local_services import free_port
-from pipeline.tick_batch import TICK_DTYPE, encode_ticks
+from pipeline.tick_batch import encode_ticks
 from pipeline.tick_producer import TickProducer, ensure_topic
 from sinks.migrate import migrate
 from sinks.timescale_writer import write_instruments
 
+from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+
 pytestmark = pytest.mark.integration
 
-NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
-                   last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",
-                   segment="INDICES", exchange="NSE")
-T0 = 1_795_407_900  # a 1-minute (and 5-minute) bucket boundary
 FAUST_COMMIT_INTERVAL_S = 2.8  # faust's default broker_commit_interval
 
 
-def _price(second: np.ndarray | int) -> np.ndarray | float:
-    return 24500 + np.asarray(second) % 7 + 0.0
 
-
-def _index_ticks(first: int, last: int) -> np.ndarray:
-    """One index tick per exchange second T0+first..T0+last; recv_ts increases with the second."""
-    seconds = np.arange(first, last + 1)
-    ticks = np.zeros(len(seconds), dtype=TICK_DTYPE)
-    ticks["instrument_token"] = 256265
-    ticks["mode"] = 3
-    ticks["exchange_ts"] = T0 + seconds
-    ticks["recv_ts"] = 1_000_000 + seconds
-    ticks["last_price"] = _price(seconds)
-    ticks["bid"] = ticks["ask"] = np.nan
-    return ticks
-
-
-async def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 async def _produce(kafka_url: str, topic: str, ticks: np.ndarray) -> None:
@@ -96,33 +71,33 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
 
     try:
         first = start_worker(1)
-        await _produce(kafka_url, ticks_topic, _index_ticks(0, 90))  # T0 closes (watermark 90), T0+60 is open
+        await _produce(kafka_url, ticks_topic, index_ticks(0, 90))  # T0 closes (watermark 90), T0+60 is open
 
         async def first_bar_written() -> bool:
             return T0 in await _bars(pg_dsn, pg_schema)
 
-        await _wait_for(first_bar_written, 90, "the T0 bar from the first worker")
+        await wait_for(first_bar_written, 90, "the T0 bar from the first worker")
         await asyncio.sleep(3 * FAUST_COMMIT_INTERVAL_S)  # let Faust commit whatever it may commit
         assert first.poll() is None
         os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no flush: open bars are lost with the process
         first.wait(10)
 
         start_worker(2)
-        await _produce(kafka_url, ticks_topic, _index_ticks(91, 200))
+        await _produce(kafka_url, ticks_topic, index_ticks(91, 200))
 
         async def later_bars_written() -> bool:
             return {T0 + 60, T0 + 120} <= set(await _bars(pg_dsn, pg_schema))
 
-        await _wait_for(later_bars_written, 120, "the T0+60 and T0+120 bars from the second worker")
+        await wait_for(later_bars_written, 120, "the T0+60 and T0+120 bars from the second worker")
         await asyncio.sleep(2 * FAUST_COMMIT_INTERVAL_S)  # a partial warm-up bar of T0, if any, is written by now
         bars = await _bars(pg_dsn, pg_schema)
         for bucket in (T0, T0 + 60, T0 + 120):
             bar = bars[bucket]
             seconds = np.arange(bucket - T0, bucket - T0 + 60)
             assert bar["tick_count"] == 60, (bucket - T0, dict(bar))
-            assert bar["open"] == _price(seconds[0]), (bucket - T0, dict(bar))
-            assert bar["close"] == _price(seconds[-1])
-            assert (bar["high"], bar["low"]) == (_price(seconds).max(), _price(seconds).min())
+            assert bar["open"] == price_at(seconds[0]), (bucket - T0, dict(bar))
+            assert bar["close"] == price_at(seconds[-1])
+            assert (bar["high"], bar["low"]) == (price_at(seconds).max(), price_at(seconds).min())
     finally:
         for worker in workers:
             if worker.poll() is None:

@@ -1,0 +1,42 @@
+"""Shared pieces of the worker-as-a-process tests: an index instrument, its ticks, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from pipeline.tick_batch import TICK_DTYPE
+
+NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
+                   last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",
+                   segment="INDICES", exchange="NSE")
+T0 = 1_795_407_900  # 09:15 IST on 2026-11-23: a 1/5/15-minute bucket boundary
+
+
+def price_at(second: np.ndarray | int) -> np.ndarray:
+    """The index price at exchange second T0+second (rupees): a saw tooth, so OHLC differ."""
+    return 24500 + np.asarray(second) % 7 + 0.0
+
+
+def index_ticks(first: int, last: int, recv_base: int = 1_000_000) -> np.ndarray:
+    """One NIFTY 50 tick per exchange second T0+first..T0+last; recv_ts = recv_base + second."""
+    seconds = np.arange(first, last + 1)
+    ticks = np.zeros(len(seconds), dtype=TICK_DTYPE)
+    ticks["instrument_token"] = NIFTY_INDEX["instrument_token"]
+    ticks["mode"] = 3
+    ticks["exchange_ts"] = T0 + seconds
+    ticks["recv_ts"] = recv_base + seconds
+    ticks["last_price"] = price_at(seconds)
+    ticks["bid"] = ticks["ask"] = np.nan
+    return ticks
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.5)
