@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import greeks
 from _reference import OPTION_INPUTS, VOLLIB_GREEK_MAP, plain_price, vollib_greek, vollib_price

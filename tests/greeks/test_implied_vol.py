@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import greeks
 from _reference import OPTION_INPUTS, brentq_implied_vol, comparable, vollib_implied_vol, vollib_price
