@@ -77,7 +77,7 @@ class WorkerResources:
             raise
         schema = self.settings.pg_schema
         writer = TimescaleWriter(pool, schema)
-        publisher = ConflatingPublisher(RedisPublisher(redis))
+        publisher = ConflatingPublisher(RedisPublisher(redis, per_instrument=self.settings.redis_per_instrument))
         await publisher.start()
         instruments = await load_instrument_index(pool, schema)
         logger.info(
