@@ -99,7 +99,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start private PostgreSQL/Redis even when servers answer on the default local ports")
 
 
+DEMO_SCHEMA = "strikeflow_demo"
+
+
+async def _reset_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if "pg_schema" not in settings.model_fields_set:
+        # A demo's data is disposable: its own schema, emptied at start, never the user's `public`.
+        settings = settings.model_copy(update={"pg_schema": DEMO_SCHEMA})
     log_dir = settings.data_dir / "logs" / time.strftime("%Y%m%d-%H%M%S")
     pg = settings.pg_dsn.get_secret_value() if settings.pg_dsn else None
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -126,6 +140,8 @@ def _run(args: argparse.Namespace, settings: Settings, services, children: list[
           f"Redis {redact_url(services.redis_url)}")
     for line in services.started():
         print(f"  started {line}")
+    if settings.pg_schema == DEMO_SCHEMA:
+        asyncio.run(_reset_schema(services.pg_dsn, DEMO_SCHEMA))
     print(asyncio.run(migrate(services.pg_dsn, settings.pg_schema)))
     run_started = dt.datetime.now(dt.timezone.utc)
     store_ticks = not args.no_store_ticks

@@ -70,20 +70,23 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
         await pubsub.aclose()
         await client.aclose()
     text = output.decode(errors="replace")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        counts = {}
+        if await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema):
+            counts["bars"] = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m')
+            counts["ticks"] = await conn.fetchval(f'SELECT count(*) FROM "{schema}".ticks')
+            counts["bad"] = await conn.fetchval(
+                f'SELECT count(*) FROM "{schema}".bars_1m WHERE NOT (low <= open AND open <= high AND low <= close AND close <= high)')
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # whatever happened above
+        await conn.close()
     assert proc.returncode == 0, text[-4000:]
     assert "ticks in" in text and "summary" in text, text[-4000:]
     check = re.search(r"check: ([\d,]+) 1-minute bars of this run rebuilt from their raw ticks in SQL: ([\d,]+) differ", text)
     assert check is not None, text[-4000:]
     assert int(check.group(1).replace(",", "")) > 0 and check.group(2) == "0"
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        bars = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m')
-        ticks = await conn.fetchval(f'SELECT count(*) FROM "{schema}".ticks')
-        bad = await conn.fetchval(f'SELECT count(*) FROM "{schema}".bars_1m WHERE NOT (low <= open AND open <= high AND low <= close AND close <= high)')
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
-    assert bars > 0 and ticks > 0
-    assert bad == 0
+    assert counts["bars"] > 0 and counts["ticks"] > 0
+    assert counts["bad"] == 0
     assert messages.get("ticks", 0) > 0 and messages.get("bars", 0) > 0, messages
     assert _processes_with_env(str(tmp_path / "data")) == []
