@@ -46,6 +46,7 @@ from pipeline.tick_producer import TickProducer, ensure_topic_eventually
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
+INSTRUMENT_ATTEMPTS = 5
 
 
 class ReceiveClock:
@@ -270,13 +271,38 @@ class Ingestor:
 
 
 def load_instruments(settings: Settings, account: KiteAccount | None, api_url: str) -> list[dict]:
-    """The instruments master through kiteconnect's REST client (Kite or the simulator)."""
+    """The instruments master through kiteconnect's REST client (Kite or the simulator).
+
+    A refused login is a configuration problem (:class:`ConfigError`, one line, no token);
+    network trouble is retried a few times with backoff, then reported the same way.
+    """
     from kiteconnect import KiteConnect
+    from kiteconnect.exceptions import NetworkException, PermissionException, TokenException
+    from requests.exceptions import RequestException
+
+    from pipeline.settings import ConfigError
 
     api_key = account.api_key if account else "strikeflow"
     token = account.access_token.get_secret_value() if account else "simulator"
     kite = KiteConnect(api_key, access_token=token, root=api_url)
-    return kite.instruments()
+    delay = 1.0
+    for attempt in range(1, INSTRUMENT_ATTEMPTS + 1):
+        try:
+            return kite.instruments()
+        except (TokenException, PermissionException) as exc:
+            raise ConfigError(
+                f"configuration error: KITE_ACCESS_TOKEN: Kite refused the instruments request for api_key "
+                f"{api_key} ({type(exc).__name__}); log in again for today's access token") from None
+        except (NetworkException, RequestException, OSError) as exc:
+            if attempt == INSTRUMENT_ATTEMPTS:
+                raise ConfigError(
+                    f"configuration error: STRIKEFLOW_KITE_API_URL: cannot load instruments from "
+                    f"{redact_url(api_url)} after {attempt} attempts ({type(exc).__name__})") from None
+            logger.warning("instruments from {} failed ({}); retrying in {:.0f}s", redact_url(api_url),
+                           type(exc).__name__, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 def universe_index(rows: list[dict], settings: Settings) -> InstrumentIndex:

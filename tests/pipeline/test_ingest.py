@@ -235,3 +235,20 @@ async def test_kite_text_messages_are_logged_and_do_not_disturb_ticks(kite_simul
     text = "\n".join(lines)
     assert "market closes early today" in text and "token limit reached" in text
     assert run.ingestor.stats.reconnects == 0
+
+
+@pytest.mark.integration
+async def test_ingest_with_a_refused_token_exits_2_with_one_line_and_no_secret(kite_simulator, kafka_url: str,
+                                                                             tmp_path) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator(api_key="good", access_token="right")
+    env = {**os.environ, "STRIKEFLOW_KAFKA_URL": kafka_url, "KITE_API_KEY": "good",
+           "KITE_ACCESS_TOKEN": "SECRET-stale-token", "STRIKEFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("STRIKEFLOW_PG_DSN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, (out + err).decode()[-2000:]
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and "KITE_ACCESS_TOKEN" in lines[0], lines
+    assert b"SECRET-stale-token" not in out + err and b"Traceback" not in err
