@@ -77,7 +77,8 @@ class WorkerResources:
             raise
         schema = self.settings.pg_schema
         writer = TimescaleWriter(pool, schema)
-        publisher = ConflatingPublisher(RedisPublisher(redis, per_instrument=self.settings.redis_per_instrument))
+        publisher = ConflatingPublisher(RedisPublisher(redis, per_instrument=self.settings.redis_per_instrument),
+                                        max_tick_age_s=self.settings.redis_max_tick_age_s)
         await publisher.start()
         instruments = await load_instrument_index(pool, schema)
         logger.info(

@@ -41,6 +41,7 @@ import collections
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -331,8 +332,15 @@ class ConflatingPublisher:
     """
 
     def __init__(self, publisher: RedisPublisher, *, max_pending: int = 10000, max_backoff_s: float = 5.0,
-                 stop_timeout_s: float = 5.0) -> None:
+                 stop_timeout_s: float = 5.0, max_tick_age_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``max_tick_age_s``: live ticks received longer ago than this (``recv_ts`` vs ``clock()``,
+        epoch seconds) are not published and do not touch the snapshot hashes: a worker replaying
+        Kafka after a restart must not send dashboards back in time. Counted in ``stale``."""
         self.publisher = publisher
+        self.max_tick_age_s = max_tick_age_s
+        self.clock = clock
+        self.stale = 0
         self.max_pending = max_pending
         self.max_backoff_s = max_backoff_s
         self.stop_timeout_s = stop_timeout_s
@@ -365,6 +373,12 @@ class ConflatingPublisher:
         return self._bar_rows
 
     def offer(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> None:
+        if self.max_tick_age_s is not None and len(ticks):
+            fresh = ticks["recv_ts"] >= (self.clock() - self.max_tick_age_s) * 1e6
+            if not fresh.all():
+                self.stale += int((~fresh).sum())
+                metrics.REDIS_STALE.inc(int((~fresh).sum()))
+                ticks = ticks[fresh]
         if len(ticks) == 0:
             return
         self._merge_ticks(underlying, ticks, index)

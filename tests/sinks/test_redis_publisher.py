@@ -238,3 +238,21 @@ async def test_publish_ticks_per_instrument_channel_when_enabled(redis, subscrib
     [(_, payload)] = await _messages(subscriber, 1)
     assert payload["token"] == h.CALL and payload["last_price"] == 202.0
     assert await _no_more(subscriber)
+
+
+async def test_conflating_stale_ticks_are_not_published_nor_snapshotted(redis, subscriber, redis_prefix):
+    """A worker replaying Kafka after a restart must not send dashboards back in time."""
+    now_s = 1_900_000_100.0  # the ticks below were received at 1_900_000_000 (100 s earlier) and at now - 1 s
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), max_tick_age_s=60.0,
+                                     clock=lambda: now_s)
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    await conflating.start()
+    conflating.offer("NIFTY", h.ticks(), h.index())  # 100 s old: replayed
+    conflating.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=int((now_s - 1) * 1e6)), h.index())
+    await conflating.stop()
+    got = await _messages(subscriber, 1)
+    assert [t["token"] for t in got[0][1]["ticks"]] == [h.CALL]
+    assert await _no_more(subscriber)
+    assert conflating.stale == 4
+    snapshot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:spot")
+    assert snapshot == {}  # the stale index tick did not overwrite the live snapshot
