@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +111,44 @@ async def _reset_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
+class SchemaLock:
+    """A PostgreSQL advisory lock on a schema for the demo's lifetime, so two demos never share
+    (and reset) one schema. A thread with its own event loop keeps the locking session open."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._acquired = threading.Event()
+        self._release = threading.Event()
+        self._ok = False
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()), name="demo-schema-lock",
+                                        daemon=True)
+
+    async def _hold(self) -> None:
+        try:
+            conn = await asyncpg.connect(self.dsn)
+        except Exception:  # noqa: BLE001 - migrate reports a dead database with a better message
+            self._ok = True
+            self._acquired.set()
+            return
+        try:
+            self._ok = await conn.fetchval("SELECT pg_try_advisory_lock(7391, hashtext($1))", self.schema)
+            self._acquired.set()
+            if self._ok:
+                await asyncio.to_thread(self._release.wait)
+        finally:
+            await conn.close()
+
+    def acquire(self, timeout: float = 15.0) -> bool:
+        self._thread.start()
+        self._acquired.wait(timeout)
+        return self._ok
+
+    def release(self) -> None:
+        self._release.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if "pg_schema" not in settings.model_fields_set:
         # A demo's data is disposable: its own schema, emptied at start, never the user's `public`.
@@ -122,7 +161,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ServiceStartError as exc:
         raise ConfigError(f"cannot start a local service: {exc}") from None
     children: list[ManagedProcess] = []
+    lock = SchemaLock(services.pg_dsn, settings.pg_schema)
     try:
+        if not lock.acquire():
+            raise ConfigError(f"configuration error: STRIKEFLOW_PG_SCHEMA: another strikeflow demo is using schema "
+                              f"{settings.pg_schema} on this database; wait for it, or set STRIKEFLOW_PG_SCHEMA")
         return _run(args, settings, services, children, log_dir)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping", file=sys.stderr)
@@ -130,6 +173,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         for child in children:  # ingest, worker, simulator: producers stop before consumers
             child.stop(timeout=15)
+        lock.release()
         services.close()
 
 
