@@ -15,11 +15,16 @@ or the next owner of a moved partition, replays from the first unacked record
 and rebuilds the open bars completely; the partial "warm-up" bars it re-emits
 for already-closed buckets lose to the stored complete ones in the bars upsert
 (equal last_recv_ts, fewer ticks). Bad and skipped records are released at
-once, in partition order.
+once, in partition order. Rollups have no tick count, so before an underlying's
+first batch the rollups are told its first tick time and seeded with the newest
+stored bar of each option (pipeline.bar_history), so rows of a partial warm-up
+bucket (a first tick mid-bucket, bars of it stored) are not emitted; if that
+query fails they start unseeded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import faust
@@ -30,7 +35,8 @@ from pipeline import metrics
 from pipeline.ack_hold import AckHold, replay_horizon
 from pipeline.bars import BarAggregator, encode_bars
 from pipeline.columnar import BatchFormatError
-from pipeline.instrument_index import InstrumentIndex
+from pipeline.bar_history import load_latest_bars
+from pipeline.instrument_index import KIND_CALL, KIND_PUT, InstrumentIndex
 from pipeline.rollups import OIRollup, encode_rollups
 from pipeline.settings import Settings
 from pipeline.tick_batch import decode_ticks, encode_priced_ticks
@@ -39,7 +45,11 @@ from pipeline.tick_batch import decode_ticks, encode_priced_ticks
 class UnderlyingState:
     """The bar aggregators and OI rollups of one underlying; closed bars collect in ``closed`` until sent."""
 
+    SEED_TIMEOUT_S = 10.0
+
     def __init__(self, settings: Settings, underlying: str) -> None:
+        self.underlying = underlying
+        self.started = False
         self.closed: list[np.ndarray] = []
         self.aggregators = [
             BarAggregator(interval, self.closed.append, grace_s=settings.bar_grace_s, late_window_s=settings.late_window_s)
@@ -50,6 +60,22 @@ class UnderlyingState:
             OIRollup(underlying, interval, retain_s=settings.late_window_s + settings.bar_grace_s + 2 * interval)
             for interval in settings.bar_intervals_s
         ]
+
+    async def start(self, pool, schema: str, index: InstrumentIndex, first_tick_ts: int) -> None:  # noqa: ANN001
+        """Before the first batch: tell the rollups the first tick time and seed them with the newest
+        stored bar of each option (pipeline.rollups, "Restart"); a failed query leaves them unseeded."""
+        self.started = True
+        own = (index.underlying == self.underlying) & np.isin(index.kind, (KIND_CALL, KIND_PUT))
+        for rollup in self.rollups:
+            before = rollup.start(first_tick_ts)
+            try:
+                bars = await asyncio.wait_for(
+                    load_latest_bars(pool, schema, rollup.interval_s, index.tokens[own], before), self.SEED_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - never block the live path on the seed
+                logger.warning("{} {}s rollups start unseeded: cannot load stored bars ({}: {})",
+                               self.underlying, rollup.interval_s, type(exc).__name__, exc)
+                continue
+            rollup.seed(bars, index)
 
     def rollup(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
         """(strike rows, chain rows) of the closed bars, all intervals."""
@@ -120,6 +146,9 @@ def register_process_agent(app: faust.App, settings: Settings, resources, topics
             await resources.refresh_instruments()
             res = await resources.get()
         state = states.get(underlying) or states.setdefault(underlying, UnderlyingState(settings, underlying))
+        known_ts = ticks["exchange_ts"][ticks["exchange_ts"] > 0]
+        if not state.started and len(known_ts):
+            await state.start(res.pool, settings.pg_schema, res.instruments, int(known_ts.min()))
         try:
             priced = res.pricer.price(ticks)
             bars = state.add(priced)

@@ -54,6 +54,39 @@ recomputes ``b`` and every later bucket of its expiry it feeds (through
 carry-forward, or the oi_change of the instrument's next bar); all those rows
 carry the correction's newer ``last_recv_ts``, so the sinks' newest-wins
 upserts keep them.
+
+Restart (seed and warm-up): a restarted worker replays the ticks from the
+first unacked record, which can start in the middle of an already-closed
+bucket, and the rollup has lost its carry-forward state. Two calls, both
+before the first ``update``, make the rows it emits from then on the rows an
+uninterrupted rollup would have emitted:
+
+- ``start(first_tick_ts)``: the exchange time (epoch seconds) of the first
+  replayed tick. Its bucket ``w`` is the *start bucket*. When ``first_tick_ts``
+  is exactly ``w`` the replay holds all of ``w`` and nothing is suppressed;
+  otherwise ``w`` is a *warm-up* bucket whose bars are partial (the ticks
+  before ``first_tick_ts`` were processed before the restart), and rows of
+  ``w`` are not emitted. Incoming bars of buckets before ``w`` (a late tick
+  of a bucket older than the replay: a one-tick partial bar) are dropped.
+  ``suppressed`` counts the (expiry, bucket) rollups not emitted for either
+  reason (each one a chain row and its strike rows). The stored rows of those
+  buckets stay as they are.
+- ``seed(bars, index)``: known closed bars (``BAR_DTYPE``; per option the
+  newest stored bar with ``bucket < seed_before``) go into the carry-forward
+  history without producing rows. ``seed_before`` is ``w``, or ``w +
+  interval_s`` for a warm-up bucket: the stored complete bar of the warm-up
+  bucket is the state of an option that traded in ``w`` only before the
+  replay started. A replayed partial bar of ``w`` then replaces it (equal
+  ``last_recv_ts``: the same newest tick), which changes nothing later rows
+  use: close, oi, iv and delta are those of the newest tick, and the partial
+  volume, oi_open and forward only feed the suppressed rows of ``w``.
+  A seed with no bar of the warm-up bucket says nothing of ``w`` was stored:
+  no worker saw its earlier ticks (a first start, e.g. ticks beginning a few
+  seconds into the session), so ``w`` is complete and its rows are emitted.
+
+Without ``start`` nothing is suppressed or dropped (a rollup that sees the
+stream from its beginning); ``start`` without ``seed`` (the stored bars could
+not be read) suppresses the warm-up bucket.
 """
 
 from __future__ import annotations
@@ -155,6 +188,8 @@ class OIRollup:
     ``update(bars, index)`` takes closed or late-corrected bars (any mix; only this
     underlying's option bars of ``interval_s`` are used) and returns ``(strike_rows,
     chain_rows)`` for every (expiry, bucket) touched, sorted by (expiry, bucket[, strike]).
+    After a restart, ``start(first_tick_ts)`` and ``seed(bars, index)`` come first
+    (module docstring, "Restart"); ``suppressed`` counts the rollups ``start`` held back.
 
     Memory: the bars of the last ``retain_s`` seconds of buckets (relative to the newest
     bucket seen) plus, per instrument, its newest older bar (the carry-forward and
@@ -171,25 +206,65 @@ class OIRollup:
         self._hist = np.empty(0, _HIST_DTYPE)  # sorted by (token, bucket), unique
         self._expiry_name: dict[int, str] = {}
         self._newest_bucket: int | None = None
+        self._start_bucket: int | None = None  # bars older than this are dropped (set by start())
+        self._first_complete: int | None = None  # rows older than this are suppressed (set by start())
+        self._updated = False
+        self._seeded = False
+        self.seed_before: int | None = None  # seed() wants the newest bar per option with bucket < this
+        self.suppressed = 0  # (expiry, bucket) rollups not emitted: warm-up bucket or older (see start())
 
     def __len__(self) -> int:
         """Bars held."""
         return len(self._hist)
 
-    def update(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+    def start(self, first_tick_ts: int) -> int:
+        """Tell the rollup the exchange time (epoch s) of the first tick of the stream it will see
+        (module docstring, "Restart"); before the first ``update``. Returns ``seed_before``."""
+        if self._updated:
+            raise RuntimeError("OIRollup.start() must come before the first update()")
+        first_tick_ts = int(first_tick_ts)
+        start_bucket = first_tick_ts // self.interval_s * self.interval_s
+        warm_up = first_tick_ts != start_bucket
+        self._start_bucket = start_bucket
+        self._first_complete = start_bucket + self.interval_s if warm_up else start_bucket
+        self.seed_before = self._first_complete
+        return self.seed_before
+
+    def seed(self, bars: np.ndarray, index: InstrumentIndex) -> None:
+        """Put known closed bars (``BAR_DTYPE``) into the carry-forward history without producing rows
+        (module docstring, "Restart"); before the first ``update``. Filtered as ``update`` filters."""
+        self._seeded = True
         new = self._option_rows(bars, index)
+        if len(new):
+            self._hist = _merge(self._hist, new)
+
+    def update(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+        if not self._updated:
+            self._updated = True
+            if self._seeded and self._start_bucket is not None and not np.any(self._hist["bucket"] == self._start_bucket):
+                self._first_complete = self._start_bucket  # nothing of the first bucket was stored: it is complete
+        new = self._option_rows(bars, index)
+        if self._start_bucket is not None and len(new):
+            new = new[new["bucket"] >= self._start_bucket]
         if len(new) == 0:
             return np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
         old = self._hist
         self._hist = _merge(old, new)
         pairs = self._affected(new, old)
+        if self._first_complete is not None:
+            kept = [p for p in pairs if p[1] >= self._first_complete]
+            self.suppressed += len(pairs) - len(kept)
+            pairs = kept
+        newest = int(new["bucket"].max())
+        self._newest_bucket = newest if self._newest_bucket is None else max(self._newest_bucket, newest)
+        if not pairs:
+            self._prune()
+            return np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
         strike_parts, chain_parts = [], []
         for expiry_ts, bucket in pairs:
             strike_rows, chain_row = self._rows(expiry_ts, bucket)
             strike_parts.append(strike_rows)
             chain_parts.append(chain_row)
-        newest = int(new["bucket"].max())
-        self._newest_bucket = newest if self._newest_bucket is None else max(self._newest_bucket, newest)
         self._prune()
         return np.concatenate(strike_parts), np.concatenate(chain_parts)
 

@@ -299,3 +299,142 @@ def test_decode_truncated_record_raises():
     for bad in (payload[:3], payload[:-1], payload[: len(payload) // 2]):
         with pytest.raises(BatchFormatError):
             decode_rollups(bad)
+
+
+# ------------------------------------------------------------------ restart: seed and warm-up
+
+
+def _stream(n_buckets: int, seed: int = 5) -> list[np.ndarray]:
+    """Complete bars, one array per bucket from T0: a random subset of the options trades in each."""
+    rng = np.random.default_rng(seed)
+    index = _index(expiries=(EXPIRY, EXPIRY2))
+    tokens = np.array(sorted(t for t in index.tokens.tolist() if t not in (SPOT, FUT)))
+    oi = {t: int(rng.integers(1_000, 5_000)) for t in tokens.tolist()}
+    out = []
+    for i in range(n_buckets):
+        bucket = T0 + 60 * i
+        traded = tokens[rng.random(len(tokens)) < 0.4]
+        b = _bars(traded, bucket, volume=rng.integers(1, 500, len(traded)), close=rng.uniform(10, 300, len(traded)),
+                  iv=np.where(rng.random(len(traded)) < 0.1, np.nan, rng.uniform(0.1, 0.3, len(traded))),
+                  delta=rng.uniform(-1, 1, len(traded)), forward=rng.uniform(22000, 22100, len(traded)),
+                  recv=(bucket + rng.integers(1, 60, len(traded))) * 1_000_000)
+        for row in b:
+            t = int(row["instrument_token"])
+            row["oi_open"] = oi[t]
+            oi[t] += int(rng.integers(-300, 300))
+            row["oi"] = oi[t]
+        out.append(b)
+    return out
+
+
+def _partial(bars: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The warm-up versions of a bucket's complete bars after a restart mid-bucket: bars that had ticks
+    after the replay start come back with the same newest tick (close, oi, iv, delta, last_recv_ts) but
+    fewer ticks (smaller volume, another oi_open and forward); the others (traded only before) not at all."""
+    out = bars[rng.random(len(bars)) < 0.6].copy()
+    out["volume"] //= 3
+    out["oi_open"] += 17
+    out["forward"] += 1.5
+    return out
+
+
+def _latest_before(stream: list[np.ndarray], before: int) -> np.ndarray:
+    """What the database holds for a seed: the newest complete bar per option with bucket < before."""
+    bars = np.concatenate([b for b in stream if len(b) and b["bucket"][0] < before])
+    bars = bars[np.lexsort((bars["bucket"], bars["instrument_token"]))]
+    last = np.ones(len(bars), bool)
+    last[:-1] = bars["instrument_token"][1:] != bars["instrument_token"][:-1]
+    return bars[last]
+
+
+def _rows_by_bucket(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _assert_rows_equal(got: np.ndarray, want: np.ndarray) -> None:
+    assert len(got) == len(want)
+    for name in want.dtype.names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)  # NaN == NaN
+
+
+def test_restart_mid_bucket_seeded_rows_after_warmup_equal_uninterrupted():
+    index, stream, rng = _index(expiries=(EXPIRY, EXPIRY2)), _stream(10), np.random.default_rng(9)
+    full = OIRollup("NIFTY", 60)
+    expected = _rows_by_bucket([full.update(b, index) for b in stream])
+    w = 4  # the worker restarts 25 s into bucket T0 + 240 (already closed and stored)
+    fresh = OIRollup("NIFTY", 60)
+    assert fresh.start(T0 + 60 * w + 25) == T0 + 60 * (w + 1)
+    fresh.seed(_latest_before(stream, fresh.seed_before), index)
+    warm_up = _partial(stream[w], rng)
+    expiries = len(np.unique(index.expiry_ts[index.positions(warm_up["instrument_token"])]))
+    parts = [fresh.update(warm_up, index)] + [fresh.update(b, index) for b in stream[w + 1:]]
+    strike, chain = _rows_by_bucket(parts)
+    assert len(parts[0][1]) == 0 and fresh.suppressed == expiries > 0  # no rows for the warm-up bucket
+    assert chain["bucket"].min() == T0 + 60 * (w + 1)
+    _assert_rows_equal(strike, expected[0][expected[0]["bucket"] > T0 + 60 * w])
+    _assert_rows_equal(chain, expected[1][expected[1]["bucket"] > T0 + 60 * w])
+
+
+def test_restart_option_traded_only_before_replay_start_carried_from_stored_warmup_bar():
+    index, ce, pe = _index(), _token(22000.0, "CE"), _token(22000.0, "PE")
+    stream = [_bars([ce, pe], T0, oi=[100, 200]), _bars([ce], T0 + 60, oi=150), _bars([pe], T0 + 120, oi=260)]
+    full = OIRollup("NIFTY", 60)
+    want = [full.update(b, index) for b in stream][-1]
+    fresh = OIRollup("NIFTY", 60)
+    fresh.start(T0 + 60 + 40)  # the call traded in T0+60 only before the restart: no warm-up bar of it
+    fresh.seed(_latest_before(stream, fresh.seed_before), index)
+    assert len(fresh.update(np.empty(0, BAR_DTYPE), index)[1]) == 0
+    got = fresh.update(stream[2], index)
+    assert got[1]["total_call_oi"][0] == 150
+    _assert_rows_equal(got[0], want[0])
+    _assert_rows_equal(got[1], want[1])
+
+
+def test_start_on_bucket_boundary_suppresses_nothing():
+    index, stream = _index(expiries=(EXPIRY, EXPIRY2)), _stream(4, seed=8)
+    full, fresh = OIRollup("NIFTY", 60), OIRollup("NIFTY", 60)
+    assert fresh.start(T0) == T0
+    fresh.seed(np.empty(0, BAR_DTYPE), index)
+    for b in stream:
+        want, got = full.update(b, index), fresh.update(b, index)
+        _assert_rows_equal(got[0], want[0])
+        _assert_rows_equal(got[1], want[1])
+    assert fresh.suppressed == 0
+
+
+def test_late_bar_older_than_replay_start_dropped_no_rows():
+    index, ce = _index(), _token(22000.0, "CE")
+    fresh = OIRollup("NIFTY", 60)
+    fresh.start(T0 + 120)
+    fresh.seed(_bars([ce], T0, oi=100), index)
+    strike, chain = fresh.update(_bars([ce], T0 + 60, oi=999, recv=10**18), index)  # one-tick partial version
+    assert len(strike) == 0 and len(chain) == 0 and fresh.suppressed == 0
+    _, chain = fresh.update(_bars([_token(22000.0, "PE")], T0 + 120, oi=5), index)
+    assert chain["total_call_oi"][0] == 100 and chain["last_recv_ts"][0] == (T0 + 120 + 59) * 1_000_000
+
+
+def test_start_after_update_raises():
+    rollup = OIRollup("NIFTY", 60)
+    rollup.update(_bars([_token(22000.0, "CE")]), _index())
+    with pytest.raises(RuntimeError):
+        rollup.start(T0)
+
+
+def test_start_mid_bucket_seed_without_warmup_bucket_bars_first_bucket_emitted():
+    index, stream = _index(expiries=(EXPIRY, EXPIRY2)), _stream(4, seed=2)
+    full, fresh = OIRollup("NIFTY", 60), OIRollup("NIFTY", 60)
+    fresh.start(T0 + 30)  # a first start: ticks begin 30 s into the session, nothing of T0 was stored
+    fresh.seed(np.empty(0, BAR_DTYPE), index)
+    for b in stream:
+        want, got = full.update(b, index), fresh.update(b, index)
+        _assert_rows_equal(got[0], want[0])
+        _assert_rows_equal(got[1], want[1])
+    assert fresh.suppressed == 0
+
+
+def test_start_mid_bucket_unseeded_warmup_suppressed():
+    index, stream = _index(expiries=(EXPIRY, EXPIRY2)), _stream(3, seed=4)
+    fresh = OIRollup("NIFTY", 60)
+    fresh.start(T0 + 30)  # the stored bars could not be read
+    assert len(fresh.update(stream[0], index)[1]) == 0 and fresh.suppressed > 0
+    assert set(fresh.update(stream[1], index)[1]["bucket"].tolist()) == {T0 + 60}
