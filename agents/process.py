@@ -33,9 +33,9 @@ from loguru import logger
 
 from pipeline import metrics
 from pipeline.ack_hold import AckHold, replay_horizon
+from pipeline.bar_history import load_latest_bars
 from pipeline.bars import BarAggregator, encode_bars
 from pipeline.columnar import BatchFormatError
-from pipeline.bar_history import load_latest_bars
 from pipeline.instrument_index import KIND_CALL, KIND_PUT, InstrumentIndex
 from pipeline.rollups import OIRollup, encode_rollups
 from pipeline.settings import Settings
