@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.logs import configure_logging
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.settings import ConfigError, Settings, load_settings, redact_url
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,11 +47,20 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
+
     from sinks.migrate import migrate
 
     if settings.pg_dsn is None:
         raise ConfigError("configuration error: STRIKEFLOW_PG_DSN: not set; migrate needs postgresql://user@host/db")
-    report = asyncio.run(migrate(settings.pg_dsn.get_secret_value(), settings.pg_schema))
+    dsn = settings.pg_dsn.get_secret_value()
+    try:
+        report = asyncio.run(migrate(dsn, settings.pg_schema))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        # one line, the DSN without its password, the error's kind (its text may carry the DSN)
+        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+        print(f"strikeflow migrate: cannot migrate PostgreSQL {redact_url(dsn)} ({detail})", file=sys.stderr)
+        return 1
     print(report)
     return 0
 
