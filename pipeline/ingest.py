@@ -386,7 +386,14 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
     producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)
     await producer.start()
     ingestor = Ingestor(settings, index, shards, accounts, producer, ws_url)
-    runner = await _serve_metrics(ingestor, settings.web_host, metrics_port)
+    try:
+        runner = await _serve_metrics(ingestor, settings.web_host, metrics_port)
+    except OSError as exc:
+        await producer.stop()
+        from pipeline.settings import ConfigError
+
+        raise ConfigError(f"configuration error: STRIKEFLOW_INGEST_METRICS_PORT: cannot listen on "
+                          f"{settings.web_host}:{metrics_port} ({exc.strerror or exc}); choose another port") from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ingestor.stop)

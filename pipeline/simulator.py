@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import signal
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,5 +427,11 @@ async def _main(config: SimConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    asyncio.run(_main(config_from_args(args)))
+    config = config_from_args(args)
+    try:
+        asyncio.run(_main(config))
+    except OSError as exc:  # the port is taken, or the host is not ours
+        print(f"strikeflow simulate: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; "
+              "choose another --port (0 picks a free one)", file=sys.stderr)
+        return 1
     return 0

@@ -167,7 +167,8 @@ class TickProducer:
         self._wakeup.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+                if self._queue or self._in_flight:  # something to flush (else don't wait for a dead broker)
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
                 if self._in_flight:
                     await asyncio.wait(self._in_flight, timeout=timeout)
             except asyncio.TimeoutError:

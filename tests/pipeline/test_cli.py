@@ -33,3 +33,16 @@ def test_missing_service_setting_exits_2_naming_it(command: str) -> None:
     assert done.returncode == 2
     assert "STRIKEFLOW_" in done.stderr and "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_worker_on_a_taken_web_port_exits_2_naming_the_setting() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _strikeflow("worker", STRIKEFLOW_KAFKA_URL="kafka://127.0.0.1:9", STRIKEFLOW_PG_DSN="postgresql://x@127.0.0.1/x",
+                           STRIKEFLOW_REDIS_URL="redis://127.0.0.1:6379", STRIKEFLOW_WEB_PORT=str(port))
+    assert done.returncode == 2
+    assert "STRIKEFLOW_WEB_PORT" in done.stderr and "Traceback" not in done.stderr
