@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import datetime as dt
 import re
+import signal
 import sys
 import threading
 import time
@@ -149,7 +150,15 @@ class SchemaLock:
             self._thread.join(5)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Ctrl-C and SIGTERM (a supervisor, `timeout`) take the same path: stop the children in
+    # order, print the summary. SIGINT is re-armed because a shell may start us with it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if "pg_schema" not in settings.model_fields_set:
         # A demo's data is disposable: its own schema, emptied at start, never the user's `public`.
         settings = settings.model_copy(update={"pg_schema": DEMO_SCHEMA})

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,4 +90,45 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     assert counts["bars"] > 0 and counts["ticks"] > 0
     assert counts["bad"] == 0
     assert messages.get("ticks", 0) > 0 and messages.get("bars", 0) > 0, messages
+    assert _processes_with_env(str(tmp_path / "data")) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_demo_stopped_by_signal_prints_summary_and_leaves_no_process(
+    kafka_url: str, pg_dsn: str, redis_url: str, tmp_path: Path, unique_name: str, sig: signal.Signals
+) -> None:
+    schema = f"demo_{unique_name}"
+    env = {**os.environ, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
+           "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_PG_SCHEMA": schema, "STRIKEFLOW_APP_ID": unique_name,
+           "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks", "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
+           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STRIKES_AROUND_ATM": "2"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "demo", "--speed", "60",  # no --seconds: runs until a signal
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    lines: list[str] = []
+    try:
+        async def until_progress() -> None:
+            while True:
+                line = (await proc.stdout.readline()).decode(errors="replace")
+                if not line:
+                    raise AssertionError("demo ended before showing progress:\n" + "".join(lines[-40:]))
+                lines.append(line)
+                if "ticks in" in line and "processed         0" not in line:
+                    return
+
+        await asyncio.wait_for(until_progress(), 120)
+        proc.send_signal(sig)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    text = "".join(lines) + rest.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    assert "interrupted: stopping" in text and "summary" in text and "Traceback" not in text, text[-4000:]
     assert _processes_with_env(str(tmp_path / "data")) == []
