@@ -259,13 +259,28 @@ def _user_exists(name: str) -> bool:
         return False
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when we die, even by SIGKILL, so nothing outlives us."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: the atexit and signal paths still stop children
+
+
 def _drop_to(user: str | None):  # noqa: ANN202 - preexec_fn
-    """A preexec_fn that drops root to ``user``: initdb and postgres refuse to run as root."""
+    """A preexec_fn that ties the child's life to ours and, for ``user``, drops root to that user
+    (initdb and postgres refuse to run as root)."""
     if user is None:
-        return None
+        return _die_with_parent
     entry = pwd.getpwnam(user)
 
     def preexec() -> None:
+        _die_with_parent()
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
 

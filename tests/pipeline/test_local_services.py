@@ -45,3 +45,26 @@ async def test_private_services_start_answer_and_stop_by_pid(tmp_path: Path) -> 
 
 def test_free_port_is_not_listening() -> None:
     assert not port_open(LOOPBACK, free_port())
+
+
+def test_started_service_dies_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom pipeline.local_services import start_broker\n"
+            "url, proc = start_broker(Path(sys.argv[1]))\nprint(proc.pid, flush=True)\ntime.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        broker = int(owner.stdout.readline())
+        assert not _gone(broker)
+        owner.send_signal(signal.SIGKILL)  # no atexit, no signal handler: only the kernel can help
+        owner.wait(10)
+        deadline = time.monotonic() + 5
+        while not _gone(broker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(broker)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
