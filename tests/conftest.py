@@ -83,6 +83,19 @@ async def pg_schema(pg_dsn: str, unique_name: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def pool(pg_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on this test's schema, migrated to the current tables."""
+    from sinks.migrate import migrate
+
+    await migrate(pg_dsn, pg_schema)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
 def redis_prefix(unique_name: str) -> str:
     """Prefix for this test's Redis keys and channels."""
     return f"{unique_name}:"

@@ -9,7 +9,6 @@ import pytest
 from pipeline.bar_history import load_latest_bars
 from pipeline.bars import BAR_DTYPE
 from pipeline.tick_batch import GREEK_FIELDS
-from sinks.migrate import migrate
 from sinks.timescale_writer import TimescaleWriter
 
 pytestmark = pytest.mark.integration
@@ -32,16 +31,6 @@ def _bars(tokens, bucket, interval_s=60, seed=0) -> np.ndarray:
     out["tick_count"] = rng.integers(1, 1000, n)
     out["last_recv_ts"] = (bucket + 59) * 1_000_000 + rng.integers(0, 999_999, n)  # microsecond precision
     return out
-
-
-@pytest.fixture
-async def pool(pg_dsn, pg_schema):
-    await migrate(pg_dsn, pg_schema)
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _assert_bars_equal(got: np.ndarray, want: np.ndarray) -> None:

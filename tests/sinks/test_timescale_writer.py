@@ -10,21 +10,10 @@ import pytest
 
 import sink_helpers as h
 from pipeline.instrument_index import load_instrument_index
-from sinks.migrate import migrate
 from sinks.timescale_writer import SinkBatch, TimescaleWriter, write_instruments
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-async def pool(pg_dsn, pg_schema):
-    await migrate(pg_dsn, pg_schema)
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
