@@ -16,6 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from loguru import logger
 
+from pipeline.backoff import retry_forever
 from pipeline.instrument_index import InstrumentIndex, load_instrument_index
 from pipeline.pricing import OptionPricer
 from pipeline.settings import Settings, redact_url
@@ -52,17 +53,15 @@ class WorkerResources:
         if self._connected is not None:
             return self._connected
         async with self._lock:
-            delay = 1.0
-            while self._connected is None:
-                try:
-                    self._connected = await self._connect()
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, aioredis.RedisError) as exc:
-                    logger.error("worker cannot connect to PostgreSQL {} / Redis {} ({}); retrying in {:.0f}s",
-                                 redact_url(self.pg_dsn or ""), redact_url(self.redis_url or ""),
-                                 type(exc).__name__, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+            if self._connected is None:
+                self._connected = await retry_forever(
+                    self._connect, on_failure=self._log_connect_failure,
+                    retry_on=(OSError, asyncio.TimeoutError, asyncpg.PostgresError, aioredis.RedisError))
         return self._connected
+
+    def _log_connect_failure(self, exc: BaseException, delay: float) -> None:
+        logger.error("worker cannot connect to PostgreSQL {} / Redis {} ({}); retrying in {:.0f}s",
+                     redact_url(self.pg_dsn or ""), redact_url(self.redis_url or ""), type(exc).__name__, delay)
 
     async def _connect(self) -> Connected:
         if not self.pg_dsn or not self.redis_url:

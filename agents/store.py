@@ -10,13 +10,13 @@ the live Redis path (a different agent on a different topic).
 
 from __future__ import annotations
 
-import asyncio
 
 import faust
 import numpy as np
 from loguru import logger
 
 from pipeline import metrics
+from pipeline.backoff import retry_forever
 from pipeline.bars import decode_bars
 from pipeline.columnar import BatchFormatError
 from pipeline.rollups import decode_rollups, row_dicts
@@ -29,16 +29,12 @@ RETRY_MAX_S = 30.0
 
 
 async def _write_with_retry(what: str, write) -> None:  # noqa: ANN001
-    delay = 0.5
-    while True:
-        try:
-            await write()
-            return
-        except Exception as exc:  # noqa: BLE001 - any sink failure is retried; the record is not acked
-            metrics.SINK_ERRORS.labels("postgres").inc()
-            logger.warning("writing {} failed ({}); retrying in {:.1f}s", what, type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+    def failed(exc: BaseException, delay: float) -> None:
+        metrics.SINK_ERRORS.labels("postgres").inc()
+        logger.warning("writing {} failed ({}); retrying in {:.1f}s", what, type(exc).__name__, delay)
+
+    # any sink failure is retried; the record is not acked meanwhile
+    await retry_forever(write, retry_on=Exception, on_failure=failed, start_s=0.5, max_s=RETRY_MAX_S)
 
 
 def _decode_all(payloads: list[bytes], decode, topic: str) -> list[np.ndarray]:  # noqa: ANN001

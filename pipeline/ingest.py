@@ -37,6 +37,7 @@ from aiohttp import web
 from loguru import logger
 
 from pipeline import metrics
+from pipeline.backoff import retry_forever
 from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex
 from pipeline.kite_codec import MODE_FULL, FrameDecoder
 from pipeline.settings import KiteAccount, Settings, redact_url
@@ -351,19 +352,15 @@ async def _store_instruments(pg_dsn: str, schema: str, rows: list[dict]) -> None
     a database that is down must not stop ticks from reaching Kafka."""
     from sinks.timescale_writer import write_instruments
 
-    delay = 1.0
-    while True:
-        try:
-            n = await write_instruments(pg_dsn, schema, rows)
-            logger.info("stored {} instruments in {}.instruments", n, schema)
-            return
-        except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
-            # the message of a connection error can carry the DSN: log the type and our advice only
-            hint = str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__
-            logger.error("cannot store instruments in PostgreSQL {} ({}); retrying in {:.0f}s",
-                         redact_url(pg_dsn), hint, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    def failed(exc: BaseException, delay: float) -> None:
+        # the message of a connection error can carry the DSN: log the type and our advice only
+        hint = str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__
+        logger.error("cannot store instruments in PostgreSQL {} ({}); retrying in {:.0f}s",
+                     redact_url(pg_dsn), hint, delay)
+
+    n = await retry_forever(lambda: write_instruments(pg_dsn, schema, rows),
+                            retry_on=(OSError, asyncpg.PostgresError, RuntimeError), on_failure=failed)
+    logger.info("stored {} instruments in {}.instruments", n, schema)
 
 
 async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None, ws_url: str, api_url: str,

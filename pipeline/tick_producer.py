@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from loguru import logger
 
 from pipeline import metrics
+from pipeline.backoff import retry_forever
 
 
 def bootstrap_servers(kafka_url: str) -> str:
@@ -45,15 +46,11 @@ async def ensure_topic(kafka_url: str, topic: str, partitions: int, replication:
 async def ensure_topic_eventually(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
     """:func:`ensure_topic`, retried with backoff while Kafka is unreachable (run it as a task:
     the ingestor keeps receiving and buffering meanwhile)."""
-    delay = 0.5
-    while True:
-        try:
-            await ensure_topic(kafka_url, topic, partitions, replication)
-            return
-        except KafkaError as exc:
-            logger.warning("cannot create topic {} yet ({}); retrying in {:.1f}s", topic, type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    await retry_forever(
+        lambda: ensure_topic(kafka_url, topic, partitions, replication), retry_on=KafkaError, start_s=0.5, max_s=10.0,
+        on_failure=lambda exc, delay: logger.warning("cannot create topic {} yet ({}); retrying in {:.1f}s",
+                                                     topic, type(exc).__name__, delay),
+    )
 
 
 class TickProducer:
@@ -98,8 +95,7 @@ class TickProducer:
         self._task = asyncio.create_task(self._run(), name="tick-producer")
 
     async def _connect(self) -> AIOKafkaProducer:
-        delay = 0.5
-        while True:
+        async def attempt() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
                 bootstrap_servers=bootstrap_servers(self.kafka_url),
                 acks=1,
@@ -109,17 +105,18 @@ class TickProducer:
             )
             try:
                 await producer.start()
-                logger.info("connected to Kafka, producing to topic {}", self.topic)
-                return producer
-            except KafkaError as exc:
+            except KafkaError:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                logger.warning(
-                    "Kafka unreachable ({}); buffering {:.1f} MB, retry in {:.1f}s",
-                    type(exc).__name__, self._queued_bytes / 2**20, delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                raise
+            logger.info("connected to Kafka, producing to topic {}", self.topic)
+            return producer
+
+        def failed(exc: BaseException, delay: float) -> None:
+            logger.warning("Kafka unreachable ({}); buffering {:.1f} MB, retry in {:.1f}s",
+                           type(exc).__name__, self._queued_bytes / 2**20, delay)
+
+        return await retry_forever(attempt, retry_on=KafkaError, on_failure=failed, start_s=0.5, max_s=10.0)
 
     async def _run(self) -> None:
         self._producer = await self._connect()
