@@ -37,6 +37,30 @@ def _field(row: Any, name: str) -> Any:
     return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
+def is_index_row(row: Any) -> bool:
+    """An index (not tradable): segment INDICES, or segment id 9 in the token."""
+    return str(_field(row, "segment") or "").upper() == "INDICES" or (int(_field(row, "instrument_token")) & 0xFF) == 9
+
+
+def underlying_of_row(row: Any) -> str:
+    """The underlying an instruments-master row belongs to: ``name`` for derivatives; for index
+    rows the derivatives' name of the index (``NIFTY 50`` -> ``NIFTY``), since they differ."""
+    name = str(_field(row, "name") or "")
+    if not is_index_row(row):
+        return name
+    symbol = str(_field(row, "tradingsymbol") or "")
+    return INDEX_UNDERLYING.get(symbol, INDEX_UNDERLYING.get(name, name or symbol))
+
+
+def positions_in(sorted_tokens: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Position of each of ``tokens`` in the sorted ``sorted_tokens`` (one searchsorted), -1 if absent."""
+    tokens = np.asarray(tokens, dtype=np.uint32)
+    if len(sorted_tokens) == 0:
+        return np.full(len(tokens), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_tokens, tokens), len(sorted_tokens) - 1)
+    return np.where(sorted_tokens[pos] == tokens, pos, -1)
+
+
 @dataclass(frozen=True)
 class InstrumentIndex:
     tokens: np.ndarray  # uint32, sorted
@@ -53,13 +77,9 @@ class InstrumentIndex:
         records = []
         for row in rows:
             token = int(_field(row, "instrument_token"))
-            itype = str(_field(row, "instrument_type") or "").upper()
-            segment = str(_field(row, "segment") or "").upper()
+            itype = "INDEX" if is_index_row(row) else str(_field(row, "instrument_type") or "").upper()
             symbol = str(_field(row, "tradingsymbol") or "")
-            name = str(_field(row, "name") or "")
-            if segment == "INDICES" or (token & 0xFF) == 9:
-                itype = "INDEX"
-                name = INDEX_UNDERLYING.get(symbol, INDEX_UNDERLYING.get(name, name or symbol))
+            name = underlying_of_row(row)
             expiry = _field(row, "expiry")
             if isinstance(expiry, str):
                 expiry = dt.date.fromisoformat(expiry) if expiry else None
@@ -85,12 +105,7 @@ class InstrumentIndex:
 
     def positions(self, tokens: np.ndarray) -> np.ndarray:
         """Row position of each token, -1 where the token is unknown."""
-        tokens = np.asarray(tokens, dtype=np.uint32)
-        if len(self.tokens) == 0:
-            return np.full(len(tokens), -1, dtype=np.int64)
-        pos = np.searchsorted(self.tokens, tokens)
-        pos = np.minimum(pos, len(self.tokens) - 1)
-        return np.where(self.tokens[pos] == tokens, pos, -1)
+        return positions_in(self.tokens, tokens)
 
     def underlying_of(self, token: int) -> str | None:
         pos = self.positions(np.array([token]))[0]

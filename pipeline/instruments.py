@@ -16,7 +16,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pipeline.instrument_index import INDEX_UNDERLYING
+from pipeline.instrument_index import is_index_row, underlying_of_row
 
 INSTRUMENT_COLUMNS = (
     "instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
@@ -58,12 +58,6 @@ def parse_instruments_csv(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _underlying_of(row: Mapping[str, Any]) -> str:
-    if row.get("segment") == "INDICES" or (int(row["instrument_token"]) & 0xFF) == 9:
-        return INDEX_UNDERLYING.get(str(row.get("tradingsymbol")), str(row.get("name") or ""))
-    return str(row.get("name") or "")
-
-
 def _as_date(value: Any) -> dt.date | None:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -94,13 +88,13 @@ def select_universe(
     wanted = {u.upper() for u in underlyings}
     by_underlying: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        name = _underlying_of(row).upper()
+        name = underlying_of_row(row).upper()
         if name in wanted:
             by_underlying.setdefault(name, []).append(row)
 
     selected: list[Mapping[str, Any]] = []
     for name, group in by_underlying.items():
-        index_rows = [r for r in group if r.get("segment") == "INDICES" or (int(r["instrument_token"]) & 0xFF) == 9]
+        index_rows = [r for r in group if is_index_row(r)]
         futures = sorted(
             (r for r in group if r.get("instrument_type") == "FUT" and (_as_date(r.get("expiry")) or today) >= today),
             key=lambda r: _as_date(r["expiry"]),

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import greeks
-from pipeline.instrument_index import IST, expiry_close_ts
+from pipeline.instrument_index import IST, expiry_close_ts, positions_in
 from pipeline.kite_codec import KITE_TICK_DTYPE, MODE_FULL
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
@@ -169,6 +169,7 @@ class Market:
         self.spot = {s.name: s.spot for s in specs}
         self.atm_vol = {s.name: s.atm_vol for s in specs}
         self._order = np.argsort(self.tokens)
+        self._sorted_tokens = self.tokens[self._order]
 
         self.price = np.zeros(n)
         self._reprice()
@@ -192,11 +193,8 @@ class Market:
 
     def positions(self, tokens: np.ndarray) -> np.ndarray:
         """Row positions of ``tokens`` (-1 where unknown)."""
-        tokens = np.asarray(tokens, dtype=np.uint32)
-        sorted_tokens = self.tokens[self._order]
-        i = np.clip(np.searchsorted(sorted_tokens, tokens), 0, max(len(sorted_tokens) - 1, 0))
-        found = sorted_tokens[i] == tokens if len(sorted_tokens) else np.zeros(len(tokens), bool)
-        return np.where(found, self._order[i], -1)
+        i = positions_in(self._sorted_tokens, tokens)
+        return np.where(i >= 0, self._order[i], -1)
 
     def _spot_of(self) -> np.ndarray:
         return np.array([self.spot[u] for u in self.underlying])
