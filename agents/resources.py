@@ -16,13 +16,14 @@ import asyncpg
 import redis.asyncio as aioredis
 from loguru import logger
 
-from pipeline.backoff import retry_forever
-from pipeline.instrument_index import InstrumentIndex, load_instrument_index
-from pipeline.pricing import OptionPricer
-from pipeline.settings import Settings, redact_url
-from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+from pipeline.core.pricing import OptionPricer
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.settings import Settings, redact_url
+from sinks.instrument_store import load_instrument_index
+from sinks.redis.conflation import ConflatingPublisher
+from sinks.redis.publisher import RedisPublisher
 from sinks.timescale_writer import TimescaleWriter
-
 
 REFRESH_MIN_INTERVAL_S = 10.0
 

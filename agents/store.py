@@ -10,18 +10,17 @@ the live Redis path (a different agent on a different topic).
 
 from __future__ import annotations
 
-
 import faust
 import numpy as np
 from loguru import logger
 
-from pipeline import metrics
-from pipeline.backoff import retry_forever
-from pipeline.bars import decode_bars
-from pipeline.columnar import BatchFormatError
-from pipeline.rollups import decode_rollups, row_dicts
-from pipeline.settings import Settings
-from pipeline.tick_batch import decode_priced_ticks
+from pipeline.records.bars import decode_bars
+from pipeline.records.columnar import BatchFormatError
+from pipeline.records.rollups import decode_rollups, row_dicts
+from pipeline.records.ticks import decode_priced_ticks
+from pipeline.runtime import metrics
+from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.settings import Settings
 
 TAKE_MAX = 500
 TAKE_WITHIN_S = 1.0

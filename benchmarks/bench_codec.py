@@ -1,4 +1,4 @@
-"""Benchmark: pipeline.kite_codec.decode_frame vs kiteconnect's KiteTicker._parse_binary.
+"""Benchmark: pipeline.feed.kite_codec.decode_frame vs kiteconnect's KiteTicker._parse_binary.
 
 Run from the repository root::
 
@@ -33,15 +33,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.kite_codec import (  # noqa: E402
-    KITE_TICK_DTYPE,
-    MODE_FULL,
-    MODE_LTP,
-    MODE_QUOTE,
-    FrameDecoder,
-    decode_frame,
-    encode_frame,
-)
+from pipeline.feed.kite_codec import FrameDecoder, decode_frame  # noqa: E402
+from pipeline.feed.kite_encode import encode_frame  # noqa: E402
+from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL, MODE_LTP, MODE_QUOTE  # noqa: E402
 
 NIFTY50 = 256265
 

@@ -18,8 +18,11 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import ArrayLike
 
-SECONDS_PER_YEAR = 365.0 * 86400.0
+#: The project's time constants, defined once here (greeks is the leaf every layer may import).
+SECONDS_PER_DAY = 86400
+SECONDS_PER_YEAR = 365.0 * SECONDS_PER_DAY
 IST_OFFSET_SECONDS = 5 * 3600 + 30 * 60
+IST = _dt.timezone(_dt.timedelta(seconds=IST_OFFSET_SECONDS), "IST")
 EXPIRY_CLOSE_IST_SECONDS = 15 * 3600 + 30 * 60
 #: seconds after 00:00 UTC of the date at which 15:30 IST falls (10:00 UTC)
 _CLOSE_UTC_SECONDS = EXPIRY_CLOSE_IST_SECONDS - IST_OFFSET_SECONDS

@@ -1,95 +1,19 @@
-"""The Faust application: built from a Settings object by :func:`create_app`.
+"""Entry point for ``faust -A pipeline.app worker`` (DESIGN's contract): the app is ``agents.app``'s.
 
-``faust -A pipeline.app worker`` also works: the module attribute ``app`` is
-created on first access from the environment (``STRIKEFLOW_KAFKA_URL`` must be
-set then). ``strikeflow worker`` and ``strikeflow demo`` call
-:func:`create_app` with the settings they loaded.
-
-Guarantee: at-least-once (Faust acks a record after the agent has handled it;
-offsets commit after that), made exactly-once in results by idempotent sinks.
-Faust's ``exactly_once`` needs idempotent producers/transactions, which Tansu
-(the dev broker) does not support, so it is not used.
+Part of the commands layer: it only wires settings from the environment to
+``agents.app.create_app``. ``strikeflow worker`` is the usual way in.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import faust
-from aiohttp import web as aiohttp_web
 
-from pipeline.metrics import metrics_text
-from pipeline.settings import ConfigError, Settings, load_settings
-
-
-def _faust_datadir(settings: Settings) -> Path:
-    """Faust's data directory; Faust creates only the last component, so make the parents."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings.data_dir.resolve() / "faust"
-
-
-def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str | None = None,
-               redis_url: str | None = None) -> faust.App:
-    """A configured app with the agents registered; service URLs default to ``settings``."""
-    from agents import register_agents
-    from agents.resources import WorkerResources
-
-    kafka_url = kafka_url or settings.kafka_url
-    if not kafka_url:
-        raise ConfigError(
-            "configuration error: STRIKEFLOW_KAFKA_URL: not set; a worker needs a broker "
-            "(kafka://host:9092), or run `strikeflow demo`, which starts one"
-        )
-    app = faust.App(
-        settings.app_id,
-        broker=kafka_url,
-        store="memory://",
-        autodiscover=False,
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
-        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
-        consumer_auto_offset_reset="earliest",
-        # The process agent holds a ticks record's ack until every bar it fed has closed
-        # (pipeline/ack_hold.py), up to ~30 min for 15-minute bars: not a stalled consumer.
-        broker_commit_livelock_soft_timeout=2 * 3600.0,
-        # ...and for the same reason shutdown must not wait for every record to be acked:
-        # what is unacked is redelivered to the next owner, which rebuilds the open bars.
-        stream_wait_empty=False,
-        web_enabled=True,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        datadir=str(_faust_datadir(settings)),
-    )
-    resources = WorkerResources(settings, pg_dsn=pg_dsn, redis_url=redis_url)
-    app.strikeflow_resources = resources  # type: ignore[attr-defined]
-    register_agents(app, settings, resources)
-    _register_pages(app, resources)
-    return app
-
-
-def _register_pages(app: faust.App, resources: Any) -> None:
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        return aiohttp_web.Response(body=metrics_text(), content_type="text/plain", charset="utf-8")
-
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/ready")
-    async def ready(web: Any, request: Any) -> Any:
-        state = resources.readiness()
-        return web.json(state, status=200 if state["ready"] else 503)
+from agents.app import create_app
+from pipeline.runtime.settings import load_settings
 
 
 def __getattr__(name: str) -> faust.App:
-    # Lazily build the module-level app for `faust -A pipeline.app worker`.
+    # Built on first access, so importing this module needs no environment.
     if name == "app":
         app = create_app(load_settings())
         globals()["app"] = app

@@ -4,7 +4,7 @@
   files in ``sinks/migrations``, applied once each under an advisory lock).
 - ``sinks.timescale_writer.TimescaleWriter`` bulk-upserts bars, ticks and
   instruments (COPY into a staging table, then one INSERT .. ON CONFLICT).
-- ``sinks.redis_publisher.RedisPublisher`` / ``ConflatingPublisher`` publish
+- ``sinks.redis.publisher.RedisPublisher`` / ``ConflatingPublisher`` publish
   live ticks, closed bars and chain updates as JSON on Redis pub/sub.
 
 Submodules are imported lazily by the callers (``from sinks.migrate import

@@ -44,8 +44,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from pipeline.bars import BAR_DTYPE
-from pipeline.tick_batch import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
 from sinks.migrate import check_schema_name, quote_ident
 
 BAR_TABLES = {60: "bars_1m", 300: "bars_5m", 900: "bars_15m"}
@@ -419,17 +419,6 @@ class TimescaleWriter:
         return None
 
 
-async def write_instruments(dsn: str, schema: str, rows: list[Mapping[str, Any]]) -> int:
-    """Open a connection, upsert ``rows`` into ``<schema>.instruments``, close. For the ingestor's start-up."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await TimescaleWriter(conn, schema).write_instruments(rows)
-    except asyncpg.UndefinedTableError as exc:
-        raise RuntimeError(f"schema {schema} has no instruments table: run `strikeflow migrate` first") from exc
-    finally:
-        await conn.close()
-
-
 __all__ = [
     "BAR_TABLES",
     "SinkBatch",
@@ -438,5 +427,4 @@ __all__ = [
     "instrument_record",
     "instruments_upsert_sql",
     "ticks_insert_sql",
-    "write_instruments",
 ]

@@ -3,7 +3,7 @@
 Services come from ``STRIKEFLOW_KAFKA_URL`` / ``STRIKEFLOW_PG_DSN`` /
 ``STRIKEFLOW_REDIS_URL`` when set; otherwise the session reuses the PostgreSQL
 and Redis answering on their default local ports, or starts private ones, and
-always starts a private Tansu broker (see ``pipeline.local_services``). They
+always starts a private Tansu broker (see ``pipeline.commands.local_services``). They
 start on first use, so ``pytest -m unit`` starts nothing. When a test that used
 them fails, the tail of each started server's log is attached to the report.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pipeline.local_services import LocalServices, ensure_services
+from pipeline.commands.local_services import LocalServices, ensure_services
 
 _SERVICES: list[LocalServices] = []
 
@@ -116,7 +116,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 @pytest.fixture
 async def kite_simulator():  # noqa: ANN201 - returns an async factory
     """Factory: ``sim, "127.0.0.1:port" = await kite_simulator(**SimConfig overrides)``; stopped after the test."""
-    from pipeline.simulator import SimConfig, serve
+    from pipeline.sim.server import SimConfig, serve
 
     runners = []
 

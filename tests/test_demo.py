@@ -51,7 +51,7 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     pubsub = client.pubsub()
     await pubsub.psubscribe("ticks:*", "bars:1m:*")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "demo", "--seconds", "30", "--speed", "60",
+        sys.executable, "-m", "pipeline.commands.cli", "demo", "--seconds", "30", "--speed", "60",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     messages: dict[str, int] = {}
@@ -103,7 +103,7 @@ async def test_demo_stopped_by_signal_prints_summary_and_leaves_no_process(
            "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks", "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
            "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STRIKES_AROUND_ATM": "2"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "demo", "--speed", "60",  # no --seconds: runs until a signal
+        sys.executable, "-m", "pipeline.commands.cli", "demo", "--speed", "60",  # no --seconds: runs until a signal
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     lines: list[str] = []

@@ -10,15 +10,14 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-
-from pipeline.demo import DEV_KAFKA_ENV
-from pipeline.local_services import free_port, start_postgres
-from pipeline.tick_batch import encode_ticks
-from pipeline.tick_producer import TickProducer, ensure_topic
-from sinks.migrate import migrate
-from sinks.timescale_writer import write_instruments
-
 from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+
+from pipeline.commands.demo import DEV_KAFKA_ENV
+from pipeline.commands.local_services import free_port, start_postgres
+from pipeline.feed.tick_producer import TickProducer, ensure_topic
+from pipeline.records.ticks import encode_ticks
+from sinks.instrument_store import write_instruments
+from sinks.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
            "STRIKEFLOW_STORE_TICKS": "false"}
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=out,
+        worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"], env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     postgres = None
     try:

@@ -12,15 +12,14 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-
-from pipeline.demo import DEV_KAFKA_ENV
-from pipeline.local_services import free_port
-from pipeline.tick_batch import encode_ticks
-from pipeline.tick_producer import TickProducer, ensure_topic
-from sinks.migrate import migrate
-from sinks.timescale_writer import write_instruments
-
 from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+
+from pipeline.commands.demo import DEV_KAFKA_ENV
+from pipeline.commands.local_services import free_port
+from pipeline.feed.tick_producer import TickProducer, ensure_topic
+from pipeline.records.ticks import encode_ticks
+from sinks.instrument_store import write_instruments
+from sinks.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +62,7 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
 
     def start_worker(n: int) -> subprocess.Popen:
         with open(tmp_path / f"worker{n}.log", "wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"],
+            worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"],
                                       env={**env, "STRIKEFLOW_WEB_PORT": str(free_port())}, stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         workers.append(worker)

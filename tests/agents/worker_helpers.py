@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from pipeline.tick_batch import TICK_DTYPE
+from pipeline.records.ticks import TICK_DTYPE
 
 NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
                    last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",

@@ -6,10 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from _reference import (
+    OPTION_INPUTS,
+    VOLLIB_GREEK_MAP,
+    plain_price,
+    vollib_greek,
+    vollib_price,
+)
 from hypothesis import given, settings
 
 import greeks
-from _reference import OPTION_INPUTS, VOLLIB_GREEK_MAP, plain_price, vollib_greek, vollib_price
 
 pytestmark = pytest.mark.unit
 

@@ -6,10 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from _reference import (
+    OPTION_INPUTS,
+    brentq_implied_vol,
+    comparable,
+    vollib_implied_vol,
+    vollib_price,
+)
 from hypothesis import HealthCheck, given, settings
 
 import greeks
-from _reference import OPTION_INPUTS, brentq_implied_vol, comparable, vollib_implied_vol, vollib_price
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.ack_hold import AckHold, replay_horizon
-from pipeline.bars import BAR_DTYPE, BarAggregator
-from pipeline.tick_batch import TICK_DTYPE
+from pipeline.core.ack_hold import AckHold, replay_horizon
+from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.ticks import TICK_DTYPE
 
 pytestmark = pytest.mark.unit
 

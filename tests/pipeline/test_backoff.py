@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.backoff import retry_forever
+from pipeline.runtime.backoff import retry_forever
 
 pytestmark = pytest.mark.unit
 

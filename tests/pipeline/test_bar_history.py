@@ -1,4 +1,4 @@
-"""pipeline.bar_history against the real PostgreSQL: bars written by TimescaleWriter read back exactly."""
+"""sinks.bar_history against the real PostgreSQL: bars written by TimescaleWriter read back exactly."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncpg
 import numpy as np
 import pytest
 
-from pipeline.bar_history import load_latest_bars
-from pipeline.bars import BAR_DTYPE
-from pipeline.tick_batch import GREEK_FIELDS
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.ticks import GREEK_FIELDS
+from sinks.bar_history import load_latest_bars
 from sinks.timescale_writer import TimescaleWriter
 
 pytestmark = pytest.mark.integration

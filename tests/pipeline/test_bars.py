@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.bars import BAR_DTYPE, BarAggregator
-from pipeline.tick_batch import GREEK_FIELDS, PRICED_TICK_DTYPE, TICK_DTYPE
+from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE, TICK_DTYPE
 
 pytestmark = pytest.mark.unit
 
@@ -581,7 +582,7 @@ def test_late_correction_after_older_buckets_freed_uses_their_baseline() -> None
     agg = BarAggregator(60, sink, grace_s=0, late_window_s=90.0)
     agg.add_ticks(ticks([(1, T0915 + 10, 1, 10.0, 100), (1, T0915 + 70, 2, 10.0, 150), (1, T0915 + 130, 3, 10.0, 175)]))
     agg.add_ticks(ticks([(2, T0915 + 180, 4, 1.0, 0)]))  # frees 09:15 (0 + 60 + 90 <= 180), keeps 09:16
-    assert T0915 not in agg._retained
+    assert T0915 not in agg.retained_buckets()
     agg.add_ticks(ticks([(1, T0915 + 80, 5, 12.0, 160)]))  # late into 09:16: baseline from freed 09:15
     assert sink.table[(1, T0915 + 60)]["volume"] == 60
     assert sink.table[(1, T0915 + 120)]["volume"] == 15

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from pipeline.local_services import free_port
+from pipeline.commands.local_services import free_port
 
 pytestmark = pytest.mark.integration  # runs the command in a subprocess, opens sockets
 
 
 def _strikeflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRIKEFLOW_", "KITE_"))}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env={**clean, **env},
+    return subprocess.run([sys.executable, "-m", "pipeline.commands.cli", *args], env={**clean, **env},
                           capture_output=True, text=True, timeout=60)
 
 

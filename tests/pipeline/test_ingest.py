@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.ingest import Ingestor, ReceiveClock, shards_for, split_by_underlying, universe_index
-from pipeline.settings import KiteAccount, load_settings
-from pipeline.tick_batch import TICK_DTYPE, decode_ticks
-from pipeline.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.feed.ingestor import (
+    Ingestor,
+    shards_for,
+    split_by_underlying,
+    universe_index,
+)
+from pipeline.feed.stamping import ReceiveClock
+from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.records.ticks import TICK_DTYPE, decode_ticks
+from pipeline.runtime.settings import KiteAccount, load_settings
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -127,7 +133,7 @@ async def test_silent_connection_is_detected_and_replaced(kite_simulator, start_
     simulator, addr = await kite_simulator()
     run = await start_ingest(simulator, addr)
     await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
-    simulator.stall_until = time.monotonic() + 2.5  # no data, no heartbeat, socket stays open
+    simulator.faults.stall(2.5)  # no data, no heartbeat, socket stays open
     await _until(lambda: run.ingestor.stats.reconnects >= 1, timeout=10, what="watchdog reconnect")
 
 
@@ -136,7 +142,7 @@ async def test_malformed_frames_are_counted_and_ingest_continues(kite_simulator,
     simulator, addr = await kite_simulator()
     run = await start_ingest(simulator, addr)
     await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
-    simulator.malformed_pending = 3
+    simulator.faults.malform(3)
     await _until(lambda: sum(run.ingestor.decoder.errors.values()) >= 3, what="3 malformed frames")
     ticks = run.ingestor.stats.ticks
     await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after malformed frames")
@@ -156,7 +162,7 @@ async def test_rejected_account_fails_over_to_the_other_account(kite_simulator, 
 
 @pytest.mark.unit
 def test_split_by_underlying_keeps_order_and_counts_unknown_tokens() -> None:
-    from pipeline.instrument_index import InstrumentIndex
+    from pipeline.records.instruments import InstrumentIndex
 
     index = InstrumentIndex.from_rows([
         dict(instrument_token=256265, tradingsymbol="NIFTY 50", name="NIFTY 50", expiry="", strike=0,
@@ -182,7 +188,7 @@ async def test_ingest_command_stops_cleanly_on_sigterm(kite_simulator, kafka_url
            "STRIKEFLOW_DATA_DIR": str(tmp_path)}
     env.pop("STRIKEFLOW_PG_DSN", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
+        sys.executable, "-m", "pipeline.commands.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
         "--metrics-port", "0", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     await _until(lambda: bool(simulator.state()["subscribed_tokens"]), timeout=30, what="ingest subscribed")
     await asyncio.sleep(1.0)
@@ -245,7 +251,7 @@ async def test_ingest_with_a_refused_token_exits_2_with_one_line_and_no_secret(k
            "KITE_ACCESS_TOKEN": "SECRET-stale-token", "STRIKEFLOW_DATA_DIR": str(tmp_path)}
     env.pop("STRIKEFLOW_PG_DSN", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
+        sys.executable, "-m", "pipeline.commands.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url", f"http://{addr}",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2, (out + err).decode()[-2000:]

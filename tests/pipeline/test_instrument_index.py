@@ -3,7 +3,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex, expiry_close_ts
+from pipeline.records.instruments import InstrumentIndex, expiry_close_ts
+from pipeline.records.kinds import InstrumentKind
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +29,7 @@ def test_rows_become_sorted_columns_with_kinds() -> None:
     index = InstrumentIndex.from_rows(ROWS)
     assert index.tokens.tolist() == sorted(r["instrument_token"] for r in ROWS)
     kinds = dict(zip(index.tokens.tolist(), index.kind.tolist(), strict=True))
-    assert kinds == {256265: KIND_INDEX, 12345602: KIND_FUT, 9000002: KIND_CALL, 9000258: KIND_PUT}
+    assert kinds == {256265: InstrumentKind.INDEX, 12345602: InstrumentKind.FUT, 9000002: InstrumentKind.CALL, 9000258: InstrumentKind.PUT}
 
 
 def test_index_row_maps_to_its_underlying_name() -> None:

@@ -2,9 +2,19 @@ import datetime as dt
 
 import pytest
 
-from pipeline.instrument_index import InstrumentIndex
-from pipeline.instruments import INSTRUMENT_COLUMNS, instruments_csv, parse_instruments_csv, select_universe
-from pipeline.market import DEFAULT_UNDERLYINGS, build_instruments, monthly_expiries, option_expiries
+from pipeline.feed.instruments import (
+    INSTRUMENT_COLUMNS,
+    instruments_csv,
+    parse_instruments_csv,
+    select_universe,
+)
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.sim.market import (
+    DEFAULT_UNDERLYINGS,
+    build_instruments,
+    monthly_expiries,
+    option_expiries,
+)
 
 pytestmark = pytest.mark.unit
 

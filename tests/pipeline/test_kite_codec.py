@@ -10,15 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.kite_codec import (
+from pipeline.feed.kite_codec import FrameDecoder, decode_frame
+from pipeline.feed.kite_encode import encode_frame
+from pipeline.feed.kite_wire import (
     KITE_TICK_DTYPE,
     MODE_FULL,
     MODE_LTP,
     MODE_QUOTE,
-    FrameDecoder,
     FrameError,
-    decode_frame,
-    encode_frame,
     is_heartbeat,
     price_divisor,
 )

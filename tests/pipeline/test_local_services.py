@@ -9,7 +9,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from pipeline.local_services import LOOPBACK, ensure_services, free_port, port_open
+from pipeline.commands.local_services import (
+    LOOPBACK,
+    ensure_services,
+    free_port,
+    port_open,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +58,7 @@ def test_started_service_dies_with_its_owner_even_on_sigkill(tmp_path: Path) -> 
     import sys
     import time
 
-    code = ("import sys, time\nfrom pathlib import Path\nfrom pipeline.local_services import start_broker\n"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom pipeline.commands.local_services import start_broker\n"
             "url, proc = start_broker(Path(sys.argv[1]))\nprint(proc.pid, flush=True)\ntime.sleep(60)\n")
     owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -3,8 +3,15 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pipeline.kite_codec import MODE_FULL, MODE_LTP, MODE_QUOTE, decode_frame, encode_frame
-from pipeline.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+from pipeline.feed.kite_codec import decode_frame
+from pipeline.feed.kite_encode import encode_frame
+from pipeline.feed.kite_wire import MODE_FULL, MODE_LTP, MODE_QUOTE
+from pipeline.sim.market import (
+    DEFAULT_UNDERLYINGS,
+    Market,
+    build_instruments,
+    session_start_ts,
+)
 
 pytestmark = pytest.mark.unit
 

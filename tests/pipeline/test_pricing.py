@@ -3,12 +3,18 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from pipeline.instrument_index import KIND_CALL, KIND_FUT, KIND_INDEX, KIND_PUT, InstrumentIndex
-from pipeline.instruments import select_universe
-from pipeline.kite_codec import MODE_FULL
-from pipeline.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
-from pipeline.pricing import OptionPricer
-from pipeline.tick_batch import ticks_from_kite
+from pipeline.core.pricing import OptionPricer
+from pipeline.feed.instruments import select_universe
+from pipeline.feed.kite_wire import MODE_FULL
+from pipeline.feed.stamping import ticks_from_kite
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import InstrumentKind
+from pipeline.sim.market import (
+    DEFAULT_UNDERLYINGS,
+    Market,
+    build_instruments,
+    session_start_ts,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -34,18 +40,18 @@ def test_forward_is_the_same_expiry_future_when_subscribed() -> None:
     market, index, tokens = _setup()
     priced = OptionPricer(index, R).price(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
-    fut_price = priced["last_price"][index.kind[pos] == KIND_FUT][0]
-    fut_expiry = index.expiry_ts[pos][index.kind[pos] == KIND_FUT][0]
-    same = np.isin(index.kind[pos], (KIND_CALL, KIND_PUT)) & (index.expiry_ts[pos] == fut_expiry)
+    fut_price = priced["last_price"][index.kind[pos] == InstrumentKind.FUT][0]
+    fut_expiry = index.expiry_ts[pos][index.kind[pos] == InstrumentKind.FUT][0]
+    same = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT)) & (index.expiry_ts[pos] == fut_expiry)
     assert same.any()
     np.testing.assert_array_equal(priced["forward"][same], fut_price)
 
 
 def test_without_futures_parity_forward_recovers_the_model_forward() -> None:
-    market, index, tokens = _setup(drop_kinds=(KIND_FUT,))
+    market, index, tokens = _setup(drop_kinds=(InstrumentKind.FUT,))
     priced = OptionPricer(index, R).price(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
-    options = np.isin(index.kind[pos], (KIND_CALL, KIND_PUT))
+    options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT))
     t = (index.expiry_ts[pos][options] - priced["exchange_ts"][options]) / (365 * 86400)
     model_forward = market.spot["NIFTY"] * np.exp(R * t)
     # prices are rounded to the 0.05 tick, so parity is good to about a tick
@@ -56,7 +62,7 @@ def test_implied_vol_recovers_the_market_smile() -> None:
     market, index, tokens = _setup()
     priced = OptionPricer(index, R).price(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
-    options = np.isin(index.kind[pos], (KIND_CALL, KIND_PUT)) & (priced["last_price"] > 5)
+    options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT)) & (priced["last_price"] > 5)
     assert options.sum() > 10
     iv = priced["iv"][options]
     assert np.isfinite(iv).all()
@@ -70,7 +76,7 @@ def test_non_options_and_unknown_tokens_get_nan_greeks() -> None:
     ticks["instrument_token"][0] = 999  # not in the index
     priced = OptionPricer(index, R).price(ticks)
     pos = index.positions(priced["instrument_token"])
-    not_option = (pos < 0) | np.isin(index.kind[np.maximum(pos, 0)], (KIND_INDEX, KIND_FUT))
+    not_option = (pos < 0) | np.isin(index.kind[np.maximum(pos, 0)], (InstrumentKind.INDEX, InstrumentKind.FUT))
     assert not_option.sum() >= 2
     assert np.isnan(priced["iv"][not_option]).all() and np.isnan(priced["forward"][not_option]).all()
 
@@ -81,5 +87,5 @@ def test_expired_option_gets_nan_not_a_number() -> None:
     ticks["exchange_ts"] = index.expiry_ts.max() + 60  # after every expiry's 15:30 IST
     priced = OptionPricer(index, R).price(ticks)
     pos = index.positions(priced["instrument_token"])
-    options = np.isin(index.kind[pos], (KIND_CALL, KIND_PUT))
+    options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT))
     assert np.isnan(priced["iv"][options]).all()

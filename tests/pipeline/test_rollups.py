@@ -1,21 +1,20 @@
-"""OI rollups (pipeline.rollups) against brute-force definitions: max pain, PCR, carry-forward, versions."""
+"""OI rollups (pipeline.core.rollups) against brute-force definitions: max pain, PCR, carry-forward, versions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.bars import BAR_DTYPE
-from pipeline.columnar import BatchFormatError
-from pipeline.instrument_index import InstrumentIndex
-from pipeline.rollups import (
+from pipeline.core.rollups import OIRollup, max_pain
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.columnar import BatchFormatError
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.rollups import (
     CHAIN_BAR_DTYPE,
     MISSING_INT,
     STRIKE_BAR_DTYPE,
-    OIRollup,
     decode_rollups,
     encode_rollups,
-    max_pain,
     row_dicts,
 )
 

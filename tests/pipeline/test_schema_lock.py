@@ -1,8 +1,8 @@
-"""Two demos never share (and reset) one schema: pipeline.demo.SchemaLock on a real PostgreSQL."""
+"""Two demos never share (and reset) one schema: sinks.demo_queries.SchemaLock on a real PostgreSQL."""
 
 import pytest
 
-from pipeline.demo import SchemaLock
+from sinks.demo_queries import SchemaLock
 
 pytestmark = pytest.mark.integration
 

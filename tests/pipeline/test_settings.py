@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.settings import ConfigError, load_settings, redact_url
+from pipeline.runtime.settings import ConfigError, load_settings, redact_url
 
 pytestmark = pytest.mark.unit
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.sharding import Shard, ShardingError, plan_shards, reassign
+from pipeline.feed.sharding import Shard, ShardingError, plan_shards, reassign
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from pipeline.kite_codec import MODE_FULL, MODE_QUOTE, decode_frame
-from pipeline.simulator import Simulator
+from pipeline.feed.kite_codec import decode_frame
+from pipeline.feed.kite_wire import MODE_FULL, MODE_QUOTE
+from pipeline.sim.server import Simulator
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +159,7 @@ async def test_injected_faults_drop_malform_and_refuse(sim) -> None:  # noqa: AN
         await _binary(ws)
         async with http.post(f"http://{addr}/_sim/fault/malformed?count=1") as resp:
             assert resp.status == 200
-        from pipeline.kite_codec import FrameError
+        from pipeline.feed.kite_wire import FrameError
 
         with pytest.raises(FrameError):
             decode_frame(await _binary(ws, min_len=3))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.bars import BAR_DTYPE, decode_bars, encode_bars
-from pipeline.columnar import BatchFormatError
-from pipeline.tick_batch import (
+from pipeline.records.bars import BAR_DTYPE, decode_bars, encode_bars
+from pipeline.records.columnar import BatchFormatError
+from pipeline.records.ticks import (
     PRICED_TICK_DTYPE,
     TICK_DTYPE,
     decode_priced_ticks,
@@ -79,7 +79,7 @@ def test_encoding_wrong_dtype_is_refused() -> None:
 
 
 def test_batches_back_to_back_decode_in_order_and_trailing_bytes_are_rejected() -> None:
-    from pipeline.columnar import decode_batch, decode_batches, encode_batch
+    from pipeline.records.columnar import decode_batch, decode_batches, encode_batch
 
     a, b = _ticks(3), _ticks(2)
     payload = encode_batch(1, "NIFTY", a, TICK_DTYPE) + encode_batch(1, "BANKNIFTY", b, TICK_DTYPE)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.local_services import free_port
-from pipeline.tick_batch import TICK_DTYPE, decode_ticks, encode_ticks
-from pipeline.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.commands.local_services import free_port
+from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.records.ticks import TICK_DTYPE, decode_ticks, encode_ticks
 
 pytestmark = pytest.mark.integration
 

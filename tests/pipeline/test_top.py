@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.top import Sample, consumer_lag, render, view_between
+from pipeline.commands.top import Sample, consumer_lag, render, view_between
 
 T = "strikeflow_ticks_ingested_total"
 P = "strikeflow_ticks_processed_total"
@@ -32,7 +32,11 @@ def test_unreachable_process_shows_down() -> None:
 async def test_consumer_lag_is_positive_until_the_group_commits(kafka_url: str, unique_name: str) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    from pipeline.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+    from pipeline.feed.tick_producer import (
+        TickProducer,
+        bootstrap_servers,
+        ensure_topic,
+    )
 
     await ensure_topic(kafka_url, unique_name, partitions=1)
     producer = TickProducer(kafka_url, unique_name, max_buffer_bytes=1 << 20)
@@ -56,6 +60,6 @@ async def test_consumer_lag_is_positive_until_the_group_commits(kafka_url: str, 
 
 @pytest.mark.integration
 async def test_consumer_lag_with_dead_kafka_is_empty() -> None:
-    from pipeline.local_services import free_port
+    from pipeline.commands.local_services import free_port
 
     assert await consumer_lag(f"kafka://127.0.0.1:{free_port()}", "g", ["t"]) == {}

@@ -6,9 +6,9 @@ import datetime as dt
 
 import numpy as np
 
-from pipeline.bars import BAR_DTYPE
-from pipeline.instrument_index import InstrumentIndex
-from pipeline.tick_batch import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
 
 EXPIRY = dt.date(2030, 1, 31)
 SPOT, FUT, CALL, PUT = 256265, 1001, 2001, 2002

@@ -9,10 +9,12 @@ import time
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-
 import sink_helpers as h
-from pipeline.local_services import free_port
-from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+
+from pipeline.commands.local_services import free_port
+from pipeline.runtime.clock import ManualClock
+from sinks.redis.conflation import ConflatingPublisher
+from sinks.redis.publisher import RedisPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -244,7 +246,7 @@ async def test_conflating_stale_ticks_are_not_published_nor_snapshotted(redis, s
     """A worker replaying Kafka after a restart must not send dashboards back in time."""
     now_s = 1_900_000_100.0  # the ticks below were received at 1_900_000_000 (100 s earlier) and at now - 1 s
     conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), max_tick_age_s=60.0,
-                                     clock=lambda: now_s)
+                                     clock=ManualClock(now_s))
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     await conflating.start()
     conflating.offer("NIFTY", h.ticks(), h.index())  # 100 s old: replayed

@@ -1,4 +1,4 @@
-"""OI rollup rows (pipeline.rollups) through TimescaleWriter into strike_bars_1m / chain_bars_1m and back."""
+"""OI rollup rows (pipeline.core.rollups) through TimescaleWriter into strike_bars_1m / chain_bars_1m and back."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import datetime as dt
 import asyncpg
 import numpy as np
 import pytest
-
 import sink_helpers as h
-from pipeline.rollups import CHAIN_BAR_DTYPE, OIRollup, decode_rollups, encode_rollups, row_dicts
+
+from pipeline.core.rollups import OIRollup
+from pipeline.records.rollups import (
+    CHAIN_BAR_DTYPE,
+    decode_rollups,
+    encode_rollups,
+    row_dicts,
+)
 from sinks.migrate import migrate
 from sinks.timescale_writer import TimescaleWriter
 
@@ -74,7 +80,8 @@ async def test_offer_chain_rows_published_in_order_never_conflated(redis_url, re
 
     import redis.asyncio as aioredis
 
-    from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+    from sinks.redis.conflation import ConflatingPublisher
+    from sinks.redis.publisher import RedisPublisher
 
     index, rollup = h.index(), OIRollup("NIFTY", 60)
     client = aioredis.from_url(redis_url)
@@ -108,7 +115,8 @@ async def test_offer_chain_rows_published_in_order_never_conflated(redis_url, re
 
 
 def test_offer_chain_queue_bounded_drops_oldest():
-    from sinks.redis_publisher import ConflatingPublisher, RedisPublisher
+    from sinks.redis.conflation import ConflatingPublisher
+    from sinks.redis.publisher import RedisPublisher
 
     index, rollup = h.index(), OIRollup("NIFTY", 60)
     conflating = ConflatingPublisher(RedisPublisher(None), max_pending=2)

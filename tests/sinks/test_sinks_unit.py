@@ -6,17 +6,19 @@ import json
 
 import numpy as np
 import pytest
-
 import sink_helpers as h
+
+from pipeline.records.time_units import label_of
 from sinks.migrate import check_schema_name, load_migrations, render
-from sinks.redis_publisher import (
-    RedisPublisher,
+from sinks.redis.channels import Channels
+from sinks.redis.conflation import latest_per_instrument
+from sinks.redis.payloads import (
+    bar_messages,
     bar_objects,
     dumps,
     float_list,
-    latest_per_instrument,
     tick_objects,
-    timeframe,
+    ticks_message,
 )
 from sinks.timescale_writer import bars_upsert_sql, instrument_record, ticks_insert_sql
 
@@ -111,9 +113,8 @@ def test_tick_objects_unknown_token_named_by_number():
 
 
 def test_build_ticks_snapshot_keys_per_expiry_latest_wins():
-    pub = RedisPublisher(None, prefix="p:")
     batch = np.concatenate([h.ticks(price=100.0), h.ticks(recv_start=1_900_000_000_000_101, price=200.0)])
-    message, snapshots = pub.build_ticks("NIFTY", batch, h.index())
+    message, snapshots = ticks_message(Channels("p:"), "NIFTY", batch, h.index())
     assert len(_strict_loads(message)["ticks"]) == 8
     assert set(snapshots) == {"p:snapshot:NIFTY:2030-01-31", "p:snapshot:NIFTY:spot"}
     call = _strict_loads(snapshots["p:snapshot:NIFTY:2030-01-31"][str(h.CALL)])
@@ -121,10 +122,9 @@ def test_build_ticks_snapshot_keys_per_expiry_latest_wins():
 
 
 def test_build_bars_one_message_per_timeframe():
-    pub = RedisPublisher(None)
     batch = np.concatenate([h.bars(60), h.bars(300), h.bars(60, tokens=(h.PUT,))])
     batch["vwap"][0] = np.nan
-    messages = pub.build_bars("NIFTY", batch, h.index())
+    messages = bar_messages(Channels(), "NIFTY", batch, h.index())
     assert [c for c, _ in messages] == ["bars:1m:NIFTY", "bars:5m:NIFTY"]
     first = _strict_loads(messages[0][1])
     assert first["timeframe"] == "1m" and len(first["bars"]) == 2
@@ -136,7 +136,7 @@ def test_bar_objects_without_index_have_no_symbol():
 
 
 def test_timeframe_names():
-    assert [timeframe(s) for s in (60, 300, 900, 30)] == ["1m", "5m", "15m", "30s"]
+    assert [label_of(s) for s in (60, 300, 900, 30)] == ["1m", "5m", "15m", "30s"]
 
 
 def test_latest_per_instrument_keeps_newest_recv_ts_in_receive_order():

@@ -7,10 +7,10 @@ import datetime as dt
 import asyncpg
 import numpy as np
 import pytest
-
 import sink_helpers as h
-from pipeline.instrument_index import load_instrument_index
-from sinks.timescale_writer import SinkBatch, TimescaleWriter, write_instruments
+
+from sinks.instrument_store import load_instrument_index, write_instruments
+from sinks.timescale_writer import SinkBatch, TimescaleWriter
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
@@ -181,7 +181,7 @@ async def test_views_option_bars_and_strike_distribution_filled(writer, pool, pg
 
 
 async def test_write_bars_db_unreachable_raises(pg_schema):
-    from pipeline.local_services import free_port
+    from pipeline.commands.local_services import free_port
 
     with pytest.raises((OSError, asyncpg.PostgresError)):
         pool = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/x", min_size=0, max_size=1)

@@ -1,0 +1,105 @@
+"""The Faust application: built from a Settings object by :func:`create_app`.
+
+``faust -A pipeline.app worker`` also works (``pipeline/app.py`` builds the
+app from the environment on first access; ``STRIKEFLOW_KAFKA_URL`` must be
+set then). ``strikeflow worker`` and ``strikeflow demo`` call
+:func:`create_app` with the settings they loaded.
+
+Guarantee: at-least-once (Faust acks a record after the agent has handled it;
+offsets commit after that), made exactly-once in results by idempotent sinks.
+Faust's ``exactly_once`` needs idempotent producers/transactions, which Tansu
+(the dev broker) does not support, so it is not used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiohttp import web as aiohttp_web
+
+from agents.process import register_process_agent
+from agents.resources import WorkerResources
+from agents.store import register_store_agents
+from agents.topics import Topics, declare_topics
+from pipeline.runtime.metrics import metrics_text
+from pipeline.runtime.settings import ConfigError, Settings
+
+
+def _faust_datadir(settings: Settings) -> Path:
+    """Faust's data directory; Faust creates only the last component, so make the parents."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.data_dir.resolve() / "faust"
+
+
+def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str | None = None,
+               redis_url: str | None = None) -> faust.App:
+    """A configured app with the agents registered; service URLs default to ``settings``."""
+    kafka_url = kafka_url or settings.kafka_url
+    if not kafka_url:
+        raise ConfigError(
+            "configuration error: STRIKEFLOW_KAFKA_URL: not set; a worker needs a broker "
+            "(kafka://host:9092), or run `strikeflow demo`, which starts one"
+        )
+    app = faust.App(
+        settings.app_id,
+        broker=kafka_url,
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        # The process agent holds a ticks record's ack until every bar it fed has closed
+        # (pipeline/ack_hold.py), up to ~30 min for 15-minute bars: not a stalled consumer.
+        broker_commit_livelock_soft_timeout=2 * 3600.0,
+        # ...and for the same reason shutdown must not wait for every record to be acked:
+        # what is unacked is redelivered to the next owner, which rebuilds the open bars.
+        stream_wait_empty=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(_faust_datadir(settings)),
+    )
+    resources = WorkerResources(settings, pg_dsn=pg_dsn, redis_url=redis_url)
+    app.strikeflow_resources = resources  # type: ignore[attr-defined]
+    register_agents(app, settings, resources)
+    _register_pages(app, resources)
+    return app
+
+
+def register_agents(app: faust.App, settings: Settings, resources: WorkerResources) -> Topics:
+    topics = declare_topics(app, settings)
+    register_process_agent(app, settings, resources, topics)
+    register_store_agents(app, settings, resources, topics)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: faust.App, assigned: set, **_: object) -> None:
+        resources.partitions_assigned = True
+
+    @app.on_before_shutdown.connect
+    async def _shutdown(app: faust.App, **_: object) -> None:
+        await resources.close()
+
+    return topics
+
+
+def _register_pages(app: faust.App, resources: WorkerResources) -> None:
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return aiohttp_web.Response(body=metrics_text(), content_type="text/plain", charset="utf-8")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        state = resources.readiness()
+        return web.json(state, status=200 if state["ready"] else 503)

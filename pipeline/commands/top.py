@@ -1,0 +1,158 @@
+"""``strikeflow top``: the live backpressure view for on-call.
+
+Every ``--interval`` seconds it scrapes the ingestor's and the worker's
+``/metrics`` and asks Kafka for the consumer group's lag, then shows:
+
+- rates (per second over the last interval): ticks ingested, ticks
+  processed, Redis messages published, rows written — ingest rate above
+  processing rate for long means the worker is falling behind;
+- gauges: ingest produce buffer (bytes waiting for Kafka), processing lag
+  (seconds from receive to processing), WebSocket connections up, ticks
+  conflated on the live path;
+- consumer lag per topic (messages between the committed offset and the end).
+
+``--once --json`` prints one sample as JSON (for scripts and alerts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.feed.tick_producer import bootstrap_servers
+from pipeline.runtime.metrics import scrape
+from pipeline.runtime.settings import Settings
+
+
+@dataclass
+class Sample:
+    at: float
+    ingest: dict[str, float]
+    worker: dict[str, float]
+    lag: dict[str, int]
+
+
+@dataclass
+class View:
+    ticks_in_per_s: float
+    ticks_processed_per_s: float
+    redis_msgs_per_s: float
+    rows_written_per_s: float
+    produce_buffer_bytes: float
+    process_lag_s: float
+    ws_connected: float
+    conflated: float
+    consumer_lag: dict[str, int]
+    ingest_up: bool
+    worker_up: bool
+
+
+def view_between(old: Sample, new: Sample) -> View:
+    """Rates between two samples (pure; counters that reset count from zero)."""
+    dt = max(new.at - old.at, 1e-9)
+
+    def rate(source: str, name: str) -> float:
+        a, b = getattr(old, source).get(name, 0.0), getattr(new, source).get(name, 0.0)
+        return (b - a if b >= a else b) / dt
+
+    return View(
+        ticks_in_per_s=rate("ingest", "strikeflow_ticks_ingested_total"),
+        ticks_processed_per_s=rate("worker", "strikeflow_ticks_processed_total"),
+        redis_msgs_per_s=rate("worker", "strikeflow_redis_messages_total"),
+        rows_written_per_s=rate("worker", "strikeflow_rows_written_total"),
+        produce_buffer_bytes=new.ingest.get("strikeflow_produce_buffer_bytes", 0.0),
+        process_lag_s=new.worker.get("strikeflow_process_lag_seconds", 0.0),
+        ws_connected=new.ingest.get("strikeflow_ws_connected", 0.0),
+        conflated=new.worker.get("strikeflow_redis_conflated", 0.0),
+        consumer_lag=new.lag,
+        ingest_up=bool(new.ingest),
+        worker_up=bool(new.worker),
+    )
+
+
+async def consumer_lag(kafka_url: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Messages not yet committed by ``group``, per topic; {} when Kafka is unreachable.
+
+    Reads the group's committed offsets without joining it (no subscription,
+    so no rebalance of the running workers). Note: the dev broker (Tansu)
+    answers ListOffsets with the end of the last record *batch* rather than the
+    last record, so there the figure is a lower bound; on Apache Kafka it is exact.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(kafka_url), group_id=group,
+                                enable_auto_commit=False)
+    try:
+        await consumer.start()
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not partitions:
+            return {}
+        ends = await consumer.end_offsets(partitions)
+        lag: dict[str, int] = {}
+        for tp in partitions:
+            done = await consumer.committed(tp) or 0
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(ends[tp] - done, 0)
+        return lag
+    except Exception:  # noqa: BLE001 - top must keep drawing when Kafka is down
+        return {}
+    finally:
+        await consumer.stop()
+
+
+def render(view: View) -> str:
+    lines = [
+        f"strikeflow top — {time.strftime('%H:%M:%S')}",
+        f"  ingest   {'up' if view.ingest_up else 'DOWN':<5} ticks in      {view.ticks_in_per_s:>10,.0f}/s"
+        f"   ws connected {view.ws_connected:.0f}   produce buffer {view.produce_buffer_bytes / 2**20:,.1f} MB",
+        f"  worker   {'up' if view.worker_up else 'DOWN':<5} processed     {view.ticks_processed_per_s:>10,.0f}/s"
+        f"   lag {view.process_lag_s:.3f}s",
+        f"  redis          published     {view.redis_msgs_per_s:>10,.0f}/s   conflated {view.conflated:,.0f}",
+        f"  database       rows written  {view.rows_written_per_s:>10,.0f}/s",
+        "  consumer lag   " + ("  ".join(f"{t}: {n:,}" for t, n in sorted(view.consumer_lag.items())) or "n/a"),
+    ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ingest", default=None, help="ingest base URL (default http://127.0.0.1:<ingest_metrics_port>)")
+    parser.add_argument("--worker", default=None, help="worker base URL (default http://127.0.0.1:<web_port>)")
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--once", action="store_true", help="print one sample and exit")
+    parser.add_argument("--json", action="store_true", help="JSON instead of the text view")
+
+
+async def _sample(args: argparse.Namespace, settings: Settings) -> Sample:
+    lag = {}
+    if settings.kafka_url:
+        topics = [settings.ticks_topic, settings.bars_topic, f"{settings.ticks_topic}-priced"]
+        lag = await consumer_lag(settings.kafka_url, settings.app_id, topics)
+    ingest, worker = await asyncio.gather(asyncio.to_thread(scrape, f"{args.ingest}/metrics"),
+                                          asyncio.to_thread(scrape, f"{args.worker}/metrics"))
+    return Sample(time.monotonic(), ingest, worker, lag)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    args.ingest = args.ingest or f"http://{settings.web_host}:{settings.ingest_metrics_port}"
+    args.worker = args.worker or f"http://{settings.web_host}:{settings.web_port}"
+
+    async def loop() -> None:
+        old = await _sample(args, settings)
+        while True:
+            await asyncio.sleep(args.interval)
+            new = await _sample(args, settings)
+            view = view_between(old, new)
+            if args.json:
+                print(json.dumps(asdict(view)), flush=True)
+            else:
+                prefix = "\x1b[2J\x1b[H" if sys.stdout.isatty() else ""
+                print(prefix + render(view), flush=True)
+            old = new
+            if args.once:
+                return
+
+    asyncio.run(loop())
+    return 0

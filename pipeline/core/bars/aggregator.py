@@ -1,0 +1,338 @@
+"""The bar aggregator of one interval: OHLC/volume/OI/VWAP bars per instrument, bucketed by exchange time.
+
+Pure core: no I/O and no wall clock. Time enters only through the ticks'
+``exchange_ts`` (the event time), so a replay gives the same bars as the live
+run. Definitions are those of DESIGN.md:
+
+- bucket: ``exchange_ts // interval_s * interval_s`` (epoch seconds, the start
+  of the interval; epoch-aligned, so 09:15 IST starts a 1/5/15-minute bucket).
+- order inside a bucket: ``(exchange_ts, recv_ts)``.
+- open/high/low/close: of ``last_price`` over the bucket's ticks.
+- volume: cumulative day volume at the bucket's last tick minus that at the
+  previous bucket's last tick (first bucket of an instrument: minus its first
+  tick's cumulative volume).
+- oi: at the bucket's last tick; oi_open/oi_high/oi_low over the bucket.
+- vwap: sum(last_price * volume increment) / sum(increments); NaN when the
+  bar's volume is 0.
+- tick_count: ticks seen in the bucket (duplicates excluded).
+
+Parts (``pipeline.core.bars``): ``builder`` computes bars from grouped
+ticks, ``watermark`` decides when a bucket closes and which ticks are too
+late, ``slots`` holds the per-instrument state, ``late_store`` keeps closed
+buckets for corrections; this module puts them together.
+
+``BAR_DTYPE`` (``pipeline.records.bars``) is the record handed to sinks and put on the ``bars`` topic.
+``last_recv_ts`` (epoch microseconds of the newest tick in the bar) versions a
+bar: a late tick re-emits the bar with a newer ``last_recv_ts`` and the sink
+keeps the newest version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pipeline.core.bars.builder import (
+    N_GREEKS,
+    aggregate_groups,
+    as_priced,
+    group_ends,
+    volume_increments,
+)
+from pipeline.core.bars.late_store import ClosedBucket, LateTickStore, retained_copy
+from pipeline.core.bars.slots import NO_TS, SlotTable
+from pipeline.core.bars.watermark import Watermark
+from pipeline.records.ticks import GREEK_FIELDS
+
+
+class BarAggregator:
+    """Event-time OHLC/volume/OI/VWAP bars of one interval, for any mix of instruments.
+
+    Feed it tick batches (``PRICED_TICK_DTYPE``, or ``TICK_DTYPE`` whose bars
+    then carry NaN Greeks) in receive order; it calls ``on_bars`` with a
+    ``BAR_DTYPE`` array (sorted by ``(bucket, instrument_token)``, one row per
+    bar) once per ``add_ticks``/``flush`` call that closed or corrected bars.
+
+    Semantics (pure: no wall clock, time comes only from the ticks):
+
+    - Bucket: ``exchange_ts // interval_s * interval_s``; a tick at exactly a
+      bucket start belongs to that bucket. Order inside a bucket:
+      ``(exchange_ts, recv_ts)``.
+    - Watermark: the largest ``exchange_ts`` received so far (every tick of
+      this aggregator, any instrument, duplicates included). Bucket ``b`` closes
+      when ``b + interval_s + grace_s <= watermark``; its bars are emitted then,
+      once. ``flush()`` closes every open bucket now.
+    - Duplicates: a tick whose ``recv_ts`` is ``<=`` the newest ``recv_ts``
+      accepted so far for its instrument is an at-least-once redelivery: dropped,
+      counted in ``duplicates``. Checked first, so a redelivered too-late tick
+      counts as a duplicate.
+    - Late ticks: the effective late window is ``L = max(late_window_s,
+      grace_s)`` (a tick for a bucket that is still open is never too late).
+      Tick ``i`` (in receive order) with ``bucket + interval_s + L <=
+      watermark_i`` (the watermark including ticks ``0..i``, so the decision
+      does not depend on how ticks are split into batches) is dropped and
+      counted in ``too_late_dropped``. An accepted tick for an already closed
+      bucket is a late correction (counted per tick in ``late_corrections``):
+      the bar of its (instrument, bucket) is recomputed from the bucket's
+      retained ticks plus the late tick and emitted again. A closed bucket's
+      ticks are retained until ``bucket + interval_s + L <= watermark`` and
+      then freed, so memory holds only the open buckets plus that window.
+    - volume: sum over the bucket's ticks of the increment ``max(0, cum -
+      cum of the instrument's previous tick)`` (previous in event order, across
+      buckets; an instrument's very first tick has increment 0). Without resets
+      this is exactly DESIGN's "cum at the bucket's last tick minus cum at the
+      previous bucket's last tick (first bucket: minus the first tick's cum)".
+      A drop of the cumulative volume (new trading day) is a reset: that tick
+      has increment 0 and becomes the new baseline, exactly like an
+      instrument's first tick, so volume is never negative.
+    - vwap: ``sum(last_price * increment) / sum(increment)`` over the bucket's
+      ticks with a positive increment; NaN when the bar's volume is 0.
+    - oi at the last tick, oi_open/oi_high/oi_low over the bucket; Greeks of the
+      bucket's last tick.
+    - last_recv_ts: the newest ``recv_ts`` among the ticks the bar is computed
+      from -- the bucket's ticks and the instrument's previous tick (the volume
+      baseline). A late tick that becomes the last tick of its bucket changes
+      the next bucket's volume baseline, so when that next bar of the
+      instrument is already closed it is re-emitted too; both re-emitted bars
+      then carry the late tick's ``recv_ts``, newer than any earlier version
+      (``recv_ts`` increases in receive order), and the sink's newest-wins
+      upsert on ``(instrument_token, bucket)`` keeps the corrected rows. The
+      newest version of every closed bar always equals the bar computed from
+      all accepted ticks, whatever the batch split.
+
+    ``stats``: ``ticks`` (received, all), ``duplicates``, ``late_corrections``,
+    ``too_late_dropped``, ``bars_emitted`` (rows handed to ``on_bars``).
+    """
+
+    def __init__(
+        self,
+        interval_s: int,
+        on_bars: Callable[[np.ndarray], None],
+        *,
+        grace_s: float = 2.0,
+        late_window_s: float = 300.0,
+    ) -> None:
+        if int(interval_s) != interval_s or interval_s <= 0:
+            raise ValueError(f"interval_s must be a positive whole number of seconds, got {interval_s!r}")
+        if grace_s < 0 or late_window_s < 0:
+            raise ValueError("grace_s and late_window_s must be >= 0")
+        self.interval_s = int(interval_s)
+        self.on_bars = on_bars
+        self.grace_s = float(grace_s)
+        self.late_window_s = float(late_window_s)
+        self.stats: dict[str, int] = {
+            "ticks": 0,
+            "duplicates": 0,
+            "late_corrections": 0,
+            "too_late_dropped": 0,
+            "bars_emitted": 0,
+        }
+        self._watermark = Watermark(self.interval_s, self.grace_s, self.late_window_s)
+        self._closed_before: int | None = None  # every bucket < this is closed
+        self._slots = SlotTable()
+        self._late = LateTickStore(self._slots, self.interval_s)
+        # open buckets: accepted ticks not yet closed
+        self._pending: list[np.ndarray] = []
+        self._pending_slots: list[np.ndarray] = []
+        self._pending_n = 0
+        self._pending_min_ex: int | None = None  # min exchange_ts of the open ticks (cached: read per record)
+
+    # ----------------------------------------------------------------- public
+
+    def add_ticks(self, ticks: np.ndarray) -> None:
+        n = len(ticks)
+        if n == 0:
+            return
+        self.stats["ticks"] += n
+        ticks = as_priced(ticks)
+        slots = self._slots.slots_for(ticks["instrument_token"])
+        bucket = ticks["exchange_ts"] // self.interval_s * self.interval_s
+        too_late = self._watermark.too_late(bucket, self._watermark.running(ticks["exchange_ts"]))
+        dup = self._slots.duplicates(slots, ticks["recv_ts"], too_late)
+        accepted = ~(dup | too_late)
+        self.stats["duplicates"] += int(np.count_nonzero(dup))
+        self.stats["too_late_dropped"] += int(np.count_nonzero(too_late & ~dup))
+
+        out: list[np.ndarray] = []
+        if not accepted.all():
+            acc_idx = np.flatnonzero(accepted)
+            ticks, slots, bucket = ticks[acc_idx], slots[acc_idx], bucket[acc_idx]
+        if len(ticks):
+            self._accept(ticks, slots, bucket, out)
+        self._close(self._watermark.closed_before(), out)
+
+    def flush(self) -> None:
+        """Close and emit every open bar (shutdown, end of a replay)."""
+        if self._pending_n == 0:
+            return
+        top = max(int(p["exchange_ts"].max()) for p in self._pending) // self.interval_s * self.interval_s
+        self._close(top + self.interval_s, [])
+
+    def state_size(self) -> dict[str, int]:
+        """What the aggregator holds: open ticks, retained closed buckets and their ticks."""
+        return {
+            "open_ticks": self._pending_n,
+            "retained_buckets": len(self._late.buckets),
+            "retained_ticks": self._late.n_ticks(),
+            "instruments": len(self._slots),
+        }
+
+    def retained_buckets(self) -> list[int]:
+        """Starts of the closed buckets still kept for late corrections, ascending."""
+        return sorted(self._late.buckets)
+
+    def oldest_open_bucket(self) -> int | None:
+        """Start of the oldest bucket holding open (not yet closed) ticks; None when nothing is open.
+
+        Read-only. Every accepted tick with ``exchange_ts`` before it is in a closed bucket.
+        """
+        if self._pending_n == 0:
+            return None
+        return self._pending_min_ex // self.interval_s * self.interval_s
+
+    def replay_from(self) -> int | None:
+        """The oldest exchange time whose ticks are still needed to rebuild the open bars from scratch.
+
+        That is the start of the oldest open bucket, or earlier: the newest closed tick (the
+        volume baseline of its next bar) of every instrument whose newest closed tick lies in the
+        interval before that bucket (older baselines are not waited for, so this is never earlier
+        than ``oldest_open_bucket() - interval_s``). None when nothing is open. Read-only.
+        """
+        oldest = self.oldest_open_bucket()
+        if oldest is None:
+            return None
+        floor = oldest - self.interval_s
+        tails = self._slots.tail_ex[self._slots.tail_valid]
+        tails = tails[tails >= floor]
+        return min(oldest, int(tails.min())) if len(tails) else oldest
+
+    # ------------------------------------------------------------- internals
+
+    def _accept(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray, out: list[np.ndarray]) -> None:
+        """Accepted ticks: late ones correct closed bars (into ``out``), the rest join the open buckets."""
+        np.maximum.at(self._slots.last_recv, slots, ticks["recv_ts"])
+        if self._closed_before is not None:
+            late = bucket < self._closed_before
+            if late.any():
+                self.stats["late_corrections"] += int(np.count_nonzero(late))
+                out.append(self._late.correct(ticks[late], slots[late], bucket[late]))
+                keep = ~late
+                ticks, slots = ticks[keep], slots[keep]
+        if len(ticks):
+            self._pending.append(ticks)
+            newest_min = int(ticks["exchange_ts"].min())
+            if self._pending_min_ex is None or newest_min < self._pending_min_ex:
+                self._pending_min_ex = newest_min
+            self._pending_slots.append(slots)
+            self._pending_n += len(ticks)
+
+    def _close(self, closed_before: int, out: list[np.ndarray]) -> None:
+        """Close every bucket < ``closed_before``, free what left the late window, emit ``out`` + closed bars."""
+        if self._closed_before is None or closed_before > self._closed_before:
+            self._closed_before = closed_before
+            if self._pending_n:
+                closing = self._take_closing(closed_before)
+                if closing is not None:
+                    out.append(self._close_ticks(*closing))
+        if self._late.buckets and self._watermark.value is not None:
+            self._late.free(self._watermark.free_limit())
+        out = [o for o in out if len(o)]
+        if not out:
+            return
+        bars = out[0] if len(out) == 1 else np.concatenate(out)
+        if len(bars) > 1:
+            bars = bars[np.lexsort((bars["instrument_token"], bars["bucket"]))]
+        self.stats["bars_emitted"] += len(bars)
+        self.on_bars(bars)
+
+    def _take_closing(self, closed_before: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Remove the open ticks of buckets < ``closed_before``: (ticks, slots, buckets), or None."""
+        interval = self.interval_s
+        pend = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        pslots = self._pending_slots[0] if len(self._pending_slots) == 1 else np.concatenate(self._pending_slots)
+        pbucket = pend["exchange_ts"] // interval * interval
+        closing = pbucket < closed_before
+        if not closing.any():
+            self._pending, self._pending_slots = [pend], [pslots]
+            return None
+        if closing.all():
+            self._pending, self._pending_slots, self._pending_n = [], [], 0
+            self._pending_min_ex = None
+            return pend, pslots, pbucket
+        keep = ~closing
+        self._pending, self._pending_slots = [pend[keep]], [pslots[keep]]
+        self._pending_n = len(self._pending[0])
+        self._pending_min_ex = int(self._pending[0]["exchange_ts"].min())
+        return pend[closing], pslots[closing], pbucket[closing]
+
+    def _close_ticks(self, t: np.ndarray, slot: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """Bars of closing ticks (any buckets); advances the tails and retains the buckets for corrections."""
+        # slot-major event order: increments and baselines
+        order = np.lexsort((t["recv_ts"], t["exchange_ts"], slot))
+        slot, bucket, t = slot[order], bucket[order], t[order]
+        inc, prev_recv = self._increments_and_tails(t, slot)
+        if bucket.min() != bucket.max():  # several buckets close at once: bucket-major
+            o2 = np.argsort(bucket, kind="stable")
+            slot, bucket, t, inc, prev_recv = slot[o2], bucket[o2], t[o2], inc[o2], prev_recv[o2]
+        n = len(t)
+        gstart = np.empty(n, bool)
+        gstart[0] = True
+        gstart[1:] = (slot[1:] != slot[:-1]) | (bucket[1:] != bucket[:-1])
+        starts = np.flatnonzero(gstart)
+        ends = group_ends(starts, n)
+        greeks = np.empty((len(starts), N_GREEKS))
+        for j, name in enumerate(GREEK_FIELDS):
+            greeks[:, j] = t[name][ends]
+        recv, cum = t["recv_ts"], t["volume"]
+        bars = aggregate_groups(t["last_price"], cum, t["oi"], recv, inc, starts, prev_recv[starts], greeks)
+        bars["instrument_token"] = self._slots.token[slot[starts]]
+        bars["bucket"] = bucket[starts]
+        bars["interval_s"] = self.interval_s
+        self._retain(t, slot[starts], bucket[starts], starts, ends, greeks)
+        return bars
+
+    def _increments_and_tails(self, t: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per tick (slot-major event order) its volume increment and its baseline's recv_ts; the slots'
+        tails advance to their last closing tick."""
+        cum, ex, recv = t["volume"], t["exchange_ts"], t["recv_ts"]
+        n = len(t)
+        first_of_slot = np.empty(n, bool)
+        first_of_slot[0] = True
+        np.not_equal(slot[1:], slot[:-1], out=first_of_slot[1:])
+        fs = np.flatnonzero(first_of_slot)
+        fslot = slot[fs]
+        tails = self._slots
+        prev_cum = np.empty(n, np.int64)
+        prev_cum[1:] = cum[:-1]
+        prev_cum[fs] = tails.tail_cum[fslot]
+        prev_recv = np.empty(n, np.int64)
+        prev_recv[1:] = recv[:-1]
+        prev_recv[fs] = np.where(tails.tail_valid[fslot], tails.tail_recv[fslot], NO_TS)
+        has_prev = np.ones(n, bool)
+        has_prev[fs] = tails.tail_valid[fslot]
+        inc = volume_increments(cum, prev_cum, has_prev)
+        ls = group_ends(fs, n)  # each slot's last tick: its new tail
+        tails.set_tail(slot[ls], ex[ls], recv[ls], cum[ls])
+        return inc, prev_recv
+
+    def _retain(self, t: np.ndarray, gslot: np.ndarray, gbucket: np.ndarray, starts: np.ndarray,
+                ends: np.ndarray, greeks: np.ndarray) -> None:
+        """Keep each closed bucket's groups for late corrections, or fold them straight into the freed
+        baseline when the bucket is already out of the late window."""
+        free_limit = self._watermark.free_limit()
+        bcut = np.flatnonzero(gbucket[1:] != gbucket[:-1]) + 1
+        gb = np.concatenate([[0], bcut, [len(starts)]])
+        for g0, g1 in zip(gb[:-1].tolist(), gb[1:].tolist()):
+            b = int(gbucket[g0])
+            s_ = gslot[g0:g1]
+            if b <= free_limit:
+                e_ = ends[g0:g1]
+                self._slots.set_base(s_, t["recv_ts"][e_], t["volume"][e_])
+                continue
+            lo, hi = int(starts[g0]), int(ends[g1 - 1]) + 1
+            rel = np.append(starts[g0:g1] - lo, hi - lo)
+            self._late.retain(b, ClosedBucket(s_.copy(), rel, retained_copy(t, lo, hi), greeks[g0:g1].copy()))
+
+
+__all__ = ["BarAggregator"]

@@ -1,0 +1,168 @@
+"""The process agent's logic as a pure unit: a decoded tick batch in, everything to emit out.
+
+Per underlying (records are keyed by underlying, so one underlying's state
+lives in exactly one worker) an :class:`UnderlyingState` holds the bar
+aggregators of every interval and the OI rollups. :meth:`TickProcessor.process`
+prices a batch (``pipeline.core.pricing``), feeds the aggregators and, when
+bars closed or were corrected, the rollups, and returns a
+:class:`ProcessResult`: priced ticks, bars, strike and chain rows, and the
+counters of what the aggregators dropped. No I/O and no clock: the agent
+decodes, sends and acks; time comes only with the ticks.
+
+Restart: before an underlying's first batch the agent asks :meth:`start` which
+stored bars the rollups need (one :class:`SeedRequest` per interval), loads
+them, and hands them to :meth:`seed` (``pipeline.core.rollups``, "Restart").
+:meth:`replay_horizon` tells the ack hold what a restart must replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.core.ack_hold import replay_horizon
+from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.core.pricing import OptionPricer
+from pipeline.core.rollups import OIRollup
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import OPTION_KINDS
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE
+
+
+@dataclass(frozen=True)
+class BarConfig:
+    """How bars close: intervals (seconds), the grace after an interval's end and the late window (seconds)."""
+
+    intervals_s: Sequence[int] = (60, 300, 900)
+    grace_s: float = 2.0
+    late_window_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class TickCounts:
+    """What the aggregators dropped or corrected for one batch (duplicates counted once, not per interval)."""
+
+    duplicates: int = 0
+    late_corrections: int = 0
+    too_late: int = 0
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    underlying: str
+    priced: np.ndarray  # PRICED_TICK_DTYPE, the batch in receive order
+    bars: np.ndarray | None  # BAR_DTYPE, closed or corrected bars of every interval; None when none
+    strike_rows: np.ndarray  # STRIKE_BAR_DTYPE
+    chain_rows: np.ndarray  # CHAIN_BAR_DTYPE
+    counts: TickCounts
+
+    @property
+    def newest_exchange_ts(self) -> int | None:
+        """The newest exchange time in the batch (what the ack hold compares with the replay horizon)."""
+        return int(self.priced["exchange_ts"].max()) if len(self.priced) else None
+
+
+@dataclass(frozen=True)
+class SeedRequest:
+    """Stored bars a rollup needs before its first update: per token, the newest bar of ``interval_s``
+    with ``bucket < before`` (epoch seconds)."""
+
+    interval_s: int
+    tokens: np.ndarray
+    before: int
+
+
+class UnderlyingState:
+    """The bar aggregators and OI rollups of one underlying."""
+
+    def __init__(self, underlying: str, config: BarConfig) -> None:
+        self.underlying = underlying
+        self.started = False
+        self._closed: list[np.ndarray] = []
+        self.aggregators = [
+            BarAggregator(interval, self._closed.append, grace_s=config.grace_s, late_window_s=config.late_window_s)
+            for interval in config.intervals_s
+        ]
+        # retain what a late correction can still reach: the late window plus the bar's and the next one's interval
+        self.rollups = {
+            interval: OIRollup(underlying, interval,
+                               retain_s=config.late_window_s + config.grace_s + 2 * interval)
+            for interval in config.intervals_s
+        }
+
+    def start(self, first_tick_ts: int, index: InstrumentIndex) -> list[SeedRequest]:
+        """Tell the rollups the first tick time; the stored bars each one should be seeded with."""
+        self.started = True
+        own = (index.underlying == self.underlying) & np.isin(index.kind, OPTION_KINDS)
+        return [SeedRequest(interval, index.tokens[own], rollup.start(first_tick_ts))
+                for interval, rollup in self.rollups.items()]
+
+    def add(self, ticks: np.ndarray) -> tuple[np.ndarray | None, TickCounts]:
+        """Feed every aggregator; (bars closed or corrected by this batch, counters)."""
+        before = [dict(a.stats) for a in self.aggregators]
+        for aggregator in self.aggregators:
+            aggregator.add_ticks(ticks)
+        counts = TickCounts(
+            duplicates=self.aggregators[0].stats["duplicates"] - before[0]["duplicates"],
+            late_corrections=sum(a.stats["late_corrections"] - b["late_corrections"]
+                                 for a, b in zip(self.aggregators, before, strict=True)),
+            too_late=sum(a.stats["too_late_dropped"] - b["too_late_dropped"]
+                         for a, b in zip(self.aggregators, before, strict=True)),
+        )
+        if not self._closed:
+            return None, counts
+        bars = np.concatenate(self._closed)
+        self._closed.clear()
+        return bars, counts
+
+    def rollup(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+        """(strike rows, chain rows) of the closed bars, all intervals."""
+        parts = [r.update(bars, index) for r in self.rollups.values()]
+        return (np.concatenate([p[0] for p in parts]) if parts else np.empty(0, STRIKE_BAR_DTYPE),
+                np.concatenate([p[1] for p in parts]) if parts else np.empty(0, CHAIN_BAR_DTYPE))
+
+    def replay_horizon(self) -> int | None:
+        """Oldest exchange time a restart must replay to rebuild this underlying's open bars (None: nothing open)."""
+        return replay_horizon(self.aggregators)
+
+
+class TickProcessor:
+    """Every underlying's state in one worker; :meth:`process` is the whole live-path computation."""
+
+    def __init__(self, config: BarConfig) -> None:
+        self.config = config
+        self.states: dict[str, UnderlyingState] = {}
+
+    def state(self, underlying: str) -> UnderlyingState:
+        state = self.states.get(underlying)
+        if state is None:
+            state = self.states[underlying] = UnderlyingState(underlying, self.config)
+        return state
+
+    def start(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> list[SeedRequest]:
+        """Before an underlying's first batch with a known exchange time: the seeds its rollups need
+        (empty when it has started already or the batch has no exchange time)."""
+        state = self.state(underlying)
+        known = ticks["exchange_ts"][ticks["exchange_ts"] > 0]
+        if state.started or not len(known):
+            return []
+        return state.start(int(known.min()), index)
+
+    def seed(self, underlying: str, interval_s: int, bars: np.ndarray, index: InstrumentIndex) -> None:
+        self.state(underlying).rollups[interval_s].seed(bars, index)
+
+    def process(self, underlying: str, ticks: np.ndarray, pricer: OptionPricer) -> ProcessResult:
+        """Price ``ticks`` (TICK_DTYPE, one underlying, receive order), aggregate, roll up."""
+        state = self.state(underlying)
+        priced = pricer.price(ticks)
+        bars, counts = state.add(priced)
+        if bars is None:
+            strike_rows, chain_rows = np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
+        else:
+            strike_rows, chain_rows = state.rollup(bars, pricer.index)
+        return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts)
+
+    def replay_horizon(self, underlying: str) -> int | None:
+        return self.state(underlying).replay_horizon()

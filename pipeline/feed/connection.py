@@ -1,0 +1,147 @@
+"""One Kite WebSocket connection per shard: connect, subscribe in full mode, receive, reconnect.
+
+- connect to ``<ws_url>?api_key=..&access_token=..`` (the token is never logged),
+  subscribe the shard's tokens and set them to full mode;
+- every message goes to the host (:class:`ConnectionHost`, the ingestor):
+  binary to ``on_binary``, text to ``on_text``;
+- no message at all for ``kite_silence_timeout_s`` = dead socket: reconnect;
+- reconnects use exponential backoff (1 s, x2, cap 30 s) with +-20 % jitter,
+  reset after a successful handshake; the gap is logged and counted;
+- HTTP 403/429 on the upgrade = rejected account: the host moves the shard to
+  another configured account when one has a free slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import aiohttp
+from loguru import logger
+
+from pipeline.feed.sharding import Shard
+from pipeline.runtime import metrics
+from pipeline.runtime.backoff import Backoff
+from pipeline.runtime.settings import KiteAccount, Settings
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+BACKOFF_JITTER = 0.2
+
+
+class IngestCounters(Protocol):
+    reconnects: int
+    gap_seconds: float
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the ingestor that owns it."""
+
+    settings: Settings
+    accounts: Sequence[KiteAccount]
+    ws_url: str
+    http: aiohttp.ClientSession | None
+    stopping: asyncio.Event
+    stats: IngestCounters
+
+    def on_binary(self, connection: str, data: bytes) -> None: ...
+
+    def on_text(self, connection: str, data: str) -> None: ...
+
+    def fail_over(self, connection: Connection, reason: str = "rejected") -> bool: ...
+
+
+class AccountRejected(Exception):
+    """Kite refused the account: HTTP 403 (bad/expired access token) or 429 (its connection limit)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    @property
+    def reason(self) -> str:
+        return ("bad or expired access token (HTTP 403); fix KITE_ACCESS_TOKEN" if self.status == 403
+                else f"connection limit reached (HTTP {self.status}); add an account or lower the universe")
+
+
+class Connection:
+    """One WebSocket for one shard, reconnecting forever until ``stop``."""
+
+    def __init__(self, ingestor: ConnectionHost, shard: Shard) -> None:
+        self.ingestor = ingestor
+        self.shard = shard
+        self.name = shard.name
+        self.connected_once = False
+
+    def url(self, account: KiteAccount) -> str:
+        base = self.ingestor.ws_url
+        return f"{base}?api_key={account.api_key}&access_token={account.access_token.get_secret_value()}"
+
+    async def run(self) -> None:
+        ing = self.ingestor
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S, jitter=BACKOFF_JITTER)
+        down_since: float | None = None
+        while not ing.stopping.is_set():
+            account = ing.accounts[self.shard.account]
+            try:
+                await self._session(account, down_since)
+                backoff.reset()  # the session got through the handshake
+            except AccountRejected as exc:
+                if ing.fail_over(self, exc.reason):
+                    continue
+                logger.error("Kite refused api_key {} ({}) and no other account has a free connection: retrying",
+                             account.api_key, exc.reason)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, exc)
+            metrics.WS_CONNECTED.labels(self.name).set(0)
+            if ing.stopping.is_set():
+                break
+            down_since = down_since or time.monotonic()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ing.stopping.wait(), backoff.next())
+
+    async def _session(self, account: KiteAccount, down_since: float | None) -> None:
+        ing = self.ingestor
+        try:
+            ws = await ing.http.ws_connect(self.url(account), heartbeat=None, autoping=True, max_msg_size=0,
+                                           headers={"X-Kite-Version": "3"})
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (403, 429):
+                raise AccountRejected(exc.status) from None
+            # the URL carries the access token: never log the exception text itself
+            raise aiohttp.ClientError(f"WebSocket upgrade refused with HTTP {exc.status}") from None
+        async with ws:
+            if down_since is not None:
+                gap = time.monotonic() - down_since
+                ing.stats.reconnects += 1
+                ing.stats.gap_seconds += gap
+                metrics.RECONNECTS.labels(self.name).inc()
+                logger.warning("connection {} restored after a {:.1f}s gap; resubscribing {} tokens",
+                               self.name, gap, len(self.shard.tokens))
+            await ws.send_str(json.dumps({"a": "subscribe", "v": self.shard.tokens}))
+            await ws.send_str(json.dumps({"a": "mode", "v": ["full", self.shard.tokens]}))
+            metrics.WS_CONNECTED.labels(self.name).set(1)
+            self.connected_once = True
+            await self._receive(ws)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        ing = self.ingestor
+        silence = ing.settings.kite_silence_timeout_s
+        while not ing.stopping.is_set():
+            try:
+                msg = await asyncio.wait_for(ws.receive(), silence)
+            except asyncio.TimeoutError:
+                logger.warning("connection {}: silent for {:.0f}s, reconnecting", self.name, silence)
+                return
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                ing.on_binary(self.name, msg.data)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                ing.on_text(self.name, msg.data)
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.ERROR):
+                logger.warning("connection {} closed by server (code {})", self.name, ws.close_code)
+                return

@@ -1,0 +1,179 @@
+"""Producing tick batches to Kafka without ever blocking the WebSocket readers.
+
+``offer()`` appends to a bounded in-memory queue and returns at once; one
+drain task hands batches to aiokafka (which batches them into produce
+requests) without awaiting each delivery. When Kafka is unreachable the queue
+grows up to ``max_buffer_bytes``; past that the *oldest* batches are dropped,
+counted in ``dropped_batches``/``dropped_bytes`` and logged as an error — a
+bounded, reported loss rather than an unbounded memory blow-up (the limit is
+configurable: ``STRIKEFLOW_INGEST_BUFFER_MAX_BYTES``). A failed delivery puts
+the batch back at the front of the queue; ordering per key is preserved by
+aiokafka's one in-flight request per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from loguru import logger
+
+from pipeline.runtime import metrics
+from pipeline.runtime.backoff import retry_forever
+
+
+def bootstrap_servers(kafka_url: str) -> str:
+    """``kafka://h1:9092;h2:9092`` -> ``h1:9092,h2:9092`` (aiokafka's form)."""
+    return kafka_url.split("://", 1)[-1].replace(";", ",")
+
+
+async def ensure_topic(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
+    """Create ``topic`` if missing (the worker would create it too, but ingest may start first)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def ensure_topic_eventually(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
+    """:func:`ensure_topic`, retried with backoff while Kafka is unreachable (run it as a task:
+    the ingestor keeps receiving and buffering meanwhile)."""
+    await retry_forever(
+        lambda: ensure_topic(kafka_url, topic, partitions, replication), retry_on=KafkaError, start_s=0.5, max_s=10.0,
+        on_failure=lambda exc, delay: logger.warning("cannot create topic {} yet ({}); retrying in {:.1f}s",
+                                                     topic, type(exc).__name__, delay),
+    )
+
+
+class TickProducer:
+    def __init__(self, kafka_url: str, topic: str, max_buffer_bytes: int) -> None:
+        self.kafka_url = kafka_url
+        self.topic = topic
+        self.max_buffer_bytes = max_buffer_bytes
+        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._in_flight: set[asyncio.Future] = set()
+        self._closing = False
+        self.sent_batches = 0
+        self.dropped_batches = 0
+        self.dropped_bytes = 0
+        self.errors = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._queued_bytes
+
+    def offer(self, key: str, payload: bytes) -> None:
+        """Queue one batch for the topic; never blocks, never raises."""
+        self._queue.append((key.encode(), payload))
+        self._queued_bytes += len(payload)
+        while self._queued_bytes > self.max_buffer_bytes and len(self._queue) > 1:
+            _, dropped = self._queue.popleft()
+            self._queued_bytes -= len(dropped)
+            self.dropped_batches += 1
+            self.dropped_bytes += len(dropped)
+            if self.dropped_batches == 1 or self.dropped_batches % 1000 == 0:
+                logger.error(
+                    "Kafka is not keeping up: buffer over {} MB, dropped {} oldest batches so far",
+                    self.max_buffer_bytes // 2**20, self.dropped_batches,
+                )
+        metrics.PRODUCE_BUFFER_BYTES.set(self._queued_bytes)
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tick-producer")
+
+    async def _connect(self) -> AIOKafkaProducer:
+        async def attempt() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap_servers(self.kafka_url),
+                acks=1,
+                linger_ms=2,
+                max_batch_size=1 << 20,
+                max_request_size=8 << 20,
+            )
+            try:
+                await producer.start()
+            except KafkaError:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            logger.info("connected to Kafka, producing to topic {}", self.topic)
+            return producer
+
+        def failed(exc: BaseException, delay: float) -> None:
+            logger.warning("Kafka unreachable ({}); buffering {:.1f} MB, retry in {:.1f}s",
+                           type(exc).__name__, self._queued_bytes / 2**20, delay)
+
+        return await retry_forever(attempt, retry_on=KafkaError, on_failure=failed, start_s=0.5, max_s=10.0)
+
+    async def _run(self) -> None:
+        self._producer = await self._connect()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            key, payload = self._queue.popleft()
+            self._queued_bytes -= len(payload)
+            metrics.PRODUCE_BUFFER_BYTES.set(self._queued_bytes)
+            try:
+                future = await self._producer.send(self.topic, payload, key=key)
+            except KafkaError as exc:
+                self._requeue(key, payload, exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._in_flight.add(future)
+            future.add_done_callback(lambda f, k=key, p=payload: self._delivered(f, k, p))
+
+    def _requeue(self, key: bytes, payload: bytes, exc: BaseException) -> None:
+        self.errors += 1
+        metrics.PRODUCE_ERRORS.inc()
+        if self.errors == 1 or self.errors % 100 == 0:
+            logger.warning("Kafka send failed ({}); batch re-queued", type(exc).__name__)
+        self._queue.appendleft((key, payload))
+        self._queued_bytes += len(payload)
+        self._wakeup.set()
+
+    def _delivered(self, future: asyncio.Future, key: bytes, payload: bytes) -> None:
+        self._in_flight.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._requeue(key, payload, exc)
+        else:
+            self.sent_batches += 1
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (up to ``timeout``), then close the producer."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                if self._queue or self._in_flight:  # something to flush (else don't wait for a dead broker)
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+                if self._in_flight:
+                    await asyncio.wait(self._in_flight, timeout=timeout)
+            except asyncio.TimeoutError:
+                logger.error("Kafka flush timed out: {} batches not delivered", len(self._queue) + len(self._in_flight))
+            finally:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()

@@ -1,0 +1,51 @@
+"""Bar records: the rows on the Kafka ``bars`` topic and in the ``bars_*`` tables.
+
+One row per (instrument, interval, bucket). Units: ``bucket`` epoch seconds
+(the start of the interval), ``interval_s`` seconds, prices rupees, volume and
+OI contracts, ``last_recv_ts`` epoch microseconds of the newest tick the bar
+is computed from (it versions a bar: a late correction carries a newer one).
+Greeks at the close as in ``pipeline.records.ticks``. How every column is
+computed: ``pipeline.core.bars``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.records.columnar import decode_batch, encode_batch
+from pipeline.records.kinds import RecordKind
+from pipeline.records.ticks import GREEK_FIELDS
+
+BAR_DTYPE = np.dtype(
+    [
+        ("instrument_token", "<u4"),
+        ("interval_s", "<i4"),
+        ("bucket", "<i8"),
+        ("open", "<f8"),
+        ("high", "<f8"),
+        ("low", "<f8"),
+        ("close", "<f8"),
+        ("volume", "<i8"),
+        ("oi", "<i8"),
+        ("oi_open", "<i8"),
+        ("oi_high", "<i8"),
+        ("oi_low", "<i8"),
+        ("vwap", "<f8"),
+        ("tick_count", "<i4"),
+        ("last_recv_ts", "<i8"),
+    ]
+    + [(name, "<f8") for name in GREEK_FIELDS]
+)
+
+def encode_bars(underlying: str, bars: np.ndarray) -> bytes:
+    """Serialise a ``BAR_DTYPE`` array for the ``bars`` topic."""
+    return encode_batch(RecordKind.BARS, underlying, bars, BAR_DTYPE)
+
+
+def decode_bars(payload: bytes) -> tuple[str, np.ndarray]:
+    """Return ``(underlying, bars)``; raises ``BatchFormatError`` on a bad payload."""
+    _, underlying, bars = decode_batch(payload, {RecordKind.BARS: BAR_DTYPE})
+    return underlying, bars
+
+
+__all__ = ["BAR_DTYPE", "decode_bars", "encode_bars"]

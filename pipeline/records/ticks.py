@@ -1,0 +1,95 @@
+"""Tick batches: the records on the Kafka ``ticks`` topic.
+
+One record = the ticks of one underlying from one WebSocket frame, keyed by
+the underlying (``NIFTY``, ``BANKNIFTY``), as one numpy structured array.
+
+Units and conventions (every field, little-endian):
+
+- ``instrument_token``: Kite instrument token.
+- ``exchange_ts``: exchange timestamp, epoch **seconds** (UTC-based). Packets
+  without one (ltp/quote mode) carry the receive time truncated to seconds.
+- ``recv_ts``: receive time, epoch **microseconds**, strictly increasing in
+  receive order within one ingestor process. It doubles as the receive
+  sequence: ticks with equal ``exchange_ts`` are ordered by it, and a tick
+  whose ``recv_ts`` is not newer than the last one processed for its
+  instrument is a duplicate (at-least-once redelivery) and is dropped.
+- ``last_price``, ``bid``, ``ask``: rupees (already divided by the segment
+  divisor); ``bid``/``ask`` are the best depth level, NaN when unknown.
+- ``volume``: cumulative traded volume of the day (contracts/shares).
+- ``oi``: open interest (contracts), 0 when the mode carries none.
+- ``mode``: 1 ltp, 2 quote, 3 full (as ``pipeline.feed.kite_codec``).
+
+``PRICED_TICK_DTYPE`` adds what the process agent computes for options
+(NaN otherwise): ``forward`` (rupees), ``iv`` (annualised, 0.15 = 15 %),
+``delta``/``gamma`` (w.r.t. the forward), ``theta`` (rupees per calendar
+day), ``vega`` (rupees per volatility point, 0.01), ``rho`` (rupees per
+percentage point of r).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.records.columnar import decode_batch, encode_batch
+from pipeline.records.kinds import RecordKind
+
+TICK_DTYPE = np.dtype(
+    [
+        ("instrument_token", "<u4"),
+        ("mode", "u1"),
+        ("exchange_ts", "<i8"),
+        ("recv_ts", "<i8"),
+        ("last_price", "<f8"),
+        ("volume", "<i8"),
+        ("oi", "<i8"),
+        ("bid", "<f8"),
+        ("ask", "<f8"),
+    ]
+)
+
+GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho")
+
+PRICED_TICK_DTYPE = np.dtype(TICK_DTYPE.descr + [(name, "<f8") for name in GREEK_FIELDS])
+
+def encode_ticks(underlying: str, ticks: np.ndarray) -> bytes:
+    """Serialise a ``TICK_DTYPE`` array for the ``ticks`` topic."""
+    return encode_batch(RecordKind.TICKS, underlying, ticks, TICK_DTYPE)
+
+
+def decode_ticks(payload: bytes) -> tuple[str, np.ndarray]:
+    """Return ``(underlying, ticks)``; raises ``BatchFormatError`` on a bad payload."""
+    _, underlying, ticks = decode_batch(payload, {RecordKind.TICKS: TICK_DTYPE})
+    return underlying, ticks
+
+
+def encode_priced_ticks(underlying: str, ticks: np.ndarray) -> bytes:
+    """Serialise a ``PRICED_TICK_DTYPE`` array (the ``ticks-priced`` topic)."""
+    return encode_batch(RecordKind.PRICED_TICKS, underlying, ticks, PRICED_TICK_DTYPE)
+
+
+def decode_priced_ticks(payload: bytes) -> tuple[str, np.ndarray]:
+    """Return ``(underlying, priced ticks)``; raises ``BatchFormatError`` on a bad payload."""
+    _, underlying, ticks = decode_batch(payload, {RecordKind.PRICED_TICKS: PRICED_TICK_DTYPE})
+    return underlying, ticks
+
+
+def priced_ticks(ticks: np.ndarray) -> np.ndarray:
+    """Copy ``ticks`` into a ``PRICED_TICK_DTYPE`` array with all Greek fields NaN."""
+    out = np.empty(len(ticks), dtype=PRICED_TICK_DTYPE)
+    for name in TICK_DTYPE.names:
+        out[name] = ticks[name]
+    for name in GREEK_FIELDS:
+        out[name] = np.nan
+    return out
+
+
+__all__ = [
+    "GREEK_FIELDS",
+    "PRICED_TICK_DTYPE",
+    "TICK_DTYPE",
+    "decode_priced_ticks",
+    "decode_ticks",
+    "encode_priced_ticks",
+    "encode_ticks",
+    "priced_ticks",
+]

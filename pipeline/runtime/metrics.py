@@ -1,0 +1,90 @@
+"""Prometheus metrics shared by the ingestor and the worker (one registry per process).
+
+Names follow Prometheus conventions: ``*_total`` counters, base units
+(seconds, bytes). On-call reads ingest rate vs processing rate vs publish
+rate from the counters' rates, and staleness from the lag gauges.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# ingest
+FRAMES = Counter("strikeflow_ws_frames_total", "WebSocket binary frames received", ["connection"], registry=REGISTRY)
+HEARTBEATS = Counter("strikeflow_ws_heartbeats_total", "1-byte heartbeats received", ["connection"], registry=REGISTRY)
+FRAME_ERRORS = Counter("strikeflow_ws_frame_errors_total", "Frames rejected by the codec", ["reason"], registry=REGISTRY)
+PARTIAL_PACKETS = Counter(
+    "strikeflow_ws_partial_packets_total",
+    "Packets below full mode (Kite's quote snapshot right after subscribe: no exchange time, no OI), not produced",
+    ["mode"], registry=REGISTRY,
+)
+TICKS_INGESTED = Counter("strikeflow_ticks_ingested_total", "Ticks decoded and produced to Kafka", registry=REGISTRY)
+RECONNECTS = Counter("strikeflow_ws_reconnects_total", "WebSocket reconnects", ["connection"], registry=REGISTRY)
+WS_CONNECTED = Gauge("strikeflow_ws_connected", "1 when the connection is up", ["connection"], registry=REGISTRY)
+PRODUCE_BUFFER_BYTES = Gauge(
+    "strikeflow_produce_buffer_bytes", "Tick batches waiting for Kafka", registry=REGISTRY
+)
+PRODUCE_ERRORS = Counter("strikeflow_produce_errors_total", "Failed Kafka sends (retried)", registry=REGISTRY)
+
+# process
+TICKS_PROCESSED = Counter("strikeflow_ticks_processed_total", "Ticks through the process agent", ["underlying"], registry=REGISTRY)
+BAD_BATCHES = Counter("strikeflow_bad_batches_total", "Kafka records that were not valid batches", ["topic"], registry=REGISTRY)
+DUPLICATE_TICKS = Counter("strikeflow_duplicate_ticks_total", "Redelivered ticks dropped", registry=REGISTRY)
+LATE_CORRECTIONS = Counter("strikeflow_late_corrections_total", "Bars re-emitted for late ticks", registry=REGISTRY)
+TOO_LATE_TICKS = Counter("strikeflow_too_late_ticks_total", "Ticks older than the late window, dropped", registry=REGISTRY)
+BARS_EMITTED = Counter("strikeflow_bars_emitted_total", "Closed bars produced", ["interval"], registry=REGISTRY)
+ROLLUP_ROWS = Counter(
+    "strikeflow_rollup_rows_total", "OI rollup rows produced (strike and chain, incl. late re-emissions)",
+    ["table"], registry=REGISTRY,
+)
+EVENT_LAG = Gauge(
+    "strikeflow_process_lag_seconds", "Wall time minus receive time of the last processed tick", ["underlying"], registry=REGISTRY
+)
+TICK_TO_PUBLISH = Histogram(
+    "strikeflow_tick_to_publish_seconds",
+    "Receive (ingest) to Redis publish latency",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+
+# sinks
+REDIS_PUBLISHED = Counter("strikeflow_redis_messages_total", "Redis messages published", ["kind"], registry=REGISTRY)
+REDIS_STALE = Counter("strikeflow_redis_stale_ticks_total",
+                      "Live ticks too old to publish (a replay after a restart, or a long backlog)", registry=REGISTRY)
+REDIS_CONFLATED = Gauge("strikeflow_redis_conflated", "Ticks replaced by newer ones before publishing (cumulative)", registry=REGISTRY)
+ROWS_WRITTEN = Counter("strikeflow_rows_written_total", "Rows upserted into PostgreSQL", ["table"], registry=REGISTRY)
+SINK_ERRORS = Counter("strikeflow_sink_errors_total", "Failed sink writes (retried)", ["sink"], registry=REGISTRY)
+
+
+def metrics_text() -> bytes:
+    """The registry in Prometheus text exposition format."""
+    return generate_latest(REGISTRY)
+
+
+def scrape(url: str, timeout: float = 1.0) -> dict[str, float]:
+    """Another process's /metrics, summed by sample name over labels, plus one entry per labelled
+    sample as ``name{label=value,...}``; {} when unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if sample.labels:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                totals[f"{sample.name}{{{labels}}}"] = sample.value
+    return totals

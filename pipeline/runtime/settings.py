@@ -1,0 +1,246 @@
+"""The one frozen, typed settings object, read once at start-up and passed in.
+
+Sources, highest priority first: keyword overrides (tests, the CLI), the
+process environment (``STRIKEFLOW_*``, plus ``KITE_API_KEY`` and
+``KITE_ACCESS_TOKEN``), a ``.env`` file in the working directory, and a TOML
+file named by ``STRIKEFLOW_CONFIG`` (see ``config/strikeflow.example.toml``).
+
+Nothing imports a global settings instance: entry points call
+:func:`load_settings` and hand the result down. A bad value raises
+:class:`ConfigError` whose message is one line naming the setting and the fix;
+secrets (access tokens, passwords inside URLs) never appear in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "STRIKEFLOW_"
+
+
+class ConfigError(Exception):
+    """Invalid or missing configuration; ``str()`` is a single actionable line."""
+
+
+class KiteAccount(BaseModel):
+    """One Kite Connect login. Each account may hold up to 3 WebSocket connections."""
+
+    model_config = {"frozen": True}
+
+    api_key: str = Field(min_length=1)
+    access_token: SecretStr
+
+
+def redact_url(url: str | None) -> str:
+    """``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with production defaults. Frozen: pass it, don't mutate it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- services (unset: `strikeflow demo` and the tests start local ones) ---
+    kafka_url: str | None = Field(None, description="Kafka bootstrap, e.g. kafka://broker1:9092;broker2:9092")
+    pg_dsn: SecretStr | None = Field(None, description="PostgreSQL/TimescaleDB DSN, postgresql://user:pw@host/db")
+    pg_schema: str = "public"
+    redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:6379/0")
+
+    # --- Kite ---
+    kite_api_key: str | None = Field(None, validation_alias=AliasChoices("KITE_API_KEY", "STRIKEFLOW_KITE_API_KEY"))
+    kite_access_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KITE_ACCESS_TOKEN", "STRIKEFLOW_KITE_ACCESS_TOKEN")
+    )
+    kite_accounts: tuple[KiteAccount, ...] = Field(
+        (), description="extra accounts as JSON: [{\"api_key\": ..., \"access_token\": ...}]"
+    )
+    kite_ws_url: str = "wss://ws.kite.trade"
+    kite_api_url: str = "https://api.kite.trade"
+    kite_max_tokens_per_connection: int = Field(3000, ge=1, le=3000)
+    kite_max_connections_per_key: int = Field(3, ge=1, le=3)
+    kite_silence_timeout_s: float = Field(5.0, gt=0, description="no data or heartbeat for this long = dead socket")
+
+    # --- universe ---
+    underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
+    expiries: int = Field(2, ge=1, le=12, description="nearest expiries per underlying")
+    strikes_around_atm: int = Field(10, ge=0, le=200, description="strikes each side of the money")
+
+    # --- analytics ---
+    risk_free_rate: float = Field(0.065, ge=-0.05, le=0.5, description="annual, continuously compounded")
+    bar_intervals_s: tuple[int, ...] = (60, 300, 900)
+    bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
+    late_window_s: int = Field(300, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted (bounds memory)")
+    store_ticks: bool = False
+    redis_max_tick_age_s: float = Field(60.0, gt=0, description="live ticks received longer ago are not published (replays)")
+    redis_per_instrument: bool = Field(False, description="also publish each instrument's latest tick on tick:<token>")
+
+    # --- Kafka / Faust ---
+    app_id: str = "strikeflow"
+    ticks_topic: str = "ticks"
+    bars_topic: str = "bars"
+    topic_partitions: int = Field(4, ge=1)
+    topic_replication_factor: int = Field(1, ge=1, description="3 on a production cluster")
+    kafka_session_timeout_s: float = Field(30.0, gt=0)
+    kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
+    kafka_rebalance_timeout_s: float = Field(60.0, gt=0)
+    ingest_buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+
+    # --- processes ---
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    ingest_metrics_port: int = Field(9108, ge=0, le=65535)
+    data_dir: Path = Path(".strikeflow")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @field_validator("kafka_url")
+    @classmethod
+    def _kafka_url_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^(kafka|aiokafka)://[^/\s]+$", value):
+            raise ValueError("must look like kafka://host:9092 (several hosts separated by ';')")
+        return value
+
+    @field_validator("pg_dsn")
+    @classmethod
+    def _pg_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("underlyings")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one underlying, e.g. NIFTY")
+        return tuple(v.strip().upper() for v in value)
+
+    @field_validator("bar_intervals_s")
+    @classmethod
+    def _intervals(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [v for v in value if v not in (60, 300, 900)]
+        if bad or not value:
+            raise ValueError(f"supported bar intervals are 60, 300 and 900 seconds, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("pg_schema")
+    @classmethod
+    def _schema_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("must be a lower-case SQL identifier like public or strikeflow")
+        return value
+
+    @model_validator(mode="after")
+    def _kite_pair(self) -> Settings:
+        if self.kite_api_key and self.kite_access_token is None:
+            raise ValueError(
+                "KITE_API_KEY is set but KITE_ACCESS_TOKEN is not: log in to Kite Connect and export the "
+                "day's access token (or unset KITE_API_KEY to use the simulator)"
+            )
+        if self.kite_access_token is not None and not self.kite_api_key:
+            raise ValueError("KITE_ACCESS_TOKEN is set but KITE_API_KEY is not: export both")
+        return self
+
+    def kite_accounts_all(self) -> tuple[KiteAccount, ...]:
+        """The primary account (if configured) followed by ``kite_accounts``."""
+        primary: tuple[KiteAccount, ...] = ()
+        if self.kite_api_key and self.kite_access_token is not None:
+            primary = (KiteAccount(api_key=self.kite_api_key, access_token=self.kite_access_token),)
+        return primary + self.kite_accounts
+
+    def describe(self) -> dict[str, Any]:
+        """A log-safe view of the settings: secrets masked, passwords cut out of URLs."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                value = redact_url(secret) if "://" in secret else "***"
+            elif name == "kite_accounts":
+                value = [a.api_key for a in value]
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    """The variable a user sets for the field at ``loc``, with the nested path if any."""
+    field = str(loc[0])
+    if field in ("KITE_API_KEY", "KITE_ACCESS_TOKEN", "kite_api_key", "kite_access_token"):
+        name = field.upper()
+    else:
+        name = f"{ENV_PREFIX}{field.upper()}"
+    for part in loc[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` with one actionable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        if first["type"] == "model_type" or not first.get("loc"):
+            raise ConfigError(f"configuration error: {message}") from None
+        raise ConfigError(f"configuration error: {_env_name(first['loc'])}: {message}") from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML/.env file
+        raise ConfigError(f"configuration error: cannot read the configuration file: {exc}") from None

@@ -1,0 +1,309 @@
+"""A seeded, simulated NSE index-options market for `strikeflow simulate` (pure: no I/O, no wall clock).
+
+What it models, and the units:
+
+- Contracts: per underlying an index (segment INDICES), monthly futures and
+  options on weekly (NIFTY: every Tuesday) and/or monthly (last Tuesday of
+  the month) expiries, strikes every ``strike_step`` rupees around the spot.
+  Tokens follow Kite: ``exchange_token << 8 | segment`` (NFO = 2; the indices
+  use their real tokens, NIFTY 50 = 256265, NIFTY BANK = 260105).
+- Underlying: geometric random walk at the underlying's volatility
+  (annualised, over calendar time in years of 365 days) plus Poisson jumps
+  (``jumps_per_day``, normal size ``jump_size``, in log terms).
+- Options: Black-76 on the expiry's forward ``F = S * exp(r t)`` with a smile
+  ``sigma(K) = atm_vol * (1 + skew * m + curvature * m^2)``, ``m = ln(K/F)``
+  (convex in m, so no butterfly arbitrage from the smile), priced to the
+  0.05 tick, never below one tick. Futures trade at the forward.
+- Trading: each tick of an instrument is a trade of a whole number of lots;
+  cumulative day volume only increases; OI moves in multiples of the lot and
+  never below 0; five depth levels each side one tick apart around the price.
+
+Time enters only as the ``now`` argument (epoch seconds of exchange time), so a
+seed and a start time give the same market on every run.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import greeks
+from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL
+from pipeline.records.instruments import expiry_close_ts, positions_in
+from pipeline.records.time_units import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
+
+TICK_SIZE = 0.05
+NFO_SEGMENT = 2
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKLY_MONTH_CODE = "123456789OND"
+
+
+@dataclass(frozen=True)
+class UnderlyingSpec:
+    """One simulated underlying. ``spot`` rupees, ``atm_vol`` annualised (0.13 = 13 %)."""
+
+    name: str
+    index_symbol: str
+    index_token: int
+    spot: float
+    strike_step: float
+    lot_size: int
+    atm_vol: float
+    weekly: bool
+    first_exchange_token: int
+
+
+DEFAULT_UNDERLYINGS: dict[str, UnderlyingSpec] = {
+    "NIFTY": UnderlyingSpec("NIFTY", "NIFTY 50", 256265, 24500.0, 50.0, 75, 0.13, True, 40000),
+    "BANKNIFTY": UnderlyingSpec("BANKNIFTY", "NIFTY BANK", 260105, 52000.0, 100.0, 35, 0.16, False, 60000),
+}
+
+
+def _last_tuesday(year: int, month: int) -> dt.date:
+    last = dt.date(year, month, calendar.monthrange(year, month)[1])
+    return last - dt.timedelta(days=(last.weekday() - 1) % 7)
+
+
+def monthly_expiries(start: dt.date, n: int) -> list[dt.date]:
+    """The next ``n`` monthly expiries (last Tuesday of the month) on or after ``start``."""
+    out: list[dt.date] = []
+    year, month = start.year, start.month
+    while len(out) < n:
+        day = _last_tuesday(year, month)
+        if day >= start:
+            out.append(day)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def option_expiries(start: dt.date, n: int, weekly: bool) -> list[dt.date]:
+    """The next ``n`` option expiries: every Tuesday when ``weekly``, else monthly."""
+    if not weekly:
+        return monthly_expiries(start, n)
+    first = start + dt.timedelta(days=(1 - start.weekday()) % 7)
+    return [first + dt.timedelta(weeks=i) for i in range(n)]
+
+
+def _symbol(name: str, expiry: dt.date, monthly: bool, tail: str) -> str:
+    yy = expiry.year % 100
+    if monthly:
+        return f"{name}{yy:02d}{_MONTHS[expiry.month - 1]}{tail}"
+    return f"{name}{yy:02d}{_WEEKLY_MONTH_CODE[expiry.month - 1]}{expiry.day:02d}{tail}"
+
+
+def build_instruments(
+    specs: Sequence[UnderlyingSpec], start: dt.date, n_expiries: int = 3, strikes_each_side: int = 20,
+    n_futures: int = 2,
+) -> list[dict]:
+    """The instruments master (Kite's columns, ``KiteConnect.instruments()`` types) of the market."""
+    rows: list[dict] = []
+    for spec in specs:
+        rows.append(dict(instrument_token=spec.index_token, exchange_token=str(spec.index_token >> 8),
+                         tradingsymbol=spec.index_symbol, name=spec.index_symbol, last_price=spec.spot, expiry="",
+                         strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ", segment="INDICES",
+                         exchange="NSE"))
+        exchange_token = spec.first_exchange_token
+        monthlies = set(monthly_expiries(start, 12))
+        for expiry in monthly_expiries(start, n_futures):
+            rows.append(dict(instrument_token=exchange_token << 8 | NFO_SEGMENT, exchange_token=str(exchange_token),
+                             tradingsymbol=_symbol(spec.name, expiry, True, "FUT"), name=spec.name,
+                             last_price=spec.spot, expiry=expiry, strike=0.0, tick_size=TICK_SIZE,
+                             lot_size=spec.lot_size, instrument_type="FUT", segment="NFO-FUT", exchange="NFO"))
+            exchange_token += 1
+        atm = round(spec.spot / spec.strike_step) * spec.strike_step
+        for expiry in option_expiries(start, n_expiries, spec.weekly):
+            for i in range(-strikes_each_side, strikes_each_side + 1):
+                strike = atm + i * spec.strike_step
+                for kind in ("CE", "PE"):
+                    tail = f"{strike:.0f}{kind}"
+                    rows.append(dict(instrument_token=exchange_token << 8 | NFO_SEGMENT,
+                                     exchange_token=str(exchange_token),
+                                     tradingsymbol=_symbol(spec.name, expiry, expiry in monthlies, tail),
+                                     name=spec.name, last_price=0.0, expiry=expiry, strike=strike,
+                                     tick_size=TICK_SIZE, lot_size=spec.lot_size, instrument_type=kind,
+                                     segment="NFO-OPT", exchange="NFO"))
+                    exchange_token += 1
+    return rows
+
+
+def to_tick(price: np.ndarray) -> np.ndarray:
+    """Round rupee prices to the 0.05 tick (never below one tick)."""
+    return np.maximum(np.round(price / TICK_SIZE) * TICK_SIZE, TICK_SIZE)
+
+
+class Market:
+    """The evolving state of every instrument in ``rows``; ``advance`` moves it, ``trade``/``snapshot`` read it.
+
+    ``start_ts``: exchange time of the first state, epoch seconds. ``r``: the
+    continuously compounded rate of the model (annual).
+    """
+
+    skew = -3.0
+    curvature = 40.0
+    jumps_per_day = 3.0
+    jump_size = 0.004
+
+    def __init__(self, rows: Sequence[dict], specs: Sequence[UnderlyingSpec], start_ts: float, *, seed: int = 1,
+                 r: float = 0.065) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.r = r
+        self.now = float(start_ts)
+        self.specs = {s.name: s for s in specs}
+        by_index = {s.index_symbol: s.name for s in specs}
+        n = len(rows)
+        self.tokens = np.array([int(r["instrument_token"]) for r in rows], dtype=np.uint32)
+        self.underlying = np.array([by_index.get(r["tradingsymbol"], r["name"]) for r in rows], dtype=object)
+        self.kind = np.array([r["instrument_type"] if r["segment"] != "INDICES" else "INDEX" for r in rows], dtype=object)
+        self.is_index = self.kind == "INDEX"
+        self.is_option = np.isin(self.kind, ("CE", "PE"))
+        self.is_call = self.kind == "CE"
+        self.strike = np.array([float(r["strike"] or 0) for r in rows])
+        self.expiry_ts = np.array([expiry_close_ts(r["expiry"]) if isinstance(r["expiry"], dt.date) else 0
+                                   for r in rows], dtype=np.int64)
+        self.lot = np.array([max(int(r["lot_size"]), 1) for r in rows], dtype=np.int64)
+        self.spot = {s.name: s.spot for s in specs}
+        self.atm_vol = {s.name: s.atm_vol for s in specs}
+        self._order = np.argsort(self.tokens)
+        self._sorted_tokens = self.tokens[self._order]
+
+        self.price = np.zeros(n)
+        self._reprice()
+        self.prev_close = self.price * np.exp(self.rng.normal(0, 0.004, n))
+        self.prev_close = np.where(self.is_index, np.round(self.prev_close, 2), to_tick(self.prev_close))
+        self.day_open = self.price.copy()
+        self.day_high = self.price.copy()
+        self.day_low = self.price.copy()
+        self.volume = np.where(self.is_index, 0, self.lot * self.rng.integers(0, 50, n))
+        self.turnover = self.volume * self.price
+        self.last_qty = np.where(self.is_index, 0, self.lot)
+        self.last_trade_ts = np.full(n, int(start_ts), dtype=np.int64)
+        moneyness = np.where(self.is_option, np.log(np.where(self.strike > 0, self.strike, 1) / self._spot_of()), 0.0)
+        base_lots = np.where(self.is_option, 2000 * np.exp(-(moneyness / 0.03) ** 2) + 50, 5000)
+        self.oi = np.where(self.is_index, 0, self.lot * self.rng.poisson(base_lots)).astype(np.int64)
+        self.oi_high = self.oi.copy()
+        self.oi_low = self.oi.copy()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def positions(self, tokens: np.ndarray) -> np.ndarray:
+        """Row positions of ``tokens`` (-1 where unknown)."""
+        i = positions_in(self._sorted_tokens, tokens)
+        return np.where(i >= 0, self._order[i], -1)
+
+    def _spot_of(self) -> np.ndarray:
+        return np.array([self.spot[u] for u in self.underlying])
+
+    def _reprice(self) -> None:
+        spot = self._spot_of()
+        t = np.maximum(self.expiry_ts - self.now, 0.0) / SECONDS_PER_YEAR
+        forward = spot * np.exp(self.r * t)
+        vol = np.array([self.atm_vol[u] for u in self.underlying])
+        price = np.where(self.is_index, np.round(spot, 2), to_tick(forward))
+        opt = self.is_option
+        if opt.any():
+            m = np.log(self.strike[opt] / forward[opt])
+            sigma = np.clip(vol[opt] * (1 + self.skew * m + self.curvature * m * m), 0.03, 3.0)
+            value = greeks.black76_price(forward[opt], self.strike[opt], t[opt], self.r, sigma, self.is_call[opt])
+            price[opt] = to_tick(value)
+        self.price = price
+
+    def advance(self, now: float) -> None:
+        """Move the market to exchange time ``now`` (epoch seconds; earlier times are ignored)."""
+        dt_s = now - self.now
+        if dt_s <= 0:
+            return
+        years = dt_s / SECONDS_PER_YEAR
+        for name, spec in self.specs.items():
+            shock = spec.atm_vol * math.sqrt(years) * self.rng.standard_normal()
+            jumps = self.rng.poisson(self.jumps_per_day * dt_s / SECONDS_PER_DAY)
+            if jumps:
+                shock += float(self.rng.normal(0.0, self.jump_size, jumps).sum())
+            self.spot[name] *= math.exp(shock - 0.5 * (spec.atm_vol ** 2) * years)
+            # ATM vol wanders, mean-reverting to the spec's level
+            self.atm_vol[name] += 0.5 * (spec.atm_vol - self.atm_vol[name]) * years * 365 \
+                + 0.02 * math.sqrt(years * 365) * self.rng.standard_normal()
+            self.atm_vol[name] = min(max(self.atm_vol[name], 0.05), 1.0)
+        self.now = float(now)
+        self._reprice()
+        self.day_high = np.maximum(self.day_high, self.price)
+        self.day_low = np.minimum(self.day_low, self.price)
+
+    def trade(self, rows: np.ndarray) -> None:
+        """Instruments at positions ``rows`` trade now: volume grows by whole lots, OI moves by lots."""
+        rows = rows[~self.is_index[rows]]
+        if not len(rows):
+            return
+        lots = self.rng.geometric(0.35, len(rows))
+        qty = lots * self.lot[rows]
+        self.volume[rows] += qty
+        self.turnover[rows] += qty * self.price[rows]
+        self.last_qty[rows] = qty
+        self.last_trade_ts[rows] = int(self.now)
+        change = self.rng.integers(-3, 5, len(rows)) * self.lot[rows] * (self.rng.random(len(rows)) < 0.5)
+        self.oi[rows] = np.maximum(self.oi[rows] + change, 0)
+        self.oi_high[rows] = np.maximum(self.oi_high[rows], self.oi[rows])
+        self.oi_low[rows] = np.minimum(self.oi_low[rows], self.oi[rows])
+
+    def snapshot(self, rows: np.ndarray, modes: np.ndarray | int = MODE_FULL) -> np.ndarray:
+        """The current state of ``rows`` as Kite ticks (``KITE_TICK_DTYPE``) in the given modes."""
+        n = len(rows)
+        out = np.zeros(n, dtype=KITE_TICK_DTYPE)
+        modes = np.broadcast_to(np.asarray(modes, dtype=np.uint8), (n,))
+        out["instrument_token"] = self.tokens[rows]
+        out["tradable"] = ~self.is_index[rows]
+        out["mode"] = modes
+        price = self.price[rows]
+        out["last_price"] = price
+        quote = modes >= 2
+        tradable = ~self.is_index[rows]
+        q = quote & tradable
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = np.where(self.volume[rows] > 0, self.turnover[rows] / np.maximum(self.volume[rows], 1), price)
+        out["last_traded_quantity"] = np.where(q, self.last_qty[rows], 0)
+        out["average_traded_price"] = np.where(q, np.round(avg, 2), 0)
+        out["volume_traded"] = np.where(q, self.volume[rows], 0)
+        depth_qty = self.lot[rows, None] * self.rng.integers(1, 40, (n, 5))
+        out["total_buy_quantity"] = np.where(q, depth_qty.sum(1) * 7, 0)
+        out["total_sell_quantity"] = np.where(q, depth_qty.sum(1) * 6, 0)
+        for field, values in (("open", self.day_open), ("high", self.day_high), ("low", self.day_low),
+                              ("close", self.prev_close)):
+            out[field] = np.where(quote, values[rows], 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["change"] = np.where(quote & (out["close"] != 0), (price - out["close"]) * 100 / out["close"], 0)
+        full = modes == MODE_FULL
+        ft = full & tradable
+        out["last_trade_time"] = np.where(ft, self.last_trade_ts[rows], 0)
+        out["oi"] = np.where(ft, self.oi[rows], 0)
+        out["oi_day_high"] = np.where(ft, self.oi_high[rows], 0)
+        out["oi_day_low"] = np.where(ft, self.oi_low[rows], 0)
+        out["exchange_timestamp"] = np.where(full, int(self.now), 0)
+        spread = 1 + self.rng.integers(0, 3, n)
+        level = np.arange(5)
+        bid0 = np.maximum(price - TICK_SIZE * np.ceil(spread / 2), 0.0)
+        bids = np.maximum(bid0[:, None] - TICK_SIZE * level, 0.0)
+        asks = (bid0 + TICK_SIZE * spread)[:, None] + TICK_SIZE * level
+        ftc = ft[:, None]
+        out["bid_price"] = np.where(ftc & (bids > 0), np.round(bids, 2), 0)
+        out["ask_price"] = np.where(ftc, np.round(asks, 2), 0)
+        out["bid_quantity"] = np.where(ftc & (bids > 0), depth_qty, 0)
+        out["ask_quantity"] = np.where(ftc, self.lot[rows, None] * self.rng.integers(1, 40, (n, 5)), 0)
+        out["bid_orders"] = np.where(ftc & (bids > 0), self.rng.integers(1, 12, (n, 5)), 0)
+        out["ask_orders"] = np.where(ftc, self.rng.integers(1, 12, (n, 5)), 0)
+        return out
+
+
+def session_start_ts(day: dt.date) -> float:
+    """Epoch seconds of 09:15 IST on ``day`` (the NSE open)."""
+    return dt.datetime.combine(day, dt.time(9, 15), IST).timestamp()
+
+
+__all__ = [
+    "DEFAULT_UNDERLYINGS", "Market", "UnderlyingSpec", "build_instruments", "monthly_expiries",
+    "option_expiries", "session_start_ts", "to_tick",
+]

@@ -1,0 +1,74 @@
+"""Read stored bars back: the newest closed bar per instrument, to seed the OI rollups after a restart.
+
+``load_latest_bars`` returns ``BAR_DTYPE`` rows (pipeline.core.bars.aggregator), converted back
+from the bars tables as ``sinks.timescale_writer`` wrote them: ``bucket``
+timestamptz -> epoch seconds, ``last_recv_ts`` timestamptz -> epoch
+microseconds (exact, integer arithmetic), NULL floats -> NaN, NULL ints -> 0,
+``interval_s`` filled in. Read-only; errors (connection, missing table)
+propagate to the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+
+from pipeline.records.bars import BAR_DTYPE
+from sinks.migrate import check_schema_name, quote_ident
+from sinks.timescale_writer import BAR_TABLES
+
+_UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_US = dt.timedelta(microseconds=1)
+
+_COLUMNS = [n for n in BAR_DTYPE.names if n != "interval_s"]
+
+
+def latest_bars_sql(schema: str, interval_s: int) -> str:
+    """``$1``: bigint[] of tokens, ``$2``: timestamptz (exclusive upper bound of ``bucket``)."""
+    interval_s = int(interval_s)
+    if interval_s not in BAR_TABLES:
+        raise ValueError(f"no bars table for interval {interval_s}s (supported: {sorted(BAR_TABLES)})")
+    table = f"{quote_ident(check_schema_name(schema))}.{BAR_TABLES[interval_s]}"
+    return (
+        f"SELECT DISTINCT ON (instrument_token) {', '.join(_COLUMNS)}\n"
+        f"FROM {table}\n"
+        f"WHERE instrument_token = ANY($1::bigint[]) AND bucket < $2\n"
+        f"ORDER BY instrument_token, bucket DESC"
+    )
+
+
+def _epoch_us(value: dt.datetime) -> int:
+    return (value - _EPOCH) // _US
+
+
+async def load_latest_bars(pool_or_conn: Any, schema: str, interval_s: int, tokens: np.ndarray,
+                           before_bucket: int) -> np.ndarray:
+    """For each of ``tokens``, its newest stored bar of ``interval_s`` with ``bucket < before_bucket``
+    (epoch s); ``BAR_DTYPE`` rows sorted by token (tokens with no such bar are absent)."""
+    sql = latest_bars_sql(schema, interval_s)
+    tokens = np.unique(np.asarray(tokens, dtype=np.int64))
+    if len(tokens) == 0:
+        return np.empty(0, BAR_DTYPE)
+    before = _EPOCH + dt.timedelta(seconds=int(before_bucket))
+    rows = await pool_or_conn.fetch(sql, tokens.tolist(), before)
+    out = np.zeros(len(rows), BAR_DTYPE)
+    if not rows:
+        return out
+    out["interval_s"] = int(interval_s)
+    for i, name in enumerate(_COLUMNS):
+        values = [r[i] for r in rows]
+        if name == "bucket":
+            out[name] = [_epoch_us(v) // 1_000_000 for v in values]
+        elif name == "last_recv_ts":
+            out[name] = [_epoch_us(v) for v in values]
+        elif out.dtype[name].kind == "f":
+            out[name] = [np.nan if v is None else v for v in values]
+        else:
+            out[name] = [0 if v is None else v for v in values]
+    return out
+
+
+__all__ = ["latest_bars_sql", "load_latest_bars"]

@@ -1,0 +1,35 @@
+"""Redis: live ticks, closed bars and chain updates on pub/sub (JSON), and the snapshot hashes.
+
+Channels and keys (``prefix`` is prepended to every name, "" in production):
+
+- ``ticks:<underlying>`` — one message per batch:
+  ``{"underlying": "NIFTY", "ticks": [{"token", "symbol", "exchange_ts" (epoch s),
+  "recv_ts" (epoch µs), "last_price", "volume", "oi", "bid", "ask"}, ...]}``;
+  option ticks also carry ``"expiry"`` ("YYYY-MM-DD"), ``"strike"``, ``"type"``
+  ("CE"/"PE") and ``"forward", "iv", "delta", "gamma", "theta", "vega", "rho"``.
+  Futures carry ``"expiry"`` and ``"type": "FUT"``, the index ``"type": "INDEX"``.
+- ``tick:<instrument_token>`` — only with ``per_instrument=True``: the latest tick
+  of each instrument in the batch (same object as in the batch message).
+- ``snapshot:<underlying>:<expiry>`` — hash, field = instrument token, value =
+  JSON of that instrument's latest tick (same object as in the message), so a
+  dashboard that joins late draws the whole chain with one HGETALL.
+  Instruments without an expiry (index/spot) go to ``snapshot:<underlying>:spot``.
+  Every hash written is given a TTL (``snapshot_ttl_s``, 7 days) so expired
+  series disappear.
+- ``bars:<tf>:<underlying>`` (tf ``1m``/``5m``/``15m``) — one message per
+  timeframe per call: ``{"underlying", "timeframe", "interval_s", "bars": [...]}``.
+- ``chain:<underlying>:<expiry>`` — the OI rollup payload, as given; from
+  ``publish_chains``/``offer_chain`` one message per chain row (see
+  ``pipeline.core.rollups``): ``{"underlying", "expiry", "interval_s", "timeframe",
+  "bucket" (epoch s), "total_call_oi", "total_put_oi", "pcr", "max_pain",
+  "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
+  "last_recv_ts" (epoch µs)}``.
+
+Missing numbers (NaN) are JSON ``null``; messages never contain NaN/Infinity.
+
+Modules: ``channels`` (names), ``payloads`` (JSON, pure), ``publisher``
+(``RedisPublisher``: one round trip per call, a non-transactional pipeline),
+``conflation`` (``ConflatingPublisher``: decouples the process agent from
+Redis; ``offer()`` never blocks or raises on Redis trouble, and when Redis falls
+behind only the newest tick per instrument is kept, counted).
+"""

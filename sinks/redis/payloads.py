@@ -1,0 +1,178 @@
+"""JSON payloads of the Redis messages: ticks, bars, chain rows (pure: no I/O).
+
+Message shapes are documented in ``sinks/redis/__init__.py``. Missing numbers
+(NaN) are JSON ``null``; messages never contain NaN/Infinity. Tick and bar
+objects are built column-wise (one ``tolist()`` per column), and each tick is
+encoded once, for its batch message and its snapshot field alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import OPTION_KINDS, InstrumentKind
+from pipeline.records.rollups import row_dicts
+from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.time_units import label_of
+from sinks.redis.channels import Channels
+
+_NAMED_KINDS = (InstrumentKind.FUT, InstrumentKind.INDEX)
+_BAR_FLOATS = ("open", "high", "low", "close", "vwap")
+_BAR_INTS = ("volume", "oi", "oi_open", "oi_high", "oi_low", "tick_count", "bucket", "last_recv_ts")
+
+
+def float_list(values: np.ndarray) -> list[float | None]:
+    """Floats as a list with NaN/inf -> None (vectorised; JSON-safe)."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values.tolist()
+    out = values.astype(object)
+    out[bad] = None
+    return out.tolist()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return clean(float(value))
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def clean(value: Any) -> Any:
+    """Recursively replace non-finite floats with None (for caller-supplied payloads)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.floating):
+        return clean(float(value))
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def dumps(obj: Any) -> str:
+    """Compact, strictly valid JSON (raises rather than emit NaN)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
+def tick_objects(ticks: np.ndarray, index: InstrumentIndex | None) -> list[dict[str, Any]]:
+    """PRICED_TICK_DTYPE (or TICK_DTYPE) rows -> JSON-ready dicts, column-wise where it matters."""
+    n = len(ticks)
+    if n == 0:
+        return []
+    tokens = ticks["instrument_token"]
+    if index is not None and len(index):
+        pos = index.positions(tokens)
+    else:
+        pos = np.full(n, -1, dtype=np.int64)
+    known = pos >= 0
+    safe = np.where(known, pos, 0)
+    token_list = tokens.tolist()
+    if index is not None and len(index):
+        symbols = np.where(known, index.tradingsymbol[safe], None).tolist()
+        kinds = np.where(known, index.kind[safe], 0).tolist()
+        expiries = np.where(known, index.expiry[safe], "").tolist()
+        strikes = float_list(np.where(known, index.strike[safe], np.nan))
+    else:
+        symbols, kinds, expiries, strikes = [None] * n, [0] * n, [""] * n, [None] * n
+    symbols = [s if s is not None else str(t) for s, t in zip(symbols, token_list, strict=True)]
+    base = [
+        ("token", token_list),
+        ("symbol", symbols),
+        ("exchange_ts", ticks["exchange_ts"].tolist()),
+        ("recv_ts", ticks["recv_ts"].tolist()),
+        ("last_price", float_list(ticks["last_price"])),
+        ("volume", ticks["volume"].tolist()),
+        ("oi", ticks["oi"].tolist()),
+        ("bid", float_list(ticks["bid"])),
+        ("ask", float_list(ticks["ask"])),
+    ]
+    base_names = [name for name, _ in base]
+    base_rows = zip(*(col for _, col in base), strict=True)
+    has_greeks = all(name in ticks.dtype.names for name in GREEK_FIELDS)
+    greek_names = list(GREEK_FIELDS)
+    greek_rows = zip(*(float_list(ticks[name]) for name in GREEK_FIELDS), strict=True) if has_greeks else None
+    out = []
+    for i, row in enumerate(base_rows):
+        obj = dict(zip(base_names, row, strict=True))
+        greeks = next(greek_rows) if greek_rows is not None else None
+        kind = kinds[i]
+        if kind in OPTION_KINDS:
+            obj["expiry"] = expiries[i]
+            obj["strike"] = strikes[i]
+            obj["type"] = InstrumentKind(kind).type_name
+            if greeks is not None:
+                obj.update(zip(greek_names, greeks, strict=True))
+        elif kind in _NAMED_KINDS:
+            obj["type"] = InstrumentKind(kind).type_name
+            if expiries[i]:
+                obj["expiry"] = expiries[i]
+        out.append(obj)
+    return out
+
+
+def bar_objects(bars: np.ndarray, index: InstrumentIndex | None = None) -> list[dict[str, Any]]:
+    n = len(bars)
+    if n == 0:
+        return []
+    cols: list[tuple[str, list]] = [("token", bars["instrument_token"].tolist())]
+    if index is not None and len(index):
+        pos = index.positions(bars["instrument_token"])
+        known = pos >= 0
+        safe = np.where(known, pos, 0)
+        cols.append(("symbol", np.where(known, index.tradingsymbol[safe], None).tolist()))
+    cols += [(name, bars[name].tolist()) for name in _BAR_INTS]
+    cols += [(name, float_list(bars[name])) for name in _BAR_FLOATS]
+    cols += [(name, float_list(bars[name])) for name in GREEK_FIELDS if name in bars.dtype.names]
+    names = [name for name, _ in cols]
+    return [dict(zip(names, row, strict=True)) for row in zip(*(c for _, c in cols), strict=True)]
+
+
+def ticks_message(channels: Channels, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None
+                  ) -> tuple[str, dict[str, dict[str, str]]]:
+    """(message JSON, {snapshot key: {token: tick JSON}}) for one batch — pure, no I/O."""
+    objects = tick_objects(ticks, index)
+    encoded = [dumps(o) for o in objects]  # each tick encoded once: for the batch and its snapshot field
+    message = f'{{"underlying":{dumps(underlying)},"ticks":[{",".join(encoded)}]}}'
+    snapshots: dict[str, dict[str, str]] = {}
+    # Latest tick per instrument: later (newer recv_ts) rows overwrite earlier ones.
+    order = np.argsort(ticks["recv_ts"], kind="stable").tolist() if len(ticks) > 1 else range(len(ticks))
+    for i in order:
+        obj = objects[i]
+        key = channels.snapshot(underlying, obj.get("expiry", ""))
+        snapshots.setdefault(key, {})[str(obj["token"])] = encoded[i]
+    return message, snapshots
+
+
+def bar_messages(channels: Channels, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None
+                 ) -> list[tuple[str, str]]:
+    """[(channel, message JSON)] — one per timeframe present, in interval order."""
+    out = []
+    for interval in np.unique(bars["interval_s"]).tolist():
+        chunk = bars[bars["interval_s"] == interval]
+        payload = {"underlying": underlying, "timeframe": label_of(interval), "interval_s": interval,
+                   "bars": bar_objects(chunk, index)}
+        out.append((channels.bars(interval, underlying), dumps(payload)))
+    return out
+
+
+def chain_messages(channels: Channels, underlying: str, chain_rows: np.ndarray) -> list[tuple[str, str]]:
+    """[(channel, message JSON)] — one per chain row (``pipeline.records.rollups.CHAIN_BAR_DTYPE``), in row order."""
+    out = []
+    for row in row_dicts(chain_rows):
+        row["underlying"] = row["underlying"] or underlying
+        row["timeframe"] = label_of(row["interval_s"])
+        out.append((channels.chain(row["underlying"], row["expiry"]), dumps(row)))
+    return out

@@ -1,0 +1,90 @@
+"""Direct Redis publishing: each call is one round trip (a non-transactional pipeline, no MULTI).
+
+Payloads come from ``sinks.redis.payloads``, names from ``sinks.redis.channels``.
+The receive -> publish latency of every batch is observed in
+``strikeflow_tick_to_publish_seconds`` against the injected clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.time_units import SECONDS_PER_DAY
+from pipeline.runtime import metrics
+from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
+from sinks.redis.channels import Channels
+from sinks.redis.payloads import (
+    bar_messages,
+    chain_messages,
+    clean,
+    dumps,
+    ticks_message,
+)
+
+SNAPSHOT_TTL_S = 7 * SECONDS_PER_DAY
+
+
+class RedisPublisher:
+    """Publishes ticks (and their snapshot hashes), bars and chain rows; errors propagate to the caller."""
+
+    def __init__(self, redis: Any, prefix: str = "", *, snapshot_ttl_s: int | None = SNAPSHOT_TTL_S,
+                 per_instrument: bool = False, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.redis = redis
+        self.channels = Channels(prefix)
+        self.snapshot_ttl_s = snapshot_ttl_s
+        self.per_instrument = per_instrument  # also PUBLISH tick:<token> (latest tick of the batch per instrument)
+        self.clock = clock
+
+    async def publish_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None) -> int:
+        """Publish one batch on ``ticks:<underlying>`` and update the snapshot hashes; returns ticks published."""
+        if len(ticks) == 0:
+            return 0
+        message, snapshots = ticks_message(self.channels, underlying, ticks, index)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.publish(self.channels.ticks(underlying), message)
+        for key, mapping in snapshots.items():
+            pipe.hset(key, mapping=mapping)
+            if self.snapshot_ttl_s:
+                pipe.expire(key, self.snapshot_ttl_s)
+            if self.per_instrument:
+                for token, value in mapping.items():
+                    pipe.publish(self.channels.tick(token), value)
+        await pipe.execute()
+        metrics.REDIS_PUBLISHED.labels("ticks").inc()
+        if self.per_instrument:
+            metrics.REDIS_PUBLISHED.labels("tick").inc(sum(len(m) for m in snapshots.values()))
+        latency = self.clock.time() - float(ticks["recv_ts"].max()) / 1e6
+        if latency >= 0:
+            metrics.TICK_TO_PUBLISH.observe(latency)
+        return len(ticks)
+
+    async def publish_bars(self, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None) -> int:
+        """Publish closed bars, one message per timeframe; returns bars published."""
+        if len(bars) == 0:
+            return 0
+        await self._publish_all("bars", bar_messages(self.channels, underlying, bars, index))
+        return len(bars)
+
+    async def publish_chain(self, underlying: str, expiry: str, payload: dict) -> int:
+        """Publish an OI rollup update on ``chain:<underlying>:<expiry>``; returns the receiver count."""
+        receivers = await self.redis.publish(self.channels.chain(underlying, str(expiry)), dumps(clean(payload)))
+        metrics.REDIS_PUBLISHED.labels("chain").inc()
+        return int(receivers)
+
+    async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int:
+        """Publish chain rollup rows (one message each, in order, one round trip); returns rows published."""
+        if len(chain_rows) == 0:
+            return 0
+        return await self._publish_all("chain", chain_messages(self.channels, underlying, chain_rows))
+
+    async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:
+        """PUBLISH each (channel, message) in order, in one round trip; returns how many."""
+        pipe = self.redis.pipeline(transaction=False)
+        for channel, message in messages:
+            pipe.publish(channel, message)
+        await pipe.execute()
+        metrics.REDIS_PUBLISHED.labels(kind).inc(len(messages))
+        return len(messages)
