@@ -11,7 +11,7 @@ import sink_helpers as h
 from pipeline.records.time_units import label_of
 from sinks.migrate import check_schema_name, load_migrations, render
 from sinks.redis.channels import Channels
-from sinks.redis.conflation import latest_per_instrument
+from sinks.redis.conflation import BoundedRowQueue, latest_per_instrument
 from sinks.redis.payloads import (
     bar_messages,
     bar_objects,
@@ -145,3 +145,22 @@ def test_latest_per_instrument_keeps_newest_recv_ts_in_receive_order():
     out = latest_per_instrument(np.concatenate([b, a]))  # arrival order need not be recv order
     assert out["instrument_token"].tolist() == [h.PUT, h.CALL]
     assert out["recv_ts"].tolist() == [20, 21]
+
+
+def test_bounded_row_queue_drops_oldest_batches_but_keeps_the_newest() -> None:
+    queue = BoundedRowQueue(max_rows=5)
+    assert not queue.append("NIFTY", h.bars(60, tokens=(h.CALL, h.PUT)))
+    assert not queue.append("NIFTY", h.bars(60, tokens=(h.CALL, h.PUT)))
+    assert queue.append("BANKNIFTY", h.bars(60, tokens=(h.CALL, h.PUT)))  # 6 rows > 5: the oldest batch goes
+    assert queue.rows == 4 and queue.dropped == 2 and len(queue) == 2
+    assert queue.append("NIFTY", np.concatenate([h.bars(60)] * 6))  # one batch bigger than the bound stays
+    assert len(queue) == 1 and queue.rows == len(queue.peek()[1])
+    underlying, rows = queue.pop()
+    assert underlying == "NIFTY" and queue.rows == 0 and len(queue) == 0
+
+
+def test_channel_names_carry_the_prefix_and_timeframe_label() -> None:
+    ch = Channels("t1:")
+    assert ch.ticks("NIFTY") == "t1:ticks:NIFTY" and ch.tick(7) == "t1:tick:7"
+    assert ch.bars(300, "NIFTY") == "t1:bars:5m:NIFTY" and ch.chain("NIFTY", "2030-01-31") == "t1:chain:NIFTY:2030-01-31"
+    assert ch.snapshot("NIFTY", "") == "t1:snapshot:NIFTY:spot"

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.backoff import Backoff, retry_forever
 
 pytestmark = pytest.mark.unit
 
@@ -26,3 +26,24 @@ async def test_retry_forever_lets_other_errors_through_untouched() -> None:
 
     with pytest.raises(ValueError):
         await retry_forever(attempt, retry_on=OSError, on_failure=lambda exc, d: None)
+
+
+def test_backoff_doubles_to_the_cap_and_resets() -> None:
+    backoff = Backoff(1.0, 5.0)
+    assert [backoff.next() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    backoff.reset()
+    assert backoff.next() == 1.0
+
+
+def test_backoff_jitter_spreads_each_delay_within_its_band() -> None:
+    bounds = []
+    backoff = Backoff(1.0, 30.0, jitter=0.2, uniform=lambda lo, hi: bounds.append((lo, hi)) or hi)
+    assert [backoff.next() for _ in range(3)] == [1.2, 2.4, 4.8]
+    assert bounds == [(0.8, 1.2)] * 3
+
+
+@pytest.mark.parametrize("args", [(0.0, 1.0), (2.0, 1.0), (1.0, 2.0, 1.0)])
+def test_backoff_rejects_bad_bounds_clearly(args) -> None:
+    start, cap, *jitter = args
+    with pytest.raises(ValueError, match="backoff"):
+        Backoff(start, cap, jitter=jitter[0] if jitter else 0.0)

@@ -1,0 +1,173 @@
+"""TickProcessor in-process: the process agent's logic on generated market batches, no servers.
+
+Bars are checked against a plain recomputation from the priced ticks (group by
+instrument and bucket, sort by (exchange_ts, recv_ts), take first/last); the
+rollups against OIRollup fed the same bars; redelivery, seeds and the replay
+horizon against their definitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.core.pricing import OptionPricer
+from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.core.rollups import OIRollup
+from pipeline.feed.ingestor import split_by_underlying
+from pipeline.feed.instruments import select_universe
+from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import OPTION_KINDS
+from pipeline.records.ticks import decode_ticks, encode_ticks
+from pipeline.sim.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+
+pytestmark = pytest.mark.unit
+
+DAY = dt.date(2026, 11, 24)
+R = 0.065
+CONFIG = BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0)
+
+
+def _market() -> tuple[Market, InstrumentIndex]:
+    specs = [DEFAULT_UNDERLYINGS["NIFTY"], DEFAULT_UNDERLYINGS["BANKNIFTY"]]
+    rows = build_instruments(specs, DAY, n_expiries=2, strikes_each_side=4)
+    market = Market(rows, specs, session_start_ts(DAY), seed=5, r=R)
+    return market, InstrumentIndex.from_rows(select_universe(rows, ["NIFTY", "BANKNIFTY"], 2, 3, today=DAY))
+
+
+def _records(seconds: int, per_step: int = 12, seed: int = 3) -> tuple[InstrumentIndex, list[tuple[str, bytes]]]:
+    """Ticks records as the ingestor produces them: one frame a second, split by underlying, encoded."""
+    market, index = _market()
+    rng = np.random.default_rng(seed)
+    clock = ReceiveClock()
+    start = session_start_ts(DAY)
+    records = []
+    for step in range(seconds):
+        market.advance(start + step)
+        tokens = rng.choice(index.tokens, size=per_step, replace=False)
+        pos = market.positions(tokens)
+        market.trade(pos)
+        snap = market.snapshot(pos)
+        ticks = ticks_from_kite(snap, clock.stamp(len(snap), int((start + step) * 1e6)))
+        groups, unknown = split_by_underlying(ticks, index)
+        assert unknown == 0
+        records += [(u, encode_ticks(u, rows)) for u, rows in groups.items()]
+    return index, records
+
+
+def _assert_rows_equal(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Structured arrays equal field by field (NaN equals NaN, as in assert_array_equal on floats)."""
+    assert actual.dtype == expected.dtype and len(actual) == len(expected)
+    for name in actual.dtype.names:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def _run(records: list[tuple[str, bytes]], index: InstrumentIndex) -> tuple[list, np.ndarray, list[np.ndarray]]:
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    results = []
+    for _, payload in records:
+        underlying, ticks = decode_ticks(payload)
+        processor.start(underlying, ticks, index)
+        results.append(processor.process(underlying, ticks, pricer))
+    priced = np.concatenate([r.priced for r in results])
+    return results, priced, [r.bars for r in results if r.bars is not None]
+
+
+def test_process_bars_equal_a_plain_recomputation_from_the_priced_ticks() -> None:
+    index, records = _records(200)
+    results, priced, bar_batches = _run(records, index)
+    bars = np.concatenate(bar_batches)
+    one_minute = bars[bars["interval_s"] == 60]
+    assert len(one_minute) > 20
+    for bar in one_minute:
+        mine = priced[(priced["instrument_token"] == bar["instrument_token"])
+                      & (priced["exchange_ts"] // 60 * 60 == bar["bucket"])]
+        mine = mine[np.lexsort((mine["recv_ts"], mine["exchange_ts"]))]
+        assert bar["open"] == mine["last_price"][0] and bar["close"] == mine["last_price"][-1]
+        assert bar["high"] == mine["last_price"].max() and bar["low"] == mine["last_price"].min()
+        assert bar["tick_count"] == len(mine) and bar["oi"] == mine["oi"][-1]
+        earlier = priced[(priced["instrument_token"] == bar["instrument_token"]) & (priced["exchange_ts"] < bar["bucket"])]
+        base = earlier["volume"].max() if len(earlier) else mine["volume"][0]
+        assert bar["volume"] == mine["volume"][-1] - base
+        np.testing.assert_equal(bar["iv"], mine["iv"][-1])
+    # every bar closed once: (token, interval, bucket) unique, as nothing arrived late
+    keys = set(zip(bars["instrument_token"].tolist(), bars["interval_s"].tolist(), bars["bucket"].tolist()))
+    assert len(keys) == len(bars)
+
+
+def test_process_routes_like_the_parts_it_composes() -> None:
+    """Same bars as one aggregator per interval, same rollup rows as OIRollup over those bars."""
+    index, records = _records(400)
+    results, priced, bar_batches = _run(records, index)
+    for underlying in ("NIFTY", "BANKNIFTY"):
+        own = [r for r in results if r.underlying == underlying]
+        ticks = np.concatenate([r.priced for r in own])
+        for interval in CONFIG.intervals_s:
+            got: list[np.ndarray] = []
+            agg = BarAggregator(interval, got.append, grace_s=CONFIG.grace_s, late_window_s=CONFIG.late_window_s)
+            rollup = OIRollup(underlying, interval, retain_s=CONFIG.late_window_s + CONFIG.grace_s + 2 * interval)
+            expected_chain = []
+            for r in own:
+                n_before = len(got)
+                agg.add_ticks(r.priced)
+                for b in got[n_before:]:
+                    expected_chain.append(rollup.update(b, index)[1])
+            mine = np.concatenate([r.bars[r.bars["interval_s"] == interval] for r in own if r.bars is not None])
+            _assert_rows_equal(mine, np.concatenate(got))
+            chain = np.concatenate([r.chain_rows[r.chain_rows["interval_s"] == interval] for r in own])
+            assert len(chain) > 0
+            _assert_rows_equal(chain, np.concatenate(expected_chain))
+        assert len(ticks) == sum(len(decode_ticks(p)[1]) for u, p in records if u == underlying)
+
+
+def test_redelivered_record_counts_duplicates_and_changes_no_bar() -> None:
+    index, records = _records(90)
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    for _, payload in records[:50]:
+        underlying, ticks = decode_ticks(payload)
+        processor.process(underlying, ticks, pricer)
+    underlying, ticks = decode_ticks(records[49][1])
+    again = processor.process(underlying, ticks, pricer)
+    assert again.counts.duplicates == len(ticks) and again.counts.too_late == 0
+    assert again.bars is None and len(again.chain_rows) == 0
+
+
+def test_start_asks_for_the_seeds_of_the_underlyings_options_once() -> None:
+    index, records = _records(5)
+    processor = TickProcessor(CONFIG)
+    underlying, ticks = decode_ticks(records[0][1])
+    requests = processor.start(underlying, ticks, index)
+    own = index.tokens[(index.underlying == underlying) & np.isin(index.kind, OPTION_KINDS)]
+    assert [r.interval_s for r in requests] == list(CONFIG.intervals_s)
+    first = int(ticks["exchange_ts"].min())
+    for r in requests:
+        np.testing.assert_array_equal(r.tokens, own)
+        # a first tick exactly at a bucket start: nothing of it was seen before, seed below it
+        bucket = first // r.interval_s * r.interval_s
+        assert r.before == (bucket if first == bucket else bucket + r.interval_s)
+    assert processor.start(underlying, ticks, index) == []
+
+
+def test_replay_horizon_covers_every_open_bucket() -> None:
+    index, records = _records(130)
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    assert processor.replay_horizon("NIFTY") is None
+    for _, payload in records:
+        underlying, ticks = decode_ticks(payload)
+        result = processor.process(underlying, ticks, pricer)
+        assert result.newest_exchange_ts == int(ticks["exchange_ts"].max())
+    state = processor.state("NIFTY")
+    opens = [a.oldest_open_bucket() for a in state.aggregators]
+    horizon = processor.replay_horizon("NIFTY")
+    assert horizon is not None and all(horizon <= o for o in opens if o is not None)
+
+
+def test_empty_batch_gives_an_empty_result() -> None:
+    index, records = _records(2)
+    underlying, ticks = decode_ticks(records[0][1])
+    result = TickProcessor(CONFIG).process(underlying, ticks[:0], OptionPricer(index, R))
+    assert result.bars is None and len(result.priced) == 0 and result.newest_exchange_ts is None
