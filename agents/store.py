@@ -10,14 +10,20 @@ the live Redis path (a different agent on a different topic).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import faust
 import numpy as np
 from loguru import logger
 
+from agents.resources import WorkerResources
+from agents.topics import Topics
 from pipeline.records.bars import decode_bars
 from pipeline.records.columnar import BatchFormatError
 from pipeline.records.rollups import decode_rollups, row_dicts
 from pipeline.records.ticks import decode_priced_ticks
+from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.settings import Settings
@@ -27,7 +33,7 @@ TAKE_WITHIN_S = 1.0
 RETRY_MAX_S = 30.0
 
 
-async def _write_with_retry(what: str, write) -> None:  # noqa: ANN001
+async def _write_with_retry(what: str, write: Callable[[], Awaitable[int]]) -> None:
     def failed(exc: BaseException, delay: float) -> None:
         metrics.SINK_ERRORS.labels("postgres").inc()
         logger.warning("writing {} failed ({}); retrying in {:.1f}s", what, type(exc).__name__, delay)
@@ -36,7 +42,7 @@ async def _write_with_retry(what: str, write) -> None:  # noqa: ANN001
     await retry_forever(write, retry_on=Exception, on_failure=failed, start_s=0.5, max_s=RETRY_MAX_S)
 
 
-def _decode_all(payloads: list[bytes], decode, topic: str) -> list[np.ndarray]:  # noqa: ANN001
+def _decode_all(payloads: list[bytes], decode: Callable[[bytes], tuple[object, Any]], topic: str) -> list[Any]:
     arrays = []
     for payload in payloads:
         try:
@@ -47,7 +53,7 @@ def _decode_all(payloads: list[bytes], decode, topic: str) -> list[np.ndarray]: 
     return arrays
 
 
-def register_store_agents(app: faust.App, settings: Settings, resources, topics) -> None:  # noqa: ANN001
+def register_store_agents(app: faust.App, settings: Settings, resources: WorkerResources, topics: Topics) -> None:
     @app.agent(topics.bars, name="store-bars")
     async def store_bars(stream: faust.StreamT) -> None:
         res = await resources.get()
@@ -59,7 +65,7 @@ def register_store_agents(app: faust.App, settings: Settings, resources, topics)
             for interval in np.unique(bars["interval_s"]):
                 chunk = bars[bars["interval_s"] == interval]
                 await _write_with_retry(f"{len(chunk)} bars", lambda c=chunk, i=int(interval): res.writer.write_bars(i, c))
-                metrics.ROWS_WRITTEN.labels(f"bars_{interval // 60}m").inc(len(chunk))
+                metrics.ROWS_WRITTEN.labels(f"bars_{label_of(interval)}").inc(len(chunk))
 
     @app.agent(topics.rollups, name="store-rollups")
     async def store_rollups(stream: faust.StreamT) -> None:
@@ -74,7 +80,7 @@ def register_store_agents(app: faust.App, settings: Settings, resources, topics)
                 for interval in np.unique(rows["interval_s"]).tolist():
                     chunk = row_dicts(rows[rows["interval_s"] == interval])
                     await _write_with_retry(f"{len(chunk)} {table}", lambda w=write, c=chunk, i=interval: w(i, c))
-                    metrics.ROWS_WRITTEN.labels(f"{table}_{interval // 60}m").inc(len(chunk))
+                    metrics.ROWS_WRITTEN.labels(f"{table}_{label_of(interval)}").inc(len(chunk))
 
     if not settings.store_ticks:
         return

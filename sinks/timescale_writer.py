@@ -46,9 +46,11 @@ import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.time_units import label_of, parse_date
 from sinks.migrate import check_schema_name, quote_ident
 
-BAR_TABLES = {60: "bars_1m", 300: "bars_5m", 900: "bars_15m"}
+TABLE_INTERVALS_S = (60, 300, 900)  # the intervals the migrations create tables for
+BAR_TABLES = {interval: f"bars_{label_of(interval)}" for interval in TABLE_INTERVALS_S}
 
 _EPOCH_S = "('epoch'::timestamptz + s.{col} * interval '1 second')"
 _EPOCH_US = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
@@ -175,16 +177,6 @@ def _rowcount(status: str) -> int:
         return 0
 
 
-def _as_date(value: Any) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
-
-
 def _opt_float(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -211,7 +203,7 @@ def instrument_record(row: Mapping[str, Any]) -> tuple:
         _opt_str(row.get("exchange_token")),
         str(row.get("tradingsymbol") or ""),
         _opt_str(row.get("name")),
-        _as_date(row.get("expiry")),
+        parse_date(row.get("expiry")),
         _opt_float(row.get("strike")),
         _opt_float(row.get("tick_size")),
         _opt_int(row.get("lot_size")),
@@ -226,7 +218,7 @@ def _rollup_table(prefix: str, interval_s: int) -> str:
     interval_s = int(interval_s)
     if interval_s not in BAR_TABLES:
         raise ValueError(f"no {prefix} table for interval {interval_s}s (supported: {sorted(BAR_TABLES)})")
-    return f"{prefix}_{BAR_TABLES[interval_s].split('_')[1]}"
+    return f"{prefix}_{label_of(interval_s)}"
 
 
 def _iter_rows(rows: Any) -> Iterable[Mapping[str, Any]]:
@@ -257,7 +249,7 @@ def _rollup_record(row: Mapping[str, Any], columns: list[tuple[str, str]]) -> tu
             value = _as_ts(value, unit_us=True)
         elif sqltype == "date":
             value = value.decode() if isinstance(value, bytes) else value
-            value = _as_date(value.astype("datetime64[D]").item() if isinstance(value, np.datetime64) else value)
+            value = parse_date(value)
         elif sqltype == "float8":
             value = _opt_float(value)
         elif sqltype == "bigint":

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import signal
 import sys
 from pathlib import Path
 
 from loguru import logger
 
-from pipeline.records.time_units import IST
+from pipeline.records.time_units import parse_timestamp
 from pipeline.runtime.settings import Settings
 from pipeline.sim.market import DEFAULT_UNDERLYINGS
 from pipeline.sim.server import SimConfig, serve
@@ -42,14 +41,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     unknown = [u for u in args.underlyings.split(",") if u.strip().upper() not in DEFAULT_UNDERLYINGS]
     if unknown:
         raise SystemExit(f"simulate: unknown underlying {unknown[0]!r}; choose from {', '.join(DEFAULT_UNDERLYINGS)}")
-    start = dt.datetime.fromisoformat(args.start) if args.start else None
-    if start is not None and start.tzinfo is None:
-        start = start.replace(tzinfo=IST)
+    try:
+        start = parse_timestamp(args.start) if args.start else None
+    except ValueError as exc:
+        raise SystemExit(f"simulate: --start: {exc}") from None
     return SimConfig(
         host=args.host, port=args.port, api_key=args.api_key, access_token=args.access_token,
         underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",")), expiries=args.expiries,
         strikes=args.strikes, speed=args.speed, rate=args.rate, seed=args.seed,
-        start=start.timestamp() if start else None, max_tokens=args.max_tokens,
+        start=start, max_tokens=args.max_tokens,
         max_connections=args.max_connections, drop_every_s=args.drop_every, refuse_for_s=args.refuse_for,
         malformed_every=args.malformed_every, replay=args.replay, record=args.record,
     )

@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
+
 from greeks.expiry import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
 
-__all__ = ["IST", "SECONDS_PER_DAY", "SECONDS_PER_YEAR", "interval_of", "label_of", "parse_date"]
+__all__ = ["IST", "SECONDS_PER_DAY", "SECONDS_PER_YEAR", "interval_of", "label_of", "parse_date", "parse_timestamp"]
 
 
 def label_of(interval_s: int) -> str:
@@ -35,7 +37,8 @@ def interval_of(label: str) -> int:
 
 
 def parse_date(value: Any) -> dt.date | None:
-    """A date from a ``date``, a ``datetime`` (its date part) or 'YYYY-MM-DD'; None for '' / None.
+    """A date from a ``date``, a ``datetime`` or ``numpy.datetime64`` (its date part), or a string
+    starting 'YYYY-MM-DD' (an ISO timestamp's date); None for '' / None.
 
     Anything else (a malformed string, a number) raises ValueError: instrument data, not a tick.
     """
@@ -45,6 +48,21 @@ def parse_date(value: Any) -> dt.date | None:
         return value.date()
     if isinstance(value, dt.date):
         return value
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[D]").item()
     if isinstance(value, str):
-        return dt.date.fromisoformat(value.strip())
+        return dt.date.fromisoformat(value.strip()[:10])
     raise ValueError(f"not a date: {value!r}")
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of an ISO 8601 date-time; one without a zone is IST (the exchange's clock).
+
+    ValueError (naming the expected form) for anything else.
+    """
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: expected ISO 8601 like 2026-12-03T09:15 (IST unless a zone is given)"
+                         ) from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=IST)).timestamp()

@@ -1,0 +1,1 @@
+"""Process plumbing every layer may use: settings, logging, metrics, backoff, clocks."""

@@ -23,7 +23,12 @@ from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
 from pipeline.records.ticks import decode_ticks, encode_ticks
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+from pipeline.sim.market import (
+    DEFAULT_UNDERLYINGS,
+    Market,
+    build_instruments,
+    session_start_ts,
+)
 
 pytestmark = pytest.mark.unit
 

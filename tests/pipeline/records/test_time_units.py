@@ -4,7 +4,7 @@ import pytest
 
 import greeks
 from pipeline.records.kinds import InstrumentKind, RecordKind
-from pipeline.records.time_units import IST, interval_of, label_of, parse_date
+from pipeline.records.time_units import IST, interval_of, label_of, parse_date, parse_timestamp
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +42,10 @@ def test_record_and_instrument_kinds_are_separate_types() -> None:
     assert RecordKind.BARS is not InstrumentKind.CALL
     assert InstrumentKind.of_type("ce") is InstrumentKind.CALL and InstrumentKind.of_type("XYZ") is InstrumentKind.OTHER
     assert [k.type_name for k in InstrumentKind] == ["", "INDEX", "FUT", "CE", "PE"]
+
+
+def test_parse_timestamp_reads_ist_unless_a_zone_is_given() -> None:
+    assert parse_timestamp("2026-12-03T09:15") == dt.datetime(2026, 12, 3, 3, 45, tzinfo=dt.timezone.utc).timestamp()
+    assert parse_timestamp("2026-12-03T09:15+00:00") == dt.datetime(2026, 12, 3, 9, 15, tzinfo=dt.timezone.utc).timestamp()
+    with pytest.raises(ValueError, match="expected ISO 8601"):
+        parse_timestamp("9:15 tomorrow")
