@@ -28,7 +28,7 @@ T0915 = 1_767_584_700  # 2026-01-05 09:15 IST
 
 
 def _reference_class():
-    spec = importlib.util.spec_from_file_location("_bars_reference", ROOT / "tests" / "pipeline" / "test_bars.py")
+    spec = importlib.util.spec_from_file_location("_bars_reference", ROOT / "tests" / "pipeline" / "core" / "test_bars.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.Reference
