@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
+from loguru import logger
 
 from agents.process import register_process_agent
 from agents.resources import WorkerResources
@@ -55,11 +56,9 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
-        # The process agent holds a ticks record's ack until every bar it fed has closed
-        # (pipeline/ack_hold.py), up to ~30 min for 15-minute bars: not a stalled consumer.
-        broker_commit_livelock_soft_timeout=2 * 3600.0,
-        # ...and for the same reason shutdown must not wait for every record to be acked:
-        # what is unacked is redelivered to the next owner, which rebuilds the open bars.
+        # The process agent acks a ticks record once a checkpoint covers it (agents/checkpointing.py),
+        # every checkpoint_interval_s; shutdown takes a last checkpoint itself and must not wait for
+        # acks: what is unacked is replayed by the next owner from the checkpoint.
         stream_wait_empty=False,
         web_enabled=True,
         web_bind=settings.web_host,
@@ -76,7 +75,7 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
 
 def register_agents(app: faust.App, settings: Settings, resources: WorkerResources) -> Topics:
     topics = declare_topics(app, settings)
-    register_process_agent(app, settings, resources, topics)
+    checkpoints = register_process_agent(app, settings, resources, topics)
     register_store_agents(app, settings, resources, topics)
 
     @app.on_partitions_assigned.connect
@@ -85,6 +84,10 @@ def register_agents(app: faust.App, settings: Settings, resources: WorkerResourc
 
     @app.on_before_shutdown.connect
     async def _shutdown(app: faust.App, **_: object) -> None:
+        try:
+            await checkpoints.take()  # a clean stop leaves nothing to replay
+        except Exception as exc:  # noqa: BLE001 - the next start replays from the last saved checkpoint
+            logger.warning("final checkpoint failed ({}: {})", type(exc).__name__, exc)
         await resources.close()
 
     return topics

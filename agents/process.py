@@ -9,11 +9,12 @@ us), closed bars to the ``bars`` topic and Redis, rollup rows to
 ``bars-rollups`` and Redis, priced ticks to ``ticks-priced`` when tick storage
 is on.
 
-Restart safety: open bars live only in memory, so a record is acked (and its
-offset committed) only once every bar it fed has closed
-(``pipeline.core.ack_hold``); a restarted worker, or the next owner of a moved
-partition, replays from the first unacked record and rebuilds the open bars.
-Bad and skipped records are released at once, in partition order.
+State and recovery (``agents.checkpointing``): the processor's state is
+checkpointed per partition every ``checkpoint_interval_s``; a record is acked
+(its offset committed) once a saved checkpoint covers it, so a restarted
+worker, or the next owner of a moved partition, restores the checkpoint and
+replays only the few seconds after it; records the checkpoint reflects are
+skipped exactly. Bad records are held and acked in partition order like the rest.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import faust
 import numpy as np
 from loguru import logger
 
+from agents.checkpointing import Checkpointer
 from agents.resources import Connected, WorkerResources
 from agents.topics import Topics
-from pipeline.core.ack_hold import AckHold
 from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
 from pipeline.records.bars import encode_bars
 from pipeline.records.columnar import BatchFormatError
@@ -45,22 +46,34 @@ def bar_config(settings: Settings) -> BarConfig:
     return BarConfig(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s)
 
 
-def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources, topics: Topics) -> None:
+def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
+                           topics: Topics) -> Checkpointer:
     processor = TickProcessor(bar_config(settings))
-    hold: AckHold = AckHold()  # processed records not yet acked (restart safety)
+    checkpoints = Checkpointer(app, settings, resources, processor)
 
     @app.agent(topics.ticks, name="process")
     async def process(stream: faust.StreamT) -> None:
         manual = stream.noack()
+        checkpoints.ack = manual.ack
         async for event in manual.events():
-            result = await _process(event.value)
-            hold.add(event.message.tp, event, *(_hold_key(result)))
-            for done in hold.release(processor.replay_horizon):
-                await manual.ack(done)
+            tp, offset = event.message.tp, event.message.offset
+            async with checkpoints.lock:
+                if not await checkpoints.admit(tp, offset):
+                    await manual.ack(event)  # the restored checkpoint already reflects it
+                    continue
+                result = await _process(event.value)
+                checkpoints.processed(tp, offset, event, None if result is None else result.underlying)
+            if checkpoints.due():
+                await checkpoints.take()
+
+    @app.timer(interval=settings.checkpoint_interval_s)
+    async def _checkpoint() -> None:  # a quiet feed still gets its last records checkpointed and acked
+        if checkpoints.due():
+            await checkpoints.take()
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **_: object) -> None:
-        hold.forget(revoked)  # never acked here; the partitions' next owner replays them
+        await checkpoints.revoke(tp for tp in revoked if tp.topic == settings.ticks_topic)
 
     async def _process(payload: bytes) -> ProcessResult | None:
         """Handle one ticks record; the result when it fed the bars, else None (released at once)."""
@@ -81,11 +94,9 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             logger.exception("skipping a batch of {} {} ticks that failed to process", len(ticks), underlying)
             return None
         await _emit(result, res, topics, settings.store_ticks)
-        return result if len(ticks) else None
+        return result
 
-
-def _hold_key(result: ProcessResult | None) -> tuple[str | None, int | None]:
-    return (None, None) if result is None else (result.underlying, result.newest_exchange_ts)
+    return checkpoints
 
 
 async def _seed(processor: TickProcessor, underlying: str, ticks: np.ndarray, res: Connected, schema: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 import greeks
+from pipeline.core.checkpoint import BookEntries
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import priced_ticks
@@ -39,6 +40,16 @@ class OptionPricer:
         old = self.index.positions(index.tokens)
         book[old >= 0] = self.book[old[old >= 0]]
         self.index, self.book = index, book
+
+    def book_entries(self, underlying: str) -> BookEntries:
+        """The book's last prices of the underlying's instruments (for a checkpoint)."""
+        own = self.index.underlying == underlying
+        return BookEntries(self.index.tokens[own].copy(), self.book[own].copy())
+
+    def restore_book(self, entries: BookEntries) -> None:
+        """Put checkpointed prices back (tokens no longer in the index are ignored)."""
+        pos = self.index.positions(entries.tokens)
+        self.book[pos[pos >= 0]] = entries.prices[pos >= 0]
 
     def price(self, ticks: np.ndarray) -> np.ndarray:
         """``ticks`` (TICK_DTYPE, receive order) -> PRICED_TICK_DTYPE with forward, IV and Greeks for options."""

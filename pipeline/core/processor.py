@@ -12,18 +12,19 @@ decodes, sends and acks; time comes only with the ticks.
 Restart: before an underlying's first batch the agent asks :meth:`start` which
 stored bars the rollups need (one :class:`SeedRequest` per interval), loads
 them, and hands them to :meth:`seed` (``pipeline.core.rollups``, "Restart").
-:meth:`replay_horizon` tells the ack hold what a restart must replay.
+:meth:`snapshot` and :meth:`restore` checkpoint the state of some underlyings
+(``pipeline.core.checkpoint``): a restored processor continues exactly like one that never stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.ack_hold import replay_horizon
 from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.rollups import OIRollup
 from pipeline.records.instruments import InstrumentIndex
@@ -92,6 +93,16 @@ class UnderlyingState:
             for interval in config.intervals_s
         }
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_closed"] = []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        for aggregator in self.aggregators:
+            aggregator.on_bars = self._closed.append
+
     def start(self, first_tick_ts: int, index: InstrumentIndex) -> list[SeedRequest]:
         """Tell the rollups the first tick time; the stored bars each one should be seeded with."""
         self.started = True
@@ -122,10 +133,6 @@ class UnderlyingState:
         parts = [r.update(bars, index) for r in self.rollups.values()]
         return (np.concatenate([p[0] for p in parts]) if parts else np.empty(0, STRIKE_BAR_DTYPE),
                 np.concatenate([p[1] for p in parts]) if parts else np.empty(0, CHAIN_BAR_DTYPE))
-
-    def replay_horizon(self) -> int | None:
-        """Oldest exchange time a restart must replay to rebuild this underlying's open bars (None: nothing open)."""
-        return replay_horizon(self.aggregators)
 
 
 class TickProcessor:
@@ -164,5 +171,24 @@ class TickProcessor:
             strike_rows, chain_rows = state.rollup(bars, pricer.index)
         return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts)
 
-    def replay_horizon(self, underlying: str) -> int | None:
-        return self.state(underlying).replay_horizon()
+    def snapshot(self, underlyings: Iterable[str], pricer: OptionPricer) -> bytes:
+        """A checkpoint of these underlyings' states and price book entries (``pipeline.core.checkpoint``)."""
+        names = [u for u in underlyings if u in self.states]
+        return encode_checkpoint(self.config, {u: self.states[u] for u in names},
+                                 {u: pricer.book_entries(u) for u in names})
+
+    def restore(self, blob: bytes, pricer: OptionPricer) -> list[str]:
+        """Replace the states of a checkpoint's underlyings by it; the underlyings restored.
+
+        Raises ``CheckpointError`` (nothing changed) when it was taken with other bar settings or
+        another format."""
+        states, books = decode_checkpoint(blob, self.config)
+        self.states.update(states)
+        for entries in books.values():
+            pricer.restore_book(entries)
+        return sorted(states)
+
+    def drop(self, underlyings: Iterable[str]) -> None:
+        """Forget these underlyings' states (their partition moved to another worker)."""
+        for underlying in underlyings:
+            self.states.pop(underlying, None)

@@ -51,6 +51,17 @@ ROLLUP_ROWS = Counter(
 EVENT_LAG = Gauge(
     "strikeflow_process_lag_seconds", "Wall time minus receive time of the last processed tick", ["underlying"], registry=REGISTRY
 )
+CHECKPOINTS = Counter("strikeflow_checkpoints_total", "Process-agent checkpoints by result (saved, failed, restored, "
+                      "refused: not restorable here, none: no checkpoint to restore)", ["result"], registry=REGISTRY)
+CHECKPOINT_BYTES = Gauge("strikeflow_checkpoint_bytes", "Size of the newest checkpoint of a ticks partition",
+                         ["partition"], registry=REGISTRY)
+CHECKPOINT_SECONDS = Histogram(
+    "strikeflow_checkpoint_seconds", "Time to take and save one checkpoint (producer flush, state, database)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
+)
+UNCHECKPOINTED_RECORDS = Gauge("strikeflow_uncheckpointed_records",
+                               "Processed ticks records not yet covered by a saved checkpoint (not yet acked)",
+                               registry=REGISTRY)
 TICK_TO_PUBLISH = Histogram(
     "strikeflow_tick_to_publish_seconds",
     "Receive (ingest) to Redis publish latency",

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
     late_window_s: int = Field(300, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted (bounds memory)")
     store_ticks: bool = False
+    checkpoint_interval_s: float = Field(5.0, gt=0, le=300, description="how often the process agent checkpoints its state (and so acks what it processed); committed offsets trail the head by about this plus Faust's commit interval")
     redis_max_tick_age_s: float = Field(60.0, gt=0, description="live ticks received longer ago are not published (replays)")
     redis_per_instrument: bool = Field(False, description="also publish each instrument's latest tick on tick:<token>")
 

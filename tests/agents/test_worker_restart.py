@@ -1,4 +1,5 @@
-"""A worker killed with open bars: its successor (same app id) replays and still writes complete bars."""
+"""A worker killed with open bars: its successor (same app id) restores the checkpoint, replays only what
+came after it, and writes complete bars; committed offsets stay within seconds of the head."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
 
 from pipeline.commands.demo import DEV_KAFKA_ENV
+from pipeline.commands.top import consumer_lag
 from pipeline.commands.local_services import free_port
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
 from pipeline.records.ticks import encode_ticks
@@ -24,6 +26,7 @@ from sinks.migrate import migrate
 pytestmark = pytest.mark.integration
 
 FAUST_COMMIT_INTERVAL_S = 2.8  # faust's default broker_commit_interval
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 
@@ -57,7 +60,8 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
     env = {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
            "STRIKEFLOW_PG_SCHEMA": pg_schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
            "STRIKEFLOW_TICKS_TOPIC": ticks_topic, "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
-           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STORE_TICKS": "false"}
+           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STORE_TICKS": "false",
+           "STRIKEFLOW_CHECKPOINT_INTERVAL_S": str(CHECKPOINT_INTERVAL_S)}
     workers: list[subprocess.Popen] = []
 
     def start_worker(n: int) -> subprocess.Popen:
@@ -77,6 +81,12 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
 
         await wait_for(first_bar_written, 90, "the T0 bar from the first worker")
         await asyncio.sleep(3 * FAUST_COMMIT_INTERVAL_S)  # let Faust commit whatever it may commit
+
+        async def committed_near_head() -> bool:  # checkpointed and acked, not held until the bars close
+            return (await consumer_lag(kafka_url, unique_name, [ticks_topic])).get(ticks_topic, 99) <= 1
+
+        await wait_for(committed_near_head, CHECKPOINT_INTERVAL_S + 4 * FAUST_COMMIT_INTERVAL_S,
+                       "the committed offset of the ticks topic to reach the head (T0+60 is still open)")
         assert first.poll() is None
         os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no flush: open bars are lost with the process
         first.wait(10)
@@ -107,3 +117,4 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
                     worker.kill()
     text = (tmp_path / "worker2.log").read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+    assert "from its checkpoint at offset" in text and "NIFTY" in text, text[-3000:]

@@ -138,6 +138,12 @@ class BarAggregator:
         self._pending_n = 0
         self._pending_min_ex: int | None = None  # min exchange_ts of the open ticks (cached: read per record)
 
+    def __getstate__(self) -> dict:
+        """Everything but the ``on_bars`` callback (a checkpoint; the owner wires it again)."""
+        state = dict(self.__dict__)
+        state["on_bars"] = None
+        return state
+
     # ----------------------------------------------------------------- public
 
     def add_ticks(self, ticks: np.ndarray) -> None:
@@ -190,22 +196,6 @@ class BarAggregator:
         if self._pending_n == 0:
             return None
         return self._pending_min_ex // self.interval_s * self.interval_s
-
-    def replay_from(self) -> int | None:
-        """The oldest exchange time whose ticks are still needed to rebuild the open bars from scratch.
-
-        That is the start of the oldest open bucket, or earlier: the newest closed tick (the
-        volume baseline of its next bar) of every instrument whose newest closed tick lies in the
-        interval before that bucket (older baselines are not waited for, so this is never earlier
-        than ``oldest_open_bucket() - interval_s``). None when nothing is open. Read-only.
-        """
-        oldest = self.oldest_open_bucket()
-        if oldest is None:
-            return None
-        floor = oldest - self.interval_s
-        tails = self._slots.tail_ex[self._slots.tail_valid]
-        tails = tails[tails >= floor]
-        return min(oldest, int(tails.min())) if len(tails) else oldest
 
     # ------------------------------------------------------------- internals
 

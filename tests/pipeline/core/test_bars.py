@@ -626,3 +626,26 @@ def test_one_on_bars_call_per_add_ticks_with_everything_it_closed() -> None:
 def test_invalid_interval_rejected() -> None:
     with pytest.raises(ValueError):
         BarAggregator(0, print)
+
+
+def test_oldest_open_bucket_follows_the_closing_watermark() -> None:
+    agg = BarAggregator(60, lambda bars: None, grace_s=2)
+    assert agg.oldest_open_bucket() is None
+    agg.add_ticks(_open_bucket_ticks(range(0, 59), 1))
+    assert agg.oldest_open_bucket() == T0915
+    agg.add_ticks(_open_bucket_ticks(range(60, 63), 100))  # watermark 62: the first bucket closes
+    assert agg.oldest_open_bucket() == T0915 + 60
+    agg.flush()
+    assert agg.oldest_open_bucket() is None
+
+
+def _open_bucket_ticks(seconds, recv0: int) -> np.ndarray:
+    seconds = list(seconds)
+    out = np.zeros(len(seconds), TICK_DTYPE)
+    out["instrument_token"] = 1
+    out["exchange_ts"] = [T0915 + s for s in seconds]
+    out["recv_ts"] = recv0 + np.arange(len(seconds))
+    out["last_price"] = 100.0
+    out["volume"] = 1000 + np.arange(len(seconds))
+    out["bid"] = out["ask"] = np.nan
+    return out

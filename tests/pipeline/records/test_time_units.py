@@ -4,7 +4,13 @@ import pytest
 
 import greeks
 from pipeline.records.kinds import InstrumentKind, RecordKind
-from pipeline.records.time_units import IST, interval_of, label_of, parse_date, parse_timestamp
+from pipeline.records.time_units import (
+    IST,
+    interval_of,
+    label_of,
+    parse_date,
+    parse_timestamp,
+)
 
 pytestmark = pytest.mark.unit
 

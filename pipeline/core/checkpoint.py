@@ -1,0 +1,65 @@
+"""Checkpoints of the process agent's working state: bytes in, the same state out.
+
+A checkpoint holds, for a set of underlyings, everything ``TickProcessor``
+needs to continue as if it had never stopped: the bar aggregators of every
+interval (open ticks, watermarks, per-instrument volume baselines and
+redelivery marks, closed buckets retained for late corrections), the OI
+rollups (carry-forward history), and the price book entries of the
+underlying's instruments (the forwards of the next ticks). The agent stores it
+with the offset of the first record it does not reflect (``sinks.checkpoint_store``).
+
+Format: ``b"SFCP"`` | format:uint16 BE | pickle (protocol 5) of a dict of plain
+objects and numpy arrays. Pickle is used because the state is numpy arrays and
+small Python containers of our own classes, and the bytes never leave our own
+database; ``FORMAT`` is bumped whenever the state layout of those classes
+changes, and a checkpoint of another format, of other bar settings, or that
+does not unpickle raises :class:`CheckpointError` (the agent then starts the
+underlyings fresh and says so).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"SFCP"
+FORMAT = 1
+_HEADER = struct.Struct(">4sH")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored here (other format, other bar settings, corrupt)."""
+
+
+@dataclass
+class BookEntries:
+    """Price book entries (last traded prices, rupees; NaN = none yet) of some instruments."""
+
+    tokens: np.ndarray  # uint32
+    prices: np.ndarray  # float64
+
+
+def encode_checkpoint(config: object, states: dict[str, object], books: dict[str, BookEntries]) -> bytes:
+    body = pickle.dumps({"config": config, "states": states, "books": books}, protocol=5)
+    return _HEADER.pack(MAGIC, FORMAT) + body
+
+
+def decode_checkpoint(blob: bytes, config: object) -> tuple[dict[str, object], dict[str, BookEntries]]:
+    """``(states, books)`` of a checkpoint taken with the same ``config``; CheckpointError otherwise."""
+    if len(blob) < _HEADER.size:
+        raise CheckpointError(f"checkpoint too short ({len(blob)} bytes)")
+    magic, fmt = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise CheckpointError("not a strikeflow checkpoint")
+    if fmt != FORMAT:
+        raise CheckpointError(f"checkpoint format {fmt}, this worker reads format {FORMAT}")
+    try:
+        payload = pickle.loads(memoryview(blob)[_HEADER.size:])
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not restorable here
+        raise CheckpointError(f"checkpoint does not load ({type(exc).__name__}: {exc})") from None
+    if payload.get("config") != config:
+        raise CheckpointError(f"checkpoint taken with bar settings {payload.get('config')}, this worker has {config}")
+    return payload["states"], payload["books"]
