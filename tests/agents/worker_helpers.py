@@ -21,11 +21,17 @@ def price_at(second: np.ndarray | int) -> np.ndarray:
     return 24500 + np.asarray(second) % 7 + 0.0
 
 
-def index_ticks(first: int, last: int, recv_base: int = 1_000_000) -> np.ndarray:
-    """One NIFTY 50 tick per exchange second T0+first..T0+last; recv_ts = recv_base + second."""
+def index_row(token: int, name: str) -> dict:
+    """An index instrument of underlying ``name`` (as the ingestor stores it)."""
+    return {**NIFTY_INDEX, "instrument_token": token, "tradingsymbol": name, "name": name}
+
+
+def index_ticks(first: int, last: int, recv_base: int = 1_000_000, token: int = NIFTY_INDEX["instrument_token"]
+                ) -> np.ndarray:
+    """One tick of index ``token`` per exchange second T0+first..T0+last; recv_ts = recv_base + second."""
     seconds = np.arange(first, last + 1)
     ticks = np.zeros(len(seconds), dtype=TICK_DTYPE)
-    ticks["instrument_token"] = NIFTY_INDEX["instrument_token"]
+    ticks["instrument_token"] = token
     ticks["mode"] = 3
     ticks["exchange_ts"] = T0 + seconds
     ticks["recv_ts"] = recv_base + seconds
