@@ -30,7 +30,7 @@ from pipeline.runtime.settings import Settings
 
 TAKE_MAX = 500
 TAKE_WITHIN_S = 1.0
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 2.0  # a database back from an outage is written to within ~2 s (retries are cheap: one round trip)
 
 
 async def _write_with_retry(what: str, write: Callable[[], Awaitable[int]]) -> None:

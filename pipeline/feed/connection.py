@@ -76,6 +76,7 @@ class Connection:
         self.shard = shard
         self.name = shard.name
         self.connected_once = False
+        self._up = False  # the current session got through the handshake
 
     def url(self, account: KiteAccount) -> str:
         base = self.ingestor.ws_url
@@ -87,9 +88,9 @@ class Connection:
         down_since: float | None = None
         while not ing.stopping.is_set():
             account = ing.accounts[self.shard.account]
+            self._up = False
             try:
                 await self._session(account, down_since)
-                backoff.reset()  # the session got through the handshake
             except AccountRejected as exc:
                 if ing.fail_over(self, exc.reason):
                     continue
@@ -98,6 +99,9 @@ class Connection:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, exc)
             metrics.WS_CONNECTED.labels(self.name).set(0)
+            if self._up:  # the session got through the handshake: this is a new outage, from now
+                backoff.reset()
+                down_since = None
             if ing.stopping.is_set():
                 break
             down_since = down_since or time.monotonic()
@@ -115,6 +119,7 @@ class Connection:
             # the URL carries the access token: never log the exception text itself
             raise aiohttp.ClientError(f"WebSocket upgrade refused with HTTP {exc.status}") from None
         async with ws:
+            self._up = True
             if down_since is not None:
                 gap = time.monotonic() - down_since
                 ing.stats.reconnects += 1

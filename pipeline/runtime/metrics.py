@@ -73,6 +73,9 @@ TICK_TO_PUBLISH = Histogram(
 REDIS_PUBLISHED = Counter("strikeflow_redis_messages_total", "Redis messages published", ["kind"], registry=REGISTRY)
 REDIS_STALE = Counter("strikeflow_redis_stale_ticks_total",
                       "Live ticks too old to publish (a replay after a restart, or a long backlog)", registry=REGISTRY)
+REDIS_NOT_NEWER = Counter("strikeflow_redis_not_newer_ticks_total",
+                          "Live ticks not published because Redis already had a newer tick of the instrument "
+                          "(a replay after a restart or a moved partition)", registry=REGISTRY)
 REDIS_CONFLATED = Gauge("strikeflow_redis_conflated", "Ticks replaced by newer ones before publishing (cumulative)", registry=REGISTRY)
 ROWS_WRITTEN = Counter("strikeflow_rows_written_total", "Rows upserted into PostgreSQL", ["table"], registry=REGISTRY)
 SINK_ERRORS = Counter("strikeflow_sink_errors_total", "Failed sink writes (retried)", ["sink"], registry=REGISTRY)

@@ -37,6 +37,38 @@ class Publisher(Protocol):
 
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int: ...
 
+    async def published_recv_ts(self, underlying: str) -> dict[int, int]: ...
+
+
+class ForwardOnly:
+    """Per instrument, the newest ``recv_ts`` on Redis: a tick not newer than it is never published again.
+
+    A worker that restores a checkpoint replays the few seconds after it, which the previous owner
+    may have published already; seeded from the snapshot hashes (what is on Redis now), this keeps
+    the ``ticks:`` channels and ``snapshot:`` hashes moving forward only.
+    """
+
+    def __init__(self) -> None:
+        self._newest: dict[int, int] = {}
+        self.seeded: set[str] = set()
+
+    def seed(self, underlying: str, newest: dict[int, int]) -> None:
+        for token, recv in newest.items():
+            if recv > self._newest.get(token, -1):
+                self._newest[token] = recv
+        self.seeded.add(underlying)
+
+    def newer(self, ticks: np.ndarray) -> np.ndarray:
+        newest = self._newest
+        before = np.fromiter((newest.get(t, -1) for t in ticks["instrument_token"].tolist()), np.int64, len(ticks))
+        return ticks["recv_ts"] > before
+
+    def record(self, ticks: np.ndarray) -> None:
+        newest = self._newest
+        for token, recv in zip(ticks["instrument_token"].tolist(), ticks["recv_ts"].tolist(), strict=True):
+            if recv > newest.get(token, -1):
+                newest[token] = recv
+
 
 def latest_per_instrument(ticks: np.ndarray) -> np.ndarray:
     """The newest tick (largest recv_ts) of each instrument, in receive order."""
@@ -132,6 +164,8 @@ class ConflatingPublisher:
         self._logged: set[str] = set()
         self._index: dict[str, InstrumentIndex] = {}  # latest index per underlying, to name bars
         self.conflated = 0
+        self.not_newer = 0  # ticks not published: Redis already had a newer one of the instrument
+        self._forward = ForwardOnly()
         self.published_chains = 0
         self.errors = 0
         self.published_ticks = 0
@@ -255,7 +289,7 @@ class ConflatingPublisher:
         for i, underlying in enumerate(underlyings):
             batch, index = ticks[underlying]
             try:
-                self.published_ticks += await self.publisher.publish_ticks(underlying, batch, index)
+                await self._publish_forward(underlying, batch, index)
             except Exception as exc:  # noqa: BLE001
                 if not self._failed(exc, f"ticks of {underlying}"):
                     continue  # not retryable: dropped
@@ -283,6 +317,19 @@ class ConflatingPublisher:
             logger.info("Redis publishing recovered ({} errors so far)", self.errors)
             self._logged.clear()
         return True
+
+    async def _publish_forward(self, underlying: str, batch: np.ndarray, index: InstrumentIndex) -> None:
+        """Publish the ticks of the batch newer than what Redis has of their instruments."""
+        if underlying not in self._forward.seeded:
+            self._forward.seed(underlying, await self.publisher.published_recv_ts(underlying))
+        newer = self._forward.newer(batch)
+        if not newer.all():
+            self.not_newer += int((~newer).sum())
+            metrics.REDIS_NOT_NEWER.inc(int((~newer).sum()))
+            batch = batch[newer]
+        if len(batch):
+            self.published_ticks += await self.publisher.publish_ticks(underlying, batch, index)
+            self._forward.record(batch)
 
     def _requeue_ticks(self, underlying: str, batch: np.ndarray, index: InstrumentIndex) -> None:
         newer = self._ticks.pop(underlying, None)

@@ -7,6 +7,7 @@ The receive -> publish latency of every batch is observed in
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,18 @@ class RedisPublisher:
         if len(chain_rows) == 0:
             return 0
         return await self._publish_all("chain", chain_messages(self.channels, underlying, chain_rows))
+
+    async def published_recv_ts(self, underlying: str) -> dict[int, int]:
+        """The ``recv_ts`` of every instrument's tick in the underlying's snapshot hashes (what dashboards
+        have now); unreadable entries are skipped."""
+        newest: dict[int, int] = {}
+        async for key in self.redis.scan_iter(match=self.channels.snapshot(underlying, "*"), count=100):
+            for token, value in (await self.redis.hgetall(key)).items():
+                try:
+                    newest[int(token)] = int(json.loads(value)["recv_ts"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return newest
 
     async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:
         """PUBLISH each (channel, message) in order, in one round trip; returns how many."""

@@ -16,8 +16,8 @@ import pytest
 from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
 
 from pipeline.commands.demo import DEV_KAFKA_ENV
-from pipeline.commands.top import consumer_lag
 from pipeline.commands.local_services import free_port
+from pipeline.commands.top import consumer_lag
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments

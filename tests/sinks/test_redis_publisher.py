@@ -258,3 +258,29 @@ async def test_conflating_stale_ticks_are_not_published_nor_snapshotted(redis, s
     assert conflating.stale == 4
     snapshot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:spot")
     assert snapshot == {}  # the stale index tick did not overwrite the live snapshot
+
+
+async def test_a_new_worker_replaying_never_sends_a_channel_back_in_time(redis, subscriber, redis_prefix):
+    """The worker that takes a partition over replays the seconds after the checkpoint, which the previous
+    owner had published: only ticks newer than the snapshot's reach the channel and the hash."""
+    old_owner = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await old_owner.start()
+    old_owner.offer("NIFTY", h.ticks(tokens=(h.CALL, h.PUT), recv_start=1_900_000_000_000_200, price=150.0), h.index())
+    await old_owner.stop()
+
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    successor = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await successor.start()
+    replay = np.concatenate([
+        h.ticks(tokens=(h.CALL, h.PUT), recv_start=1_900_000_000_000_100, price=100.0),  # older than Redis has
+        h.ticks(tokens=(h.PUT,), recv_start=1_900_000_000_000_300, price=160.0),  # newer: goes out
+    ])
+    successor.offer("NIFTY", replay, h.index())
+    await successor.stop()
+    got = await _messages(subscriber, 1)
+    assert [(t["token"], t["last_price"]) for t in got[0][1]["ticks"]] == [(h.PUT, 160.0)]
+    assert await _no_more(subscriber)
+    assert successor.not_newer == 2
+    snapshot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:2030-01-31")
+    assert _strict_loads(snapshot[str(h.CALL).encode()])["last_price"] == 150.0  # not rewound to 100
+    assert _strict_loads(snapshot[str(h.PUT).encode()])["last_price"] == 160.0

@@ -258,3 +258,20 @@ async def test_ingest_with_a_refused_token_exits_2_with_one_line_and_no_secret(k
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and "KITE_ACCESS_TOKEN" in lines[0], lines
     assert b"SECRET-stale-token" not in out + err and b"Traceback" not in err
+
+
+@pytest.mark.integration
+async def test_two_drops_in_a_row_each_gap_measured_from_its_own_drop(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    """A gap is the time since *this* outage began, not since the first one (down_since was never reset)."""
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    expected = set(run.ingestor.index.tokens.tolist())
+    await _until(lambda: _subscribed(simulator) == expected, what="subscription")
+    simulator.drop()
+    await _until(lambda: run.ingestor.stats.reconnects == 1, what="first reconnect")
+    first_gap = run.ingestor.stats.gap_seconds
+    await asyncio.sleep(3.0)  # connected and ticking in between
+    simulator.drop()
+    await _until(lambda: run.ingestor.stats.reconnects == 2, what="second reconnect")
+    second_gap = run.ingestor.stats.gap_seconds - first_gap
+    assert 0 < second_gap < 2.5, (first_gap, second_gap)  # about one backoff step, not 3 s + both outages
