@@ -82,8 +82,10 @@ class UnderlyingState:
         self.underlying = underlying
         self.started = False
         self._closed: list[np.ndarray] = []
+        finest = min(config.intervals_s)  # one late-tick rule for every interval
         self.aggregators = [
-            BarAggregator(interval, self._closed.append, grace_s=config.grace_s, late_window_s=config.late_window_s)
+            BarAggregator(interval, self._closed.append, grace_s=config.grace_s, late_window_s=config.late_window_s,
+                          late_rule_interval_s=finest)
             for interval in config.intervals_s
         ]
         # retain what a late correction can still reach: the late window plus the bar's and the next one's interval

@@ -68,11 +68,13 @@ class BarAggregator:
       counted in ``duplicates``. Checked first, so a redelivered too-late tick
       counts as a duplicate.
     - Late ticks: the effective late window is ``L = max(late_window_s,
-      grace_s)`` (a tick for a bucket that is still open is never too late).
-      Tick ``i`` (in receive order) with ``bucket + interval_s + L <=
-      watermark_i`` (the watermark including ticks ``0..i``, so the decision
-      does not depend on how ticks are split into batches) is dropped and
-      counted in ``too_late_dropped``. An accepted tick for an already closed
+      grace_s)``. Tick ``i`` (in receive order) with ``rule_bucket +
+      rule_interval_s + L <= watermark_i`` (the watermark including ticks
+      ``0..i``, so the decision does not depend on how ticks are split into
+      batches) is dropped and counted in ``too_late_dropped``;
+      ``rule_interval_s`` is ``late_rule_interval_s`` (the finest interval of a
+      set of aggregators fed the same ticks: one rule for all, so a tick reaches
+      every interval's bars or none) and defaults to ``interval_s``. An accepted tick for an already closed
       bucket is a late correction (counted per tick in ``late_corrections``):
       the bar of its (instrument, bucket) is recomputed from the bucket's
       retained ticks plus the late tick and emitted again. A closed bucket's
@@ -112,6 +114,7 @@ class BarAggregator:
         *,
         grace_s: float = 2.0,
         late_window_s: float = 300.0,
+        late_rule_interval_s: int | None = None,
     ) -> None:
         if int(interval_s) != interval_s or interval_s <= 0:
             raise ValueError(f"interval_s must be a positive whole number of seconds, got {interval_s!r}")
@@ -128,7 +131,7 @@ class BarAggregator:
             "too_late_dropped": 0,
             "bars_emitted": 0,
         }
-        self._watermark = Watermark(self.interval_s, self.grace_s, self.late_window_s)
+        self._watermark = Watermark(self.interval_s, self.grace_s, self.late_window_s, late_rule_interval_s)
         self._closed_before: int | None = None  # every bucket < this is closed
         self._slots = SlotTable()
         self._late = LateTickStore(self._slots, self.interval_s)
@@ -154,7 +157,7 @@ class BarAggregator:
         ticks = as_priced(ticks)
         slots = self._slots.slots_for(ticks["instrument_token"])
         bucket = ticks["exchange_ts"] // self.interval_s * self.interval_s
-        too_late = self._watermark.too_late(bucket, self._watermark.running(ticks["exchange_ts"]))
+        too_late = self._watermark.too_late(ticks["exchange_ts"], self._watermark.running(ticks["exchange_ts"]))
         dup = self._slots.duplicates(slots, ticks["recv_ts"], too_late)
         accepted = ~(dup | too_late)
         self.stats["duplicates"] += int(np.count_nonzero(dup))

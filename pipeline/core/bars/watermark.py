@@ -5,10 +5,13 @@ Pure: time comes only from the ticks' ``exchange_ts`` (epoch seconds).
 - watermark: the largest ``exchange_ts`` received so far (every tick, any
   instrument, duplicates included);
 - bucket ``b`` closes when ``b + interval_s + grace_s <= watermark``;
-- the late window is ``L = max(late_window_s, grace_s)`` (a tick for a bucket
-  that is still open is never too late); a tick with ``bucket + interval_s + L
-  <= watermark`` (the watermark including the ticks before it in receive
-  order, so the decision does not depend on batch boundaries) is too late;
+- the late window is ``L = max(late_window_s, grace_s)``; a tick with
+  ``rule_bucket + rule_interval_s + L <= watermark`` (the watermark including
+  the ticks before it in receive order, so the decision does not depend on
+  batch boundaries) is too late. ``rule_interval_s`` is the finest bar interval
+  (default: this one): every interval then judges a tick by the same bucket,
+  so a tick reaches the bars of every interval or of none, and a 5-minute bar
+  always equals its five 1-minute bars;
 - a closed bucket's ticks are retained for corrections while ``b >
   watermark - interval_s - L``.
 """
@@ -21,8 +24,12 @@ import numpy as np
 
 
 class Watermark:
-    def __init__(self, interval_s: int, grace_s: float, late_window_s: float) -> None:
+    def __init__(self, interval_s: int, grace_s: float, late_window_s: float, rule_interval_s: int | None = None) -> None:
+        rule_interval_s = interval_s if rule_interval_s is None else int(rule_interval_s)
+        if rule_interval_s <= 0 or interval_s % rule_interval_s:
+            raise ValueError(f"the late rule's interval ({rule_interval_s}s) must divide the bar interval ({interval_s}s)")
         self.interval_s = interval_s
+        self.rule_interval_s = rule_interval_s
         self.grace_s = grace_s
         self.late_s = max(late_window_s, grace_s)
         self.value: int | None = None
@@ -35,8 +42,9 @@ class Watermark:
         self.value = int(run[-1])
         return run
 
-    def too_late(self, bucket: np.ndarray, running: np.ndarray) -> np.ndarray:
-        return bucket + (self.interval_s + self.late_s) <= running
+    def too_late(self, exchange_ts: np.ndarray, running: np.ndarray) -> np.ndarray:
+        rule = self.rule_interval_s
+        return exchange_ts // rule * rule + (rule + self.late_s) <= running
 
     def closed_before(self) -> int:
         """Every bucket below this is closed (the watermark must be known)."""

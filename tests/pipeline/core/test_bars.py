@@ -649,3 +649,9 @@ def _open_bucket_ticks(seconds, recv0: int) -> np.ndarray:
     out["volume"] = 1000 + np.arange(len(seconds))
     out["bid"] = out["ask"] = np.nan
     return out
+
+
+def test_late_rule_interval_must_divide_the_bar_interval() -> None:
+    with pytest.raises(ValueError, match="must divide the bar interval"):
+        BarAggregator(300, lambda bars: None, late_rule_interval_s=120)
+    BarAggregator(900, lambda bars: None, late_rule_interval_s=60)  # fine

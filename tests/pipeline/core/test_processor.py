@@ -173,3 +173,43 @@ def test_empty_batch_gives_an_empty_result() -> None:
     underlying, ticks = decode_ticks(records[0][1])
     result = TickProcessor(CONFIG).process(underlying, ticks[:0], OptionPricer(index, R))
     assert result.bars is None and len(result.priced) == 0 and result.newest_exchange_ts is None
+
+
+def _latest_versions(bars: list[np.ndarray]) -> dict[tuple[int, int, int], np.void]:
+    """The newest version of every bar (what the upsert keeps): later emissions replace earlier ones."""
+    out: dict[tuple[int, int, int], np.void] = {}
+    for batch in bars:
+        for bar in batch:
+            out[(int(bar["interval_s"]), int(bar["instrument_token"]), int(bar["bucket"]))] = bar
+    return out
+
+
+def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
+    """One late-tick rule for all intervals: a tick 6.5 minutes late reaches no bar rather than only the
+    5-minute one, and each 5-minute bar sums its five 1-minute bars."""
+    index, records = _records(900, per_step=8)
+    rng = np.random.default_rng(4)
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    emitted, too_late, recv = [], 0, 2_000_000_000_000_000
+    for n, (_, payload) in enumerate(records):
+        underlying, ticks = decode_ticks(payload)
+        if n % 7 == 3 and len(ticks):  # a late copy of a tick, 30-400 s older, received now
+            late = ticks[:1].copy()
+            late["exchange_ts"] -= int(rng.integers(30, 400))
+            late["recv_ts"] = recv = recv + 1
+            ticks = np.concatenate([ticks, late])
+        result = processor.process(underlying, ticks, pricer)
+        too_late += result.counts.too_late
+        if result.bars is not None:
+            emitted.append(result.bars)
+    assert too_late > 0 and too_late % len(CONFIG.intervals_s) == 0  # dropped by every interval alike
+    bars = _latest_versions(emitted)
+    five = [(k, b) for k, b in bars.items() if k[0] == 300]
+    assert len(five) > 10
+    for (_, token, bucket), bar in five:
+        minutes = [bars.get((60, token, bucket + 60 * i)) for i in range(5)]
+        minutes = [m for m in minutes if m is not None]
+        assert bar["tick_count"] == sum(int(m["tick_count"]) for m in minutes), (token, bucket)
+        assert bar["volume"] == sum(int(m["volume"]) for m in minutes), (token, bucket)
+        assert bar["open"] == minutes[0]["open"] and bar["close"] == minutes[-1]["close"]
+        assert bar["high"] == max(m["high"] for m in minutes) and bar["low"] == min(m["low"] for m in minutes)
