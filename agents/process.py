@@ -33,7 +33,7 @@ from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
 from pipeline.records.bars import encode_bars
 from pipeline.records.columnar import BatchFormatError
 from pipeline.records.rollups import encode_rollups
-from pipeline.records.ticks import decode_ticks, encode_priced_ticks
+from pipeline.records.ticks import decode_ticks_record, encode_priced_ticks
 from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.settings import Settings
@@ -79,11 +79,15 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
         """Handle one ticks record; the result when it fed the bars, else None (released at once)."""
         res = await resources.get()
         try:
-            underlying, ticks = decode_ticks(payload)
+            underlying, ticks, clock = decode_ticks_record(payload)
         except BatchFormatError as exc:
             metrics.BAD_BATCHES.labels(settings.ticks_topic).inc()
             logger.warning("skipping a bad ticks record: {}", exc)
             return None
+        if clock is not None:  # a quiet underlying's exchange clock: close its bars on time
+            result = processor.advance(underlying, clock, res.instruments)
+            await _emit(result, res, topics, store_ticks=False)
+            return result
         if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
             await resources.refresh_instruments()
         await _seed(processor, underlying, ticks, res, settings.pg_schema)

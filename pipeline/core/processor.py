@@ -30,6 +30,7 @@ from pipeline.core.rollups import OIRollup
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE
+from pipeline.records.ticks import PRICED_TICK_DTYPE
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,20 @@ class UnderlyingState:
             too_late=sum(a.stats["too_late_dropped"] - b["too_late_dropped"]
                          for a, b in zip(self.aggregators, before, strict=True)),
         )
+        return self._take_closed(), counts
+
+    def advance(self, exchange_ts: int) -> np.ndarray | None:
+        """The exchange clock reached ``exchange_ts``: the bars that closes, every interval (None: none)."""
+        for aggregator in self.aggregators:
+            aggregator.advance(exchange_ts)
+        return self._take_closed()
+
+    def _take_closed(self) -> np.ndarray | None:
         if not self._closed:
-            return None, counts
+            return None
         bars = np.concatenate(self._closed)
         self._closed.clear()
-        return bars, counts
+        return bars
 
     def rollup(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
         """(strike rows, chain rows) of the closed bars, all intervals."""
@@ -172,6 +182,15 @@ class TickProcessor:
         else:
             strike_rows, chain_rows = state.rollup(bars, pricer.index)
         return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts)
+
+    def advance(self, underlying: str, exchange_ts: int, index: InstrumentIndex) -> ProcessResult:
+        """A clock record: the underlying's exchange clock reached ``exchange_ts`` (epoch s) with no tick;
+        the bars (and rollups) that closes."""
+        state = self.state(underlying)
+        bars = state.advance(exchange_ts)
+        strike_rows, chain_rows = (np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)) if bars is None \
+            else state.rollup(bars, index)
+        return ProcessResult(underlying, np.empty(0, PRICED_TICK_DTYPE), bars, strike_rows, chain_rows, TickCounts())
 
     def snapshot(self, underlyings: Iterable[str], pricer: OptionPricer) -> bytes:
         """A checkpoint of these underlyings' states and price book entries (``pipeline.core.checkpoint``)."""

@@ -12,6 +12,7 @@ a rejected account's shards fail over to another account.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -25,12 +26,13 @@ from pipeline.feed.connection import Connection
 from pipeline.feed.instruments import select_universe
 from pipeline.feed.kite_codec import FrameDecoder
 from pipeline.feed.kite_wire import MODE_FULL, is_heartbeat
+from pipeline.feed.quiet_clock import QuietClock
 from pipeline.feed.sharding import Shard, ShardingError, plan_shards, reassign
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.records.ticks import encode_ticks
+from pipeline.records.ticks import encode_clock, encode_ticks
 from pipeline.runtime import metrics
 from pipeline.runtime.settings import KiteAccount, Settings
 
@@ -54,6 +56,7 @@ class IngestStats:
     unknown_tokens: int = 0
     partial_packets: int = 0
     gap_seconds: float = 0.0
+    clock_records: int = 0
 
 
 class Ingestor:
@@ -68,6 +71,8 @@ class Ingestor:
         self.ws_url = ws_url
         self.decoder = FrameDecoder()
         self.clock = ReceiveClock()
+        self.quiet_clock = QuietClock(settings.ingest_clock_after_s)
+        self.last_message_at = float("-inf")  # monotonic seconds of the newest message of any connection
         self.last_exchange_ts = 0
         self.stats = IngestStats()
         self.stopping = asyncio.Event()
@@ -75,6 +80,7 @@ class Ingestor:
         self.connections = [Connection(self, s) for s in shards]
 
     def on_binary(self, connection: str, data: bytes) -> None:
+        self.last_message_at = time.monotonic()
         if is_heartbeat(data):
             self.stats.heartbeats += 1
             metrics.HEARTBEATS.labels(connection).inc()
@@ -103,6 +109,7 @@ class Ingestor:
         self.stats.unknown_tokens += unknown
         for underlying, rows in groups.items():
             self.producer.offer(underlying, encode_ticks(underlying, rows))
+        self.quiet_clock.ticked(groups, self.last_exchange_ts, self.last_message_at)
         self.stats.ticks += len(ticks) - unknown
         metrics.TICKS_INGESTED.inc(len(ticks) - unknown)
 
@@ -138,6 +145,7 @@ class Ingestor:
         self.http = aiohttp.ClientSession()
         try:
             tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.connections]
+            tasks.append(asyncio.create_task(self._clock_loop(), name="quiet-clock"))
             await self.stopping.wait()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -145,6 +153,17 @@ class Ingestor:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def _clock_loop(self) -> None:
+        """Once a second: clock records for the underlyings that have been quiet (``pipeline.feed.quiet_clock``)."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            now = time.monotonic()
+            alive = now - self.last_message_at <= self.settings.kite_silence_timeout_s
+            for underlying, exchange_ts in self.quiet_clock.due(now, alive):
+                self.producer.offer(underlying, encode_clock(underlying, exchange_ts))
+                self.stats.clock_records += 1
 
 
 def universe_index(rows: list[dict], settings: Settings) -> InstrumentIndex:

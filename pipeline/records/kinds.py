@@ -18,6 +18,7 @@ class RecordKind(IntEnum):
     BARS = 3  # pipeline.records.bars.BAR_DTYPE, topic ``bars``
     STRIKE_BARS = 4  # pipeline.records.rollups.STRIKE_BAR_DTYPE, topic ``bars-rollups``
     CHAIN_BARS = 5  # pipeline.records.rollups.CHAIN_BAR_DTYPE, topic ``bars-rollups``
+    CLOCK = 6  # pipeline.records.ticks.CLOCK_DTYPE, topic ``ticks``: the exchange clock of a quiet underlying
 
 
 class InstrumentKind(IntEnum):

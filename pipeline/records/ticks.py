@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.records.columnar import decode_batch, encode_batch
+from pipeline.records.columnar import BatchFormatError, decode_batch, encode_batch
 from pipeline.records.kinds import RecordKind
 
 TICK_DTYPE = np.dtype(
@@ -51,6 +51,11 @@ GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho")
 
 PRICED_TICK_DTYPE = np.dtype(TICK_DTYPE.descr + [(name, "<f8") for name in GREEK_FIELDS])
 
+# A clock record on the ``ticks`` topic: no tick, only "the exchange clock of this underlying has reached
+# ``exchange_ts``" (epoch seconds), sent by the ingestor while an underlying is quiet, so bars close on time.
+CLOCK_DTYPE = np.dtype([("exchange_ts", "<i8")])
+
+
 def encode_ticks(underlying: str, ticks: np.ndarray) -> bytes:
     """Serialise a ``TICK_DTYPE`` array for the ``ticks`` topic."""
     return encode_batch(RecordKind.TICKS, underlying, ticks, TICK_DTYPE)
@@ -60,6 +65,22 @@ def decode_ticks(payload: bytes) -> tuple[str, np.ndarray]:
     """Return ``(underlying, ticks)``; raises ``BatchFormatError`` on a bad payload."""
     _, underlying, ticks = decode_batch(payload, {RecordKind.TICKS: TICK_DTYPE})
     return underlying, ticks
+
+
+def encode_clock(underlying: str, exchange_ts: int) -> bytes:
+    """A clock record for the ``ticks`` topic (see ``CLOCK_DTYPE``)."""
+    return encode_batch(RecordKind.CLOCK, underlying, np.array([(int(exchange_ts),)], CLOCK_DTYPE), CLOCK_DTYPE)
+
+
+def decode_ticks_record(payload: bytes) -> tuple[str, np.ndarray, int | None]:
+    """A ``ticks`` topic record: ``(underlying, ticks, None)``, or ``(underlying, no ticks, exchange_ts)``
+    for a clock record; ``BatchFormatError`` on anything else."""
+    kind, underlying, rows = decode_batch(payload, {RecordKind.TICKS: TICK_DTYPE, RecordKind.CLOCK: CLOCK_DTYPE})
+    if kind == RecordKind.CLOCK:
+        if len(rows) != 1:
+            raise BatchFormatError(f"a clock record holds one row, this one {len(rows)}")
+        return underlying, np.empty(0, TICK_DTYPE), int(rows["exchange_ts"][0])
+    return underlying, rows, None
 
 
 def encode_priced_ticks(underlying: str, ticks: np.ndarray) -> bytes:
@@ -84,11 +105,14 @@ def priced_ticks(ticks: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
+    "CLOCK_DTYPE",
     "GREEK_FIELDS",
     "PRICED_TICK_DTYPE",
     "TICK_DTYPE",
     "decode_priced_ticks",
     "decode_ticks",
+    "decode_ticks_record",
+    "encode_clock",
     "encode_priced_ticks",
     "encode_ticks",
     "priced_ticks",

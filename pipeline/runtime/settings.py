@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(30.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
     kafka_rebalance_timeout_s: float = Field(60.0, gt=0)
+    ingest_clock_after_s: float = Field(2.0, gt=0, le=600, description="an underlying with no tick for this long (feed alive) gets clock records on the ticks topic, so its bars close on the exchange clock")
     ingest_buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
 
     # --- processes ---

@@ -171,6 +171,14 @@ class BarAggregator:
             self._accept(ticks, slots, bucket, out)
         self._close(self._watermark.closed_before(), out)
 
+    def advance(self, exchange_ts: int) -> None:
+        """The exchange clock reached ``exchange_ts`` with no tick (a quiet feed, a clock record):
+        the watermark moves there and closes what that closes. Never moves it back."""
+        if self._watermark.value is not None and exchange_ts <= self._watermark.value:
+            return
+        self._watermark.value = int(exchange_ts)
+        self._close(self._watermark.closed_before(), [])
+
     def flush(self) -> None:
         """Close and emit every open bar (shutdown, end of a replay)."""
         if self._pending_n == 0:

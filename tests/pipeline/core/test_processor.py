@@ -213,3 +213,21 @@ def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
         assert bar["volume"] == sum(int(m["volume"]) for m in minutes), (token, bucket)
         assert bar["open"] == minutes[0]["open"] and bar["close"] == minutes[-1]["close"]
         assert bar["high"] == max(m["high"] for m in minutes) and bar["low"] == min(m["low"] for m in minutes)
+
+
+def test_clock_record_closes_the_bars_of_a_quiet_underlying_once() -> None:
+    """The session's last bars close on the exchange clock, not on the next morning's first tick."""
+    index, records = _records(50)  # 50 s of ticks: the first minute is still open
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    for _, payload in records:
+        underlying, ticks = decode_ticks(payload)
+        processor.process(underlying, ticks, pricer)
+    open_bucket = processor.state("NIFTY").aggregators[0].oldest_open_bucket()
+    assert processor.advance("NIFTY", open_bucket + 60, index).bars is None  # within the grace: still open
+    closed = processor.advance("NIFTY", open_bucket + 60 + int(CONFIG.grace_s), index)
+    assert closed.bars is not None and set(closed.bars["interval_s"].tolist()) == {60}
+    assert set(closed.bars["bucket"].tolist()) == {open_bucket} and len(closed.chain_rows) > 0
+    assert len(closed.priced) == 0 and closed.newest_exchange_ts is None
+    assert processor.advance("NIFTY", open_bucket + 30, index).bars is None  # never back, never twice
+    assert processor.advance("NIFTY", open_bucket + 300 + 2, index).bars["interval_s"].tolist().count(300) > 0
+    assert processor.advance("NOT_SEEN", open_bucket + 900, index).bars is None

@@ -22,7 +22,7 @@ from pipeline.feed.ingestor import (
 )
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
-from pipeline.records.ticks import TICK_DTYPE, decode_ticks
+from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
 from pipeline.runtime.settings import KiteAccount, load_settings
 
 
@@ -49,8 +49,9 @@ async def start_ingest(kafka_url: str, unique_name: str):  # noqa: ANN201
     running: list[Running] = []
 
     async def start(simulator, addr: str, accounts: list[KiteAccount] | None = None, **overrides) -> Running:  # noqa: ANN001, ANN003
-        settings = load_settings(kafka_url=kafka_url, ticks_topic=f"{unique_name}-ticks", underlyings=("NIFTY",),
-                                 expiries=1, strikes_around_atm=2, kite_silence_timeout_s=1.0, **overrides)
+        settings = load_settings(**{"kafka_url": kafka_url, "ticks_topic": f"{unique_name}-ticks",
+                                    "underlyings": ("NIFTY",), "expiries": 1, "strikes_around_atm": 2,
+                                    "kite_silence_timeout_s": 1.0, **overrides})
         accounts = accounts or [KiteAccount(api_key="k", access_token="t")]
         index = universe_index(simulator.rows, settings)
         await ensure_topic(kafka_url, settings.ticks_topic, 2)
@@ -275,3 +276,34 @@ async def test_two_drops_in_a_row_each_gap_measured_from_its_own_drop(kite_simul
     await _until(lambda: run.ingestor.stats.reconnects == 2, what="second reconnect")
     second_gap = run.ingestor.stats.gap_seconds - first_gap
     assert 0 < second_gap < 2.5, (first_gap, second_gap)  # about one backoff step, not 3 s + both outages
+
+
+@pytest.mark.integration
+async def test_quiet_feed_gets_clock_records_so_bars_can_close(kite_simulator, start_ingest, kafka_url: str,
+                                                               unique_name: str) -> None:  # noqa: ANN001
+    """No trades, only heartbeats (after 15:30 IST, say): the ingestor sends the exchange clock on the ticks topic."""
+    simulator, addr = await kite_simulator(rate=0)  # the subscribe snapshot, then heartbeats only
+    run = await start_ingest(simulator, addr, ingest_clock_after_s=1.0, kite_silence_timeout_s=3.0)
+    await _until(lambda: run.ingestor.stats.clock_records >= 3, timeout=20, what="clock records")
+    last_tick_ts = run.ingestor.last_exchange_ts
+    await run.stop()
+    consumer = AIOKafkaConsumer(f"{unique_name}-ticks", bootstrap_servers=bootstrap_servers(kafka_url),
+                                auto_offset_reset="earliest", group_id=f"{unique_name}-check")
+    await consumer.start()
+    clocks, ticks = [], 0
+    try:
+        deadline = time.monotonic() + 15
+        while len(clocks) < 3 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    underlying, batch, clock = decode_ticks_record(record.value)
+                    assert underlying == "NIFTY" and record.key == b"NIFTY"
+                    if clock is None:
+                        ticks += len(batch)
+                    else:
+                        clocks.append(clock)
+    finally:
+        await consumer.stop()
+    assert ticks > 0 and len(clocks) >= 3
+    assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)  # only forward
+    assert clocks[0] > last_tick_ts - 1 and clocks[-1] <= last_tick_ts + 30  # wall-speed estimate past the last tick

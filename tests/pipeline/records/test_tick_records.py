@@ -2,12 +2,16 @@ import numpy as np
 import pytest
 
 from pipeline.records.bars import BAR_DTYPE, decode_bars, encode_bars
-from pipeline.records.columnar import BatchFormatError
+from pipeline.records.columnar import BatchFormatError, encode_batch
+from pipeline.records.kinds import RecordKind
 from pipeline.records.ticks import (
+    CLOCK_DTYPE,
     PRICED_TICK_DTYPE,
     TICK_DTYPE,
     decode_priced_ticks,
     decode_ticks,
+    decode_ticks_record,
+    encode_clock,
     encode_priced_ticks,
     encode_ticks,
     priced_ticks,
@@ -89,3 +93,14 @@ def test_batches_back_to_back_decode_in_order_and_trailing_bytes_are_rejected() 
         decode_batch(payload, {1: TICK_DTYPE})  # one batch expected, two present
     with pytest.raises(BatchFormatError):
         decode_batches(payload[:-1], {1: TICK_DTYPE})
+
+
+def test_clock_record_round_trip_and_ticks_records_unchanged() -> None:
+    underlying, ticks, clock = decode_ticks_record(encode_clock("NIFTY", 1_795_407_960))
+    assert (underlying, len(ticks), clock) == ("NIFTY", 0, 1_795_407_960)
+    some = np.zeros(3, TICK_DTYPE)
+    underlying, ticks, clock = decode_ticks_record(encode_ticks("BANKNIFTY", some))
+    assert underlying == "BANKNIFTY" and len(ticks) == 3 and clock is None
+    two = encode_batch(RecordKind.CLOCK, "NIFTY", np.zeros(2, CLOCK_DTYPE), CLOCK_DTYPE)
+    with pytest.raises(BatchFormatError, match="one row"):
+        decode_ticks_record(two)
