@@ -12,3 +12,6 @@ CREATE TABLE IF NOT EXISTS {schema}.worker_checkpoints (
     taken_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (app_id, topic, partition)
 );
+-- Stored uncompressed: the state is mostly numpy arrays that pglz barely shrinks, and compressing
+-- megabytes at every checkpoint costs seconds.
+ALTER TABLE {schema}.worker_checkpoints ALTER COLUMN state SET STORAGE EXTERNAL;
