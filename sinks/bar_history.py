@@ -1,6 +1,6 @@
 """Read stored bars back: the newest closed bar per instrument, to seed the OI rollups after a restart.
 
-``load_latest_bars`` returns ``BAR_DTYPE`` rows (pipeline.core.bars.aggregator), converted back
+``load_latest_bars`` returns ``BAR_DTYPE`` rows (pipeline.records.bars), converted back
 from the bars tables as ``sinks.timescale_writer`` wrote them: ``bucket``
 timestamptz -> epoch seconds, ``last_recv_ts`` timestamptz -> epoch
 microseconds (exact, integer arithmetic), NULL floats -> NaN, NULL ints -> 0,
@@ -23,7 +23,7 @@ _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _US = dt.timedelta(microseconds=1)
 
-_COLUMNS = [n for n in BAR_DTYPE.names if n != "interval_s"]
+_COLUMNS = [n for n in BAR_DTYPE.names if n not in ("interval_s", "correction")]  # not table columns
 
 
 def latest_bars_sql(schema: str, interval_s: int) -> str:

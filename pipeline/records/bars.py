@@ -3,7 +3,8 @@
 One row per (instrument, interval, bucket). Units: ``bucket`` epoch seconds
 (the start of the interval), ``interval_s`` seconds, prices rupees, volume and
 OI contracts, ``last_recv_ts`` epoch microseconds of the newest tick the bar
-is computed from (it versions a bar: a late correction carries a newer one).
+is computed from (it versions a bar: a late correction carries a newer one);
+``correction`` is 1 on a re-emission of a bar already emitted, 0 on its close.
 Greeks at the close as in ``pipeline.records.ticks``. How every column is
 computed: ``pipeline.core.bars``.
 """
@@ -35,6 +36,8 @@ BAR_DTYPE = np.dtype(
         ("last_recv_ts", "<i8"),
     ]
     + [(name, "<f8") for name in GREEK_FIELDS]
+    # 1 when the row re-emits a bar already emitted (a late tick, or its volume baseline moved); 0 for a close
+    + [("correction", "u1")]
 )
 
 def encode_bars(underlying: str, bars: np.ndarray) -> bytes:

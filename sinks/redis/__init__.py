@@ -25,7 +25,9 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
   "last_recv_ts" (epoch µs)}``.
 
-Missing numbers (NaN) are JSON ``null``; messages never contain NaN/Infinity.
+Every message carries ``"schema_version"``; bar objects carry ``"correction"``
+(true when the bar replaces one published before). Missing numbers (NaN) are
+JSON ``null``; messages never contain NaN/Infinity.
 
 Modules: ``channels`` (names), ``payloads`` (JSON, pure), ``publisher``
 (``RedisPublisher``: one round trip per call, a non-transactional pipeline),

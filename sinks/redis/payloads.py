@@ -21,6 +21,9 @@ from pipeline.records.ticks import GREEK_FIELDS
 from pipeline.records.time_units import label_of
 from sinks.redis.channels import Channels
 
+#: Carried by every message as ``"schema_version"``; bumped when a message's shape changes incompatibly.
+SCHEMA_VERSION = 1
+
 _NAMED_KINDS = (InstrumentKind.FUT, InstrumentKind.INDEX)
 _BAR_FLOATS = ("open", "high", "low", "close", "vwap")
 _BAR_INTS = ("volume", "oi", "oi_open", "oi_high", "oi_low", "tick_count", "bucket", "last_recv_ts")
@@ -136,6 +139,8 @@ def bar_objects(bars: np.ndarray, index: InstrumentIndex | None = None) -> list[
     cols += [(name, bars[name].tolist()) for name in _BAR_INTS]
     cols += [(name, float_list(bars[name])) for name in _BAR_FLOATS]
     cols += [(name, float_list(bars[name])) for name in GREEK_FIELDS if name in bars.dtype.names]
+    if "correction" in bars.dtype.names:
+        cols.append(("correction", (bars["correction"] != 0).tolist()))
     names = [name for name, _ in cols]
     return [dict(zip(names, row, strict=True)) for row in zip(*(c for _, c in cols), strict=True)]
 
@@ -145,7 +150,8 @@ def ticks_message(channels: Channels, underlying: str, ticks: np.ndarray, index:
     """(message JSON, {snapshot key: {token: tick JSON}}) for one batch — pure, no I/O."""
     objects = tick_objects(ticks, index)
     encoded = [dumps(o) for o in objects]  # each tick encoded once: for the batch and its snapshot field
-    message = f'{{"underlying":{dumps(underlying)},"ticks":[{",".join(encoded)}]}}'
+    message = (f'{{"schema_version":{SCHEMA_VERSION},"underlying":{dumps(underlying)},'
+               f'"ticks":[{",".join(encoded)}]}}')
     snapshots: dict[str, dict[str, str]] = {}
     # Latest tick per instrument: later (newer recv_ts) rows overwrite earlier ones.
     order = np.argsort(ticks["recv_ts"], kind="stable").tolist() if len(ticks) > 1 else range(len(ticks))
@@ -162,7 +168,8 @@ def bar_messages(channels: Channels, underlying: str, bars: np.ndarray, index: I
     out = []
     for interval in np.unique(bars["interval_s"]).tolist():
         chunk = bars[bars["interval_s"] == interval]
-        payload = {"underlying": underlying, "timeframe": label_of(interval), "interval_s": interval,
+        payload = {"schema_version": SCHEMA_VERSION, "underlying": underlying, "timeframe": label_of(interval),
+                   "interval_s": interval,
                    "bars": bar_objects(chunk, index)}
         out.append((channels.bars(interval, underlying), dumps(payload)))
     return out
@@ -174,5 +181,6 @@ def chain_messages(channels: Channels, underlying: str, chain_rows: np.ndarray) 
     for row in row_dicts(chain_rows):
         row["underlying"] = row["underlying"] or underlying
         row["timeframe"] = label_of(row["interval_s"])
+        row["schema_version"] = SCHEMA_VERSION
         out.append((channels.chain(row["underlying"], row["expiry"]), dumps(row)))
     return out

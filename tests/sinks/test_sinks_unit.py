@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import sink_helpers as h
 
+from pipeline.core.rollups import OIRollup
 from pipeline.records.time_units import label_of
 from sinks.migrate import check_schema_name, load_migrations, render
 from sinks.redis.channels import Channels
 from sinks.redis.conflation import BoundedRowQueue, latest_per_instrument
 from sinks.redis.payloads import (
+    SCHEMA_VERSION,
     bar_messages,
     bar_objects,
+    chain_messages,
     dumps,
     float_list,
     tick_objects,
@@ -116,6 +119,7 @@ def test_build_ticks_snapshot_keys_per_expiry_latest_wins():
     batch = np.concatenate([h.ticks(price=100.0), h.ticks(recv_start=1_900_000_000_000_101, price=200.0)])
     message, snapshots = ticks_message(Channels("p:"), "NIFTY", batch, h.index())
     assert len(_strict_loads(message)["ticks"]) == 8
+    assert _strict_loads(message)["schema_version"] == SCHEMA_VERSION
     assert set(snapshots) == {"p:snapshot:NIFTY:2030-01-31", "p:snapshot:NIFTY:spot"}
     call = _strict_loads(snapshots["p:snapshot:NIFTY:2030-01-31"][str(h.CALL)])
     assert call["last_price"] == 202.0
@@ -127,7 +131,8 @@ def test_build_bars_one_message_per_timeframe():
     messages = bar_messages(Channels(), "NIFTY", batch, h.index())
     assert [c for c, _ in messages] == ["bars:1m:NIFTY", "bars:5m:NIFTY"]
     first = _strict_loads(messages[0][1])
-    assert first["timeframe"] == "1m" and len(first["bars"]) == 2
+    assert first["timeframe"] == "1m" and len(first["bars"]) == 2 and first["schema_version"] == SCHEMA_VERSION
+    assert [b["correction"] for b in first["bars"]] == [False, False]
     assert first["bars"][0]["vwap"] is None and first["bars"][0]["symbol"] == "NIFTY30JAN22000CE"
 
 
@@ -164,3 +169,13 @@ def test_channel_names_carry_the_prefix_and_timeframe_label() -> None:
     assert ch.ticks("NIFTY") == "t1:ticks:NIFTY" and ch.tick(7) == "t1:tick:7"
     assert ch.bars(300, "NIFTY") == "t1:bars:5m:NIFTY" and ch.chain("NIFTY", "2030-01-31") == "t1:chain:NIFTY:2030-01-31"
     assert ch.snapshot("NIFTY", "") == "t1:snapshot:NIFTY:spot"
+
+
+def test_a_corrected_bar_says_so_and_chain_messages_carry_the_schema_version() -> None:
+    bars = h.bars(60, tokens=(h.CALL, h.PUT))
+    bars["correction"] = [1, 0]
+    (_, message), = bar_messages(Channels(), "NIFTY", bars, h.index())
+    assert [b["correction"] for b in _strict_loads(message)["bars"]] == [True, False]
+    rows = OIRollup("NIFTY", 60).update(h.bars(60), h.index())[1]
+    (channel, chain), = chain_messages(Channels(), "NIFTY", rows)
+    assert channel == "chain:NIFTY:2030-01-31" and _strict_loads(chain)["schema_version"] == SCHEMA_VERSION

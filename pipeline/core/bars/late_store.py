@@ -93,21 +93,26 @@ class LateTickStore:
 
     def correct(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray) -> np.ndarray:
         """Merge accepted ticks of closed buckets into the retained state; the corrected bars (BAR_DTYPE)."""
-        touched, baseline_moved = self._merge(ticks, slots, bucket)
+        touched, baseline_moved, first_seen = self._merge(ticks, slots, bucket)
         keys = sorted(self.buckets)
         for slot, b in baseline_moved:
             for later in keys:
                 if later > b and self.buckets[later].get(slot) is not None:
                     touched.add((slot, later))
                     break
-        return self._rebuild(sorted(touched, key=lambda k: (k[1], int(self.slots.token[k[0]]))), keys)
+        ordered = sorted(touched, key=lambda k: (k[1], int(self.slots.token[k[0]])))
+        bars = self._rebuild(ordered, keys)
+        # a bar the late ticks created (nothing of it was emitted before) is not a correction
+        bars["correction"] = [0 if k in first_seen else 1 for k in ordered]
+        return bars
 
     def _merge(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray
-               ) -> tuple[set[tuple[int, int]], list[tuple[int, int]]]:
-        """Merge each (instrument, bucket) group of late ticks; the (slot, bucket)s touched, and those
-        whose last tick changed (the next bar's volume baseline moved)."""
+               ) -> tuple[set[tuple[int, int]], list[tuple[int, int]], set[tuple[int, int]]]:
+        """Merge each (instrument, bucket) group of late ticks; the (slot, bucket)s touched, those whose
+        last tick changed (the next bar's volume baseline moved), and those that had no bar before."""
         touched: set[tuple[int, int]] = set()
         baseline_moved: list[tuple[int, int]] = []
+        first_seen: set[tuple[int, int]] = set()
         order = np.lexsort((ticks["recv_ts"], ticks["exchange_ts"], bucket, slots))
         ticks, slots, bucket = ticks[order], slots[order], bucket[order]
         cut = np.flatnonzero((slots[1:] != slots[:-1]) | (bucket[1:] != bucket[:-1])) + 1
@@ -121,6 +126,7 @@ class LateTickStore:
             cur = closed.get(slot)
             if cur is None:
                 merged, greeks, old_last = new, None, None
+                first_seen.add((slot, b))
             else:
                 merged = np.concatenate([cur[0], new])
                 merged = merged[np.lexsort((merged["recv_ts"], merged["exchange_ts"]))]
@@ -135,7 +141,7 @@ class LateTickStore:
                 self._advance_tail(slot, new_last, int(merged["volume"][-1]))
             closed.override[slot] = (merged, greeks)
             touched.add((slot, b))
-        return touched, baseline_moved
+        return touched, baseline_moved, first_seen
 
     def _advance_tail(self, slot: int, last: tuple[int, int], cum: int) -> None:
         s = self.slots
