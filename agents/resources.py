@@ -67,7 +67,9 @@ class WorkerResources:
     async def _connect(self) -> Connected:
         if not self.pg_dsn or not self.redis_url:
             raise RuntimeError("worker needs STRIKEFLOW_PG_DSN and STRIKEFLOW_REDIS_URL (or run `strikeflow demo`)")
-        pool = await asyncpg.create_pool(self.pg_dsn, min_size=1, max_size=4, timeout=10)
+        # min_size=0: no "connection floor" for asyncpg to restore (and log a traceback for) while the
+        # database is down; connections are made on demand and kept while in use
+        pool = await asyncpg.create_pool(self.pg_dsn, min_size=0, max_size=4, timeout=10)
         redis = aioredis.from_url(self.redis_url)
         try:
             await redis.ping()

