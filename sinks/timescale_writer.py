@@ -119,6 +119,20 @@ _STAGE_TICKS = "_strikeflow_stage_ticks"
 _STAGE_INSTRUMENTS = "_strikeflow_stage_instruments"
 
 
+def newest_versions(bars: np.ndarray) -> np.ndarray:
+    """One row per (instrument_token, bucket): the most ticks, then the newest ``last_recv_ts``, then the
+    one emitted last (a correction of only the volume keeps the version of the bar it corrects)."""
+    if len(bars) <= 1:
+        return bars
+    order = np.lexsort((np.arange(len(bars)), bars["last_recv_ts"], bars["tick_count"], bars["bucket"],
+                        bars["instrument_token"]))
+    ranked = bars[order]
+    last = np.ones(len(ranked), bool)
+    last[:-1] = (ranked["instrument_token"][1:] != ranked["instrument_token"][:-1]) | (
+        ranked["bucket"][1:] != ranked["bucket"][:-1])
+    return ranked[last]
+
+
 def _stage_ddl(table: str, columns: Iterable[tuple[str, str]]) -> str:
     cols = ", ".join(f"{name} {sqltype}" for name, sqltype in columns)
     return f"CREATE TEMP TABLE IF NOT EXISTS {table} ({cols}) ON COMMIT DELETE ROWS"
@@ -314,6 +328,7 @@ class TimescaleWriter:
         if np.any(bars["interval_s"] != interval_s):
             raise ValueError(f"bars of other intervals in a write_bars({interval_s}) batch")
         ddl = _stage_ddl(_STAGE_BARS, [(c[0], c[1]) for c in _BAR_COLUMNS])
+        bars = newest_versions(bars)
         return await self._stage_and_insert(_STAGE_BARS, ddl, self._bar_names, _records(bars, self._bar_names),
                                             self._bars_sql[interval_s])
 
@@ -413,6 +428,7 @@ class TimescaleWriter:
 
 __all__ = [
     "BAR_TABLES",
+    "newest_versions",
     "SinkBatch",
     "TimescaleWriter",
     "bars_upsert_sql",

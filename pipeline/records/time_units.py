@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from greeks.expiry import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
+from greeks.expiry import IST, IST_OFFSET_SECONDS, SECONDS_PER_DAY, SECONDS_PER_YEAR
 
-__all__ = ["IST", "SECONDS_PER_DAY", "SECONDS_PER_YEAR", "interval_of", "label_of", "parse_date", "parse_timestamp"]
+__all__ = ["IST", "IST_OFFSET_SECONDS", "SECONDS_PER_DAY", "SECONDS_PER_YEAR", "interval_of", "label_of", "parse_date", "parse_timestamp"]
 
 
 def label_of(interval_s: int) -> str:

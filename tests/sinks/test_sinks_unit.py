@@ -23,7 +23,12 @@ from sinks.redis.payloads import (
     tick_objects,
     ticks_message,
 )
-from sinks.timescale_writer import bars_upsert_sql, instrument_record, ticks_insert_sql
+from sinks.timescale_writer import (
+    bars_upsert_sql,
+    instrument_record,
+    newest_versions,
+    ticks_insert_sql,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -179,3 +184,16 @@ def test_a_corrected_bar_says_so_and_chain_messages_carry_the_schema_version() -
     rows = OIRollup("NIFTY", 60).update(h.bars(60), h.index())[1]
     (channel, chain), = chain_messages(Channels(), "NIFTY", rows)
     assert channel == "chain:NIFTY:2030-01-31" and _strict_loads(chain)["schema_version"] == SCHEMA_VERSION
+
+
+def test_newest_versions_keeps_most_ticks_then_newest_then_last_emitted() -> None:
+    a = h.bars(60, tokens=(h.CALL,))
+    more = a.copy()
+    more["tick_count"] += 1
+    more["last_recv_ts"] -= 10  # more ticks wins even with an older version
+    volume_fix = a.copy()
+    volume_fix["volume"] = 7  # same version, emitted later: a volume-only correction
+    other = h.bars(60, tokens=(h.PUT,))
+    kept = newest_versions(np.concatenate([a, volume_fix, other]))
+    assert sorted(zip(kept["instrument_token"].tolist(), kept["volume"].tolist())) == sorted([(h.CALL, 7), (h.PUT, 1500)])
+    assert newest_versions(np.concatenate([more, a]))["tick_count"].tolist() == [43]

@@ -38,7 +38,8 @@ from pipeline.core.bars.builder import (
     aggregate_groups,
     as_priced,
     group_ends,
-    volume_increments,
+    running_volume,
+    trading_day,
 )
 from pipeline.core.bars.late_store import ClosedBucket, LateTickStore, retained_copy
 from pipeline.core.bars.slots import NO_TS, SlotTable
@@ -80,28 +81,29 @@ class BarAggregator:
       retained ticks plus the late tick and emitted again. A closed bucket's
       ticks are retained until ``bucket + interval_s + L <= watermark`` and
       then freed, so memory holds only the open buckets plus that window.
-    - volume: sum over the bucket's ticks of the increment ``max(0, cum -
-      cum of the instrument's previous tick)`` (previous in event order, across
-      buckets; an instrument's very first tick has increment 0). Without resets
-      this is exactly DESIGN's "cum at the bucket's last tick minus cum at the
-      previous bucket's last tick (first bucket: minus the first tick's cum)".
-      A drop of the cumulative volume (new trading day) is a reset: that tick
-      has increment 0 and becomes the new baseline, exactly like an
-      instrument's first tick, so volume is never negative.
+    - volume: sum over the bucket's ticks of their increments: the rise of the
+      instrument's running maximum of cumulative volume within its IST trading
+      day, in event order (``builder.running_volume``). A day's first tick has
+      increment 0 (DESIGN: the first bucket counts from its first tick); a
+      cumulative volume below the running maximum counts nothing and, when it
+      recovers, only what exceeds the maximum counts (a dip never counts twice);
+      volume is never negative. So a bar's volume is the day's running maximum at
+      its last tick minus that at the previous bar's last tick.
     - vwap: ``sum(last_price * increment) / sum(increment)`` over the bucket's
       ticks with a positive increment; NaN when the bar's volume is 0.
     - oi at the last tick, oi_open/oi_high/oi_low over the bucket; Greeks of the
       bucket's last tick.
-    - last_recv_ts: the newest ``recv_ts`` among the ticks the bar is computed
-      from -- the bucket's ticks and the instrument's previous tick (the volume
-      baseline). A late tick that becomes the last tick of its bucket changes
-      the next bucket's volume baseline, so when that next bar of the
-      instrument is already closed it is re-emitted too; both re-emitted bars
-      then carry the late tick's ``recv_ts``, newer than any earlier version
-      (``recv_ts`` increases in receive order), and the sink's newest-wins
-      upsert on ``(instrument_token, bucket)`` keeps the corrected rows. The
-      newest version of every closed bar always equals the bar computed from
-      all accepted ticks, whatever the batch split.
+    - last_recv_ts: the newest ``recv_ts`` among the bucket's ticks and the
+      instrument's previous tick (the volume baseline). A late tick that
+      changes the end of its bar (its last tick, or the running volume maximum
+      there) changes the next bar's baseline, so the instrument's later closed
+      bars are re-emitted while their ends keep moving; they carry the late
+      tick's ``recv_ts`` when it became their previous tick, else (only the
+      running maximum moved) their own version again, and the sink's upsert
+      (most ticks, then newest version, then last emitted) keeps the corrected
+      rows. The newest version of every closed bar always equals the bar
+      computed from all accepted ticks, whatever the batch split. Re-emitted
+      rows have ``correction`` 1.
 
     ``stats``: ``ticks`` (received, all), ``duplicates``, ``late_corrections``,
     ``too_late_dropped``, ``bars_emitted`` (rows handed to ``on_bars``).
@@ -272,10 +274,11 @@ class BarAggregator:
         # slot-major event order: increments and baselines
         order = np.lexsort((t["recv_ts"], t["exchange_ts"], slot))
         slot, bucket, t = slot[order], bucket[order], t[order]
-        inc, prev_recv = self._increments_and_tails(t, slot)
+        inc, prev_recv, maximum = self._increments_and_tails(t, slot)
         if bucket.min() != bucket.max():  # several buckets close at once: bucket-major
             o2 = np.argsort(bucket, kind="stable")
-            slot, bucket, t, inc, prev_recv = slot[o2], bucket[o2], t[o2], inc[o2], prev_recv[o2]
+            slot, bucket, t, inc, prev_recv, maximum = (slot[o2], bucket[o2], t[o2], inc[o2], prev_recv[o2],
+                                                        maximum[o2])
         n = len(t)
         gstart = np.empty(n, bool)
         gstart[0] = True
@@ -290,12 +293,13 @@ class BarAggregator:
         bars["instrument_token"] = self._slots.token[slot[starts]]
         bars["bucket"] = bucket[starts]
         bars["interval_s"] = self.interval_s
-        self._retain(t, slot[starts], bucket[starts], starts, ends, greeks)
+        self._retain(t, slot[starts], bucket[starts], starts, ends, greeks, maximum)
         return bars
 
-    def _increments_and_tails(self, t: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per tick (slot-major event order) its volume increment and its baseline's recv_ts; the slots'
-        tails advance to their last closing tick."""
+    def _increments_and_tails(self, t: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per tick (slot-major event order) its volume increment, its baseline's recv_ts and the running
+        maximum of its day's cumulative volume (``builder.running_volume``); the slots' tails advance to
+        their last closing tick."""
         cum, ex, recv = t["volume"], t["exchange_ts"], t["recv_ts"]
         n = len(t)
         first_of_slot = np.empty(n, bool)
@@ -304,23 +308,29 @@ class BarAggregator:
         fs = np.flatnonzero(first_of_slot)
         fslot = slot[fs]
         tails = self._slots
-        prev_cum = np.empty(n, np.int64)
-        prev_cum[1:] = cum[:-1]
-        prev_cum[fs] = tails.tail_cum[fslot]
+        day = trading_day(ex)
+        segment_start = first_of_slot.copy()
+        segment_start[1:] |= day[1:] != day[:-1]  # a new trading day starts from its first tick
+        seg_first_of_slot = first_of_slot[np.flatnonzero(segment_start)]
+        # a segment continues the tail's running maximum when it is the slot's first and on the tail's day
+        has_init = np.zeros(int(segment_start.sum()), bool)
+        init = np.zeros(len(has_init), np.int64)
+        continues = tails.tail_valid[fslot] & (trading_day(tails.tail_ex[fslot]) == day[fs])
+        has_init[seg_first_of_slot] = continues
+        init[seg_first_of_slot] = tails.tail_cum[fslot]
+        maximum, inc = running_volume(cum, segment_start, init, has_init)
         prev_recv = np.empty(n, np.int64)
         prev_recv[1:] = recv[:-1]
         prev_recv[fs] = np.where(tails.tail_valid[fslot], tails.tail_recv[fslot], NO_TS)
-        has_prev = np.ones(n, bool)
-        has_prev[fs] = tails.tail_valid[fslot]
-        inc = volume_increments(cum, prev_cum, has_prev)
         ls = group_ends(fs, n)  # each slot's last tick: its new tail
-        tails.set_tail(slot[ls], ex[ls], recv[ls], cum[ls])
-        return inc, prev_recv
+        tails.set_tail(slot[ls], ex[ls], recv[ls], maximum[ls])
+        return inc, prev_recv, maximum
 
     def _retain(self, t: np.ndarray, gslot: np.ndarray, gbucket: np.ndarray, starts: np.ndarray,
-                ends: np.ndarray, greeks: np.ndarray) -> None:
-        """Keep each closed bucket's groups for late corrections, or fold them straight into the freed
-        baseline when the bucket is already out of the late window."""
+                ends: np.ndarray, greeks: np.ndarray, maximum: np.ndarray) -> None:
+        """Keep each closed bucket's groups (with each group's running volume maximum at its end) for late
+        corrections, or fold them straight into the freed baseline when the bucket is already out of the
+        late window."""
         free_limit = self._watermark.free_limit()
         bcut = np.flatnonzero(gbucket[1:] != gbucket[:-1]) + 1
         gb = np.concatenate([[0], bcut, [len(starts)]])
@@ -329,11 +339,12 @@ class BarAggregator:
             s_ = gslot[g0:g1]
             if b <= free_limit:
                 e_ = ends[g0:g1]
-                self._slots.set_base(s_, t["recv_ts"][e_], t["volume"][e_])
+                self._slots.set_base(s_, t["exchange_ts"][e_], t["recv_ts"][e_], maximum[e_])
                 continue
             lo, hi = int(starts[g0]), int(ends[g1 - 1]) + 1
             rel = np.append(starts[g0:g1] - lo, hi - lo)
-            self._late.retain(b, ClosedBucket(s_.copy(), rel, retained_copy(t, lo, hi), greeks[g0:g1].copy()))
+            self._late.retain(b, ClosedBucket(s_.copy(), rel, retained_copy(t, lo, hi), greeks[g0:g1].copy(),
+                                              maximum[ends[g0:g1]].copy()))
 
 
 __all__ = ["BarAggregator"]

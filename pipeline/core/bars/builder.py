@@ -6,7 +6,9 @@ bar from its ticks and says nothing about when a bar closes; that is
 Definitions (DESIGN.md): OHLC of ``last_price`` in event order; volume the sum
 of the ticks' increments of cumulative volume; OI at the last tick and its
 open/high/low; VWAP over the increments (NaN when volume is 0); Greeks of the
-last tick.
+last tick. A tick's increment is the rise of its instrument's running maximum of
+cumulative volume within the IST trading day (``running_volume``): 0 for the day's
+first tick, 0 for a dip below the maximum, and a recovery counts only what exceeds it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,43 @@ import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.time_units import IST_OFFSET_SECONDS, SECONDS_PER_DAY
 
 N_GREEKS = len(GREEK_FIELDS)
 
 
-def volume_increments(cum: np.ndarray, prev_cum: np.ndarray, has_prev: np.ndarray) -> np.ndarray:
-    """Volume increment of each tick: cum - previous tick's cum, 0 without a previous tick or on a reset."""
-    return np.where(has_prev, np.maximum(cum - prev_cum, 0), 0)
+def trading_day(exchange_ts: np.ndarray | int) -> np.ndarray | int:
+    """The IST trading day (days since the epoch, in IST) of exchange times in epoch seconds. A bar bucket
+    never spans two: IST midnight (18:30 UTC) is a 1/5/15-minute boundary."""
+    return (exchange_ts + IST_OFFSET_SECONDS) // SECONDS_PER_DAY
+
+
+def running_volume(cum: np.ndarray, segment_start: np.ndarray, init: np.ndarray, has_init: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(running maximum of the cumulative volume, increment) of each tick, over segments of one instrument's
+    ticks of one trading day in event order (DESIGN: a cumulative volume below the running maximum is
+    ignored, so a dip never counts twice when it recovers).
+
+    ``segment_start`` marks each segment's first tick; ``init``/``has_init`` per segment start: the running
+    maximum the segment continues from (the instrument's earlier ticks of that day), if any. A segment
+    without one starts from its first tick: increment 0 (DESIGN: "minus its first tick's cumulative volume").
+    """
+    n = len(cum)
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    starts = np.flatnonzero(segment_start)
+    values = cum.astype(np.int64).copy()
+    values[starts] = np.where(has_init, np.maximum(values[starts], init), values[starts])
+    seg = np.cumsum(segment_start) - 1
+    top = int(values.max()) + 1
+    if (int(seg[-1]) + 1) * top < 2**62:  # one cumulative max over all segments, each lifted above the last
+        maximum = np.maximum.accumulate(values + seg * top) - seg * top
+    else:  # pragma: no cover - astronomically large volumes: segment by segment
+        maximum = np.concatenate([np.maximum.accumulate(part) for part in np.split(values, starts[1:])])
+    previous = np.empty(n, np.int64)
+    previous[1:] = maximum[:-1]
+    previous[starts] = np.where(has_init, init, cum[starts])
+    return maximum, maximum - previous
 
 
 def group_ends(starts: np.ndarray, n: int) -> np.ndarray:

@@ -1,19 +1,28 @@
 """Closed buckets kept for late corrections, and the corrected bars a late tick produces.
 
 A closed bucket keeps, per instrument, its ticks in event order (40 bytes a
-tick: ``RETAINED_DTYPE``) and the Greeks of its last tick, until the bucket
-leaves the late window (``pipeline.core.bars.watermark``); then its last
-ticks become the instruments' freed baseline (``SlotTable`` base) and it is
-dropped. A late tick merges into its bucket's copy, and the bar is rebuilt from
-the merged ticks; when the late tick became the bucket's last tick, the
-instrument's next retained bar (whose volume baseline moved) is rebuilt too.
+tick: ``RETAINED_DTYPE``, ``volume`` the raw cumulative volume), the Greeks of
+its last tick and the running maximum of cumulative volume at its end (the
+volume baseline of the instrument's next bar), until the bucket leaves the late
+window (``pipeline.core.bars.watermark``); then its last ticks become the
+instruments' freed baseline (``SlotTable`` base) and it is dropped. A late tick
+merges into its bucket's copy and the bar is rebuilt from the merged ticks;
+while a rebuilt bar's end (running maximum, last tick) differs from before, the
+instrument's next retained bar is rebuilt too, since its volume baseline moved.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from pipeline.core.bars.builder import N_GREEKS, aggregate_groups, volume_increments
+from pipeline.core.bars.builder import (
+    N_GREEKS,
+    aggregate_groups,
+    running_volume,
+    trading_day,
+)
 from pipeline.core.bars.slots import NO_TS, SlotTable
 from pipeline.records.ticks import GREEK_FIELDS
 
@@ -30,39 +39,63 @@ def retained_copy(ticks: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return kept
 
 
+class Group(NamedTuple):
+    """One instrument's part of a closed bucket."""
+
+    ticks: np.ndarray  # RETAINED_DTYPE, event order
+    greeks: np.ndarray  # of the last tick, len(GREEK_FIELDS)
+    m_end: int  # running maximum of the day's cumulative volume at the last tick
+
+
+class Baseline(NamedTuple):
+    """What a bar's volume continues from: the instrument's previous closed tick."""
+
+    m: int
+    recv_ts: int
+    exchange_ts: int
+
+
 class ClosedBucket:
     """The retained ticks of one closed bucket, all instruments, grouped by slot.
 
-    ``ticks[starts[i]:starts[i + 1]]`` are the ticks (event order) of slot
-    ``slots[i]`` (sorted); ``greeks[i]`` the Greeks of its last tick. A late
+    ``ticks[starts[i]:starts[i + 1]]`` are the ticks (event order) of slot ``slots[i]`` (sorted);
+    ``greeks[i]`` the Greeks of its last tick, ``m_end[i]`` its running volume maximum there. A late
     tick replaces the instrument's group by a merged copy in ``override``.
     """
 
-    __slots__ = ("slots", "starts", "ticks", "greeks", "override")
+    __slots__ = ("slots", "starts", "ticks", "greeks", "m_end", "override")
 
-    def __init__(self, slots: np.ndarray, starts: np.ndarray, ticks: np.ndarray, greeks: np.ndarray) -> None:
+    def __init__(self, slots: np.ndarray, starts: np.ndarray, ticks: np.ndarray, greeks: np.ndarray,
+                 m_end: np.ndarray) -> None:
         self.slots = slots
         self.starts = starts
         self.ticks = ticks
         self.greeks = greeks
-        self.override: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.m_end = m_end
+        self.override: dict[int, Group] = {}
 
     @classmethod
     def empty(cls) -> ClosedBucket:
-        return cls(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, RETAINED_DTYPE), np.empty((0, N_GREEKS)))
+        return cls(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, RETAINED_DTYPE), np.empty((0, N_GREEKS)),
+                   np.empty(0, np.int64))
 
-    def get(self, slot: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, slot: int) -> Group | None:
         hit = self.override.get(slot)
         if hit is not None:
             return hit
         i = int(np.searchsorted(self.slots, slot))
         if i < len(self.slots) and self.slots[i] == slot:
-            return self.ticks[self.starts[i] : self.starts[i + 1]], self.greeks[i]
+            return Group(self.ticks[self.starts[i] : self.starts[i + 1]], self.greeks[i], int(self.m_end[i]))
         return None
 
     def n_ticks(self) -> int:
         replaced = sum(int(self.starts[i + 1] - self.starts[i]) for i in np.searchsorted(self.slots, list(self.override)))
-        return len(self.ticks) - replaced + sum(len(t) for t, _ in self.override.values())
+        return len(self.ticks) - replaced + sum(len(g.ticks) for g in self.override.values())
+
+
+def _end(group: Group) -> tuple[int, int]:
+    """What the next bar's baseline takes from a group: (running maximum, recv_ts of its last tick)."""
+    return group.m_end, int(group.ticks["recv_ts"][-1])
 
 
 class LateTickStore:
@@ -87,32 +120,49 @@ class LateTickStore:
             closed = self.buckets.pop(b)
             if len(closed.slots):
                 ends = closed.starts[1:] - 1
-                self.slots.set_base(closed.slots, closed.ticks["recv_ts"][ends], closed.ticks["volume"][ends])
-            for slot, (tk, _) in closed.override.items():
-                self.slots.set_base(slot, tk["recv_ts"][-1], tk["volume"][-1])
+                self.slots.set_base(closed.slots, closed.ticks["exchange_ts"][ends], closed.ticks["recv_ts"][ends],
+                                    closed.m_end)
+            for slot, group in closed.override.items():
+                last = group.ticks[-1]
+                self.slots.set_base(slot, int(last["exchange_ts"]), int(last["recv_ts"]), group.m_end)
 
     def correct(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray) -> np.ndarray:
         """Merge accepted ticks of closed buckets into the retained state; the corrected bars (BAR_DTYPE)."""
-        touched, baseline_moved, first_seen = self._merge(ticks, slots, bucket)
+        merged, first_seen, before = self._merge(ticks, slots, bucket)
         keys = sorted(self.buckets)
-        for slot, b in baseline_moved:
-            for later in keys:
-                if later > b and self.buckets[later].get(slot) is not None:
-                    touched.add((slot, later))
-                    break
-        ordered = sorted(touched, key=lambda k: (k[1], int(self.slots.token[k[0]])))
-        bars = self._rebuild(ordered, keys)
+        rebuilt: list[tuple[int, int]] = []
+        parts: list[np.ndarray] = []
+        for slot in sorted({s for s, _ in merged}):
+            start = min(b for s, b in merged if s == slot)
+            carry = False  # the previous rebuilt bar's end moved: this bar's baseline did
+            newest = None
+            for b in keys:
+                group = self.buckets[b].get(slot) if b >= start else None
+                if group is None:
+                    continue
+                if (slot, b) not in merged and not carry:
+                    newest = b
+                    continue
+                old_end = before.get((slot, b), _end(group))
+                bar, new_end = self._rebuild(slot, b, keys)
+                parts.append(bar)
+                rebuilt.append((slot, b))
+                carry = new_end != old_end
+                newest = b
+            self._refresh_tail(slot, newest)
+        order = sorted(range(len(rebuilt)), key=lambda i: (rebuilt[i][1], int(self.slots.token[rebuilt[i][0]])))
+        bars = np.concatenate([parts[i] for i in order])
         # a bar the late ticks created (nothing of it was emitted before) is not a correction
-        bars["correction"] = [0 if k in first_seen else 1 for k in ordered]
+        bars["correction"] = [0 if rebuilt[i] in first_seen else 1 for i in order]
         return bars
 
     def _merge(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray
-               ) -> tuple[set[tuple[int, int]], list[tuple[int, int]], set[tuple[int, int]]]:
-        """Merge each (instrument, bucket) group of late ticks; the (slot, bucket)s touched, those whose
-        last tick changed (the next bar's volume baseline moved), and those that had no bar before."""
-        touched: set[tuple[int, int]] = set()
-        baseline_moved: list[tuple[int, int]] = []
+               ) -> tuple[set[tuple[int, int]], set[tuple[int, int]], dict[tuple[int, int], tuple[int, int]]]:
+        """Merge each (instrument, bucket) group of late ticks; the (slot, bucket)s merged, those that had
+        no bar before, and the end (running maximum, last recv_ts) each had before."""
+        merged: set[tuple[int, int]] = set()
         first_seen: set[tuple[int, int]] = set()
+        before: dict[tuple[int, int], tuple[int, int]] = {}
         order = np.lexsort((ticks["recv_ts"], ticks["exchange_ts"], bucket, slots))
         ticks, slots, bucket = ticks[order], slots[order], bucket[order]
         cut = np.flatnonzero((slots[1:] != slots[:-1]) | (bucket[1:] != bucket[:-1])) + 1
@@ -125,67 +175,61 @@ class LateTickStore:
             new = retained_copy(ticks, lo, hi)
             cur = closed.get(slot)
             if cur is None:
-                merged, greeks, old_last = new, None, None
+                all_ticks, greeks = new, None
                 first_seen.add((slot, b))
+                before[(slot, b)] = (-1, NO_TS)
             else:
-                merged = np.concatenate([cur[0], new])
-                merged = merged[np.lexsort((merged["recv_ts"], merged["exchange_ts"]))]
-                greeks = cur[1]
-                old_last = (int(cur[0]["exchange_ts"][-1]), int(cur[0]["recv_ts"][-1]))
-            new_last = (int(merged["exchange_ts"][-1]), int(merged["recv_ts"][-1]))
-            if new_last != old_last:
-                # the last tick is one of the new ones (the newest by event order)
-                last = ticks[hi - 1]
+                all_ticks = np.concatenate([cur.ticks, new])
+                all_ticks = all_ticks[np.lexsort((all_ticks["recv_ts"], all_ticks["exchange_ts"]))]
+                greeks = cur.greeks
+                before[(slot, b)] = _end(cur)
+            if cur is None or (int(all_ticks["exchange_ts"][-1]), int(all_ticks["recv_ts"][-1])) != (
+                    int(cur.ticks["exchange_ts"][-1]), int(cur.ticks["recv_ts"][-1])):
+                last = ticks[hi - 1]  # the last tick is one of the new ones (the newest by event order)
                 greeks = np.array([last[g] for g in GREEK_FIELDS], np.float64)
-                baseline_moved.append((slot, b))
-                self._advance_tail(slot, new_last, int(merged["volume"][-1]))
-            closed.override[slot] = (merged, greeks)
-            touched.add((slot, b))
-        return touched, baseline_moved, first_seen
+            closed.override[slot] = Group(all_ticks, greeks, -1)  # m_end: set by _rebuild
+            merged.add((slot, b))
+        return merged, first_seen, before
 
-    def _advance_tail(self, slot: int, last: tuple[int, int], cum: int) -> None:
-        s = self.slots
-        if not s.tail_valid[slot] or last > (int(s.tail_ex[slot]), int(s.tail_recv[slot])):
-            s.set_tail(slot, last[0], last[1], cum)
+    def _rebuild(self, slot: int, b: int, retained_keys: list[int]) -> tuple[np.ndarray, tuple[int, int]]:
+        """The bar of (slot, bucket b) from its retained ticks and baseline (stored back with its new
+        running maximum); and its new end."""
+        group = self.buckets[b].get(slot)
+        prev = self._baseline(slot, b, retained_keys)
+        continues = prev is not None and trading_day(prev.exchange_ts) == trading_day(b)
+        tk = group.ticks
+        start = np.zeros(len(tk), bool)
+        start[0] = True
+        maximum, inc = running_volume(tk["volume"], start, np.array([prev.m if continues else 0]),
+                                      np.array([continues]))
+        bar = aggregate_groups(tk["last_price"], tk["volume"], tk["oi"], tk["recv_ts"], inc, np.zeros(1, np.int64),
+                               np.array([prev.recv_ts if prev else NO_TS]), group.greeks[None, :])
+        bar["instrument_token"] = self.slots.token[slot]
+        bar["bucket"] = b
+        bar["interval_s"] = self.interval_s
+        self.buckets[b].override[slot] = group = Group(tk, group.greeks, int(maximum[-1]))
+        return bar, _end(group)
 
-    def _rebuild(self, keys: list[tuple[int, int]], retained_keys: list[int]) -> np.ndarray:
-        """The bars of the given (slot, bucket)s, from their retained ticks and volume baselines."""
-        parts, starts, prev_cum, has_prev, base_recv, greeks_rows = [], [], [], [], [], []
-        pos = 0
-        for slot, b in keys:
-            tk, gk = self.buckets[b].get(slot)
-            prev = self._prev_tick(slot, b, retained_keys)
-            parts.append(tk)
-            starts.append(pos)
-            pos += len(tk)
-            has_prev.append(prev is not None)
-            prev_cum.append(prev[0] if prev else 0)
-            base_recv.append(prev[1] if prev else NO_TS)
-            greeks_rows.append(gk)
-        allt = np.concatenate(parts)
-        starts_a = np.asarray(starts, np.int64)
-        cum = allt["volume"]
-        pc = np.empty(len(allt), np.int64)
-        pc[1:] = cum[:-1]
-        pc[starts_a] = prev_cum
-        hp = np.ones(len(allt), bool)
-        hp[starts_a] = has_prev
-        inc = volume_increments(cum, pc, hp)
-        bars = aggregate_groups(allt["last_price"], cum, allt["oi"], allt["recv_ts"], inc, starts_a,
-                                np.asarray(base_recv, np.int64), np.vstack(greeks_rows))
-        bars["instrument_token"] = [self.slots.token[s] for s, _ in keys]
-        bars["bucket"] = [b for _, b in keys]
-        bars["interval_s"] = self.interval_s
-        return bars
-
-    def _prev_tick(self, slot: int, b: int, retained_keys: list[int]) -> tuple[int, int] | None:
-        """(cum volume, recv_ts) of the instrument's last tick before bucket ``b`` (closed buckets only)."""
+    def _baseline(self, slot: int, b: int, retained_keys: list[int]) -> Baseline | None:
+        """The instrument's last closed tick before bucket ``b`` (retained buckets, then the freed base)."""
         for earlier in reversed(retained_keys):
             if earlier >= b:
                 continue
             hit = self.buckets[earlier].get(slot)
             if hit is not None:
-                return int(hit[0]["volume"][-1]), int(hit[0]["recv_ts"][-1])
-        if self.slots.base_valid[slot]:
-            return int(self.slots.base_cum[slot]), int(self.slots.base_recv[slot])
+                return Baseline(hit.m_end, int(hit.ticks["recv_ts"][-1]), int(hit.ticks["exchange_ts"][-1]))
+        s = self.slots
+        if s.base_valid[slot]:
+            return Baseline(int(s.base_cum[slot]), int(s.base_recv[slot]), int(s.base_ex[slot]))
         return None
+
+    def _refresh_tail(self, slot: int, newest: int | None) -> None:
+        """The tail is the last tick of the slot's newest closed bucket: a late tick can be it, and a late
+        tick can raise the running maximum it carries."""
+        if newest is None:
+            return
+        group = self.buckets[newest].get(slot)
+        s = self.slots
+        last = (int(group.ticks["exchange_ts"][-1]), int(group.ticks["recv_ts"][-1]))
+        if not s.tail_valid[slot] or last >= (int(s.tail_ex[slot]), int(s.tail_recv[slot])):
+            s.set_tail(slot, last[0], last[1], group.m_end)

@@ -1,10 +1,11 @@
 """Per-instrument state of one aggregator, in dense arrays indexed by *slot* (token -> slot).
 
 - ``last_recv``: the newest accepted ``recv_ts`` (redelivery detection);
-- tail: the newest *closed* tick (exchange_ts, recv_ts, cumulative volume):
-  the volume baseline of the instrument's next bar to close;
-- base: the newest tick *freed* from the late window: the baseline below the
-  oldest retained bucket, for late corrections.
+- tail: the newest *closed* tick (exchange_ts, recv_ts, and the running maximum
+  of cumulative volume of its trading day there): the volume baseline of the
+  instrument's next bar to close;
+- base: the same of the newest tick *freed* from the late window: the baseline
+  below the oldest retained bucket, for late corrections.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class SlotTable:
         self.tail_recv = np.empty(0, np.int64)
         self.tail_cum = np.empty(0, np.int64)
         self.base_valid = np.empty(0, bool)
+        self.base_ex = np.empty(0, np.int64)
         self.base_recv = np.empty(0, np.int64)
         self.base_cum = np.empty(0, np.int64)
 
@@ -57,7 +59,7 @@ class SlotTable:
         self.last_recv = np.concatenate([self.last_recv, np.full(k, NO_TS)])
         for name in ("tail_valid", "base_valid"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k, bool)]))
-        for name in ("tail_ex", "tail_recv", "tail_cum", "base_recv", "base_cum"):
+        for name in ("tail_ex", "tail_recv", "tail_cum", "base_ex", "base_recv", "base_cum"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k, np.int64)]))
 
     def duplicates(self, slots: np.ndarray, recv: np.ndarray, too_late: np.ndarray) -> np.ndarray:
@@ -90,7 +92,9 @@ class SlotTable:
         self.tail_recv[slots] = recv
         self.tail_cum[slots] = cum
 
-    def set_base(self, slots: np.ndarray | int, recv: np.ndarray | int, cum: np.ndarray | int) -> None:
+    def set_base(self, slots: np.ndarray | int, ex: np.ndarray | int, recv: np.ndarray | int,
+                 cum: np.ndarray | int) -> None:
         self.base_valid[slots] = True
+        self.base_ex[slots] = ex
         self.base_recv[slots] = recv
         self.base_cum[slots] = cum

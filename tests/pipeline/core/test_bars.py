@@ -75,9 +75,17 @@ class Reference:
         for tok, ticks in by_token.items():
             ticks.sort(key=lambda t: (t["exchange_ts"], t["recv_ts"]))
             prev = None
+            day = day_max = None
             groups: dict[int, list[tuple[dict, int, dict | None]]] = {}
             for t in ticks:
-                inc = 0 if prev is None else max(0, t["volume"] - prev["volume"])
+                # DESIGN: cumulative volume per IST trading day; a value below the day's running
+                # maximum is ignored (a dip never counts twice when it recovers)
+                t_day = (t["exchange_ts"] + 19_800) // 86_400
+                if t_day != day:
+                    inc, day, day_max = 0, t_day, t["volume"]
+                else:
+                    inc = max(0, t["volume"] - day_max)
+                    day_max = max(day_max, t["volume"])
                 groups.setdefault(self.bucket(t["exchange_ts"]), []).append((t, inc, prev))
                 prev = t
             for b, items in groups.items():
@@ -134,7 +142,11 @@ class Sink:
             key = (int(row["instrument_token"]), int(row["bucket"]))
             old = self.table.get(key)
             if old is not None:
-                assert row["last_recv_ts"] > old["last_recv_ts"], "a re-emitted bar must carry a newer version"
+                # A re-emitted bar carries a newer version, or the same one when only its volume baseline's
+                # running maximum moved (a late tick in an earlier bar): the upsert takes an equal version too.
+                assert row["last_recv_ts"] >= old["last_recv_ts"], "a re-emitted bar must not carry an older version"
+                if row["last_recv_ts"] == old["last_recv_ts"]:
+                    assert row["tick_count"] == old["tick_count"] and row["close"] == old["close"], "only volume moves"
             self.table[key] = row.copy()
 
     def rows(self) -> list[np.void]:
@@ -453,7 +465,9 @@ def test_first_bucket_volume_is_relative_to_first_tick() -> None:
     assert rows[0]["last_recv_ts"] == 2 and rows[1]["last_recv_ts"] == 3
 
 
-def test_volume_reset_starts_new_baseline_never_negative() -> None:
+def test_volume_dip_below_the_running_maximum_never_counts_twice() -> None:
+    """DESIGN: a cumulative volume below the day's running maximum is ignored; when it recovers, only what
+    exceeds the maximum counts (the old rule took the dip for a new day and counted 5,020 again)."""
     sink = Sink()
     agg = BarAggregator(60, sink)
     agg.add_ticks(
@@ -461,15 +475,42 @@ def test_volume_reset_starts_new_baseline_never_negative() -> None:
             [
                 (1, T0915 + 1, 1, 10.0, 5000),
                 (1, T0915 + 2, 2, 11.0, 5030),
-                (1, T0915 + 61, 3, 12.0, 40),  # cumulative volume dropped: new day
-                (1, T0915 + 62, 4, 13.0, 45),
+                (1, T0915 + 61, 3, 12.0, 40),  # a glitch: below the running maximum
+                (1, T0915 + 62, 4, 13.0, 5060),  # recovered: 30 more than the maximum
+                (1, T0915 + 63, 5, 14.0, 5050),  # below again: no volume
             ]
         )
     )
     agg.flush()
     rows = sink.rows()
-    assert [r["volume"] for r in rows] == [30, 5]
-    assert rows[1]["vwap"] == 13.0
+    assert [r["volume"] for r in rows] == [30, 30]
+    assert rows[1]["vwap"] == 13.0  # only the tick that raised the maximum carries weight
+
+
+def test_a_new_ist_trading_day_starts_from_its_first_tick() -> None:
+    """The baseline is per trading day: the next morning's first cumulative volume is not traded volume,
+    even when it is above yesterday's last."""
+    next_day = T0915 + 86_400
+    sink = Sink()
+    agg = BarAggregator(60, sink)
+    agg.add_ticks(ticks([(1, T0915 + 1, 1, 10.0, 50), (1, T0915 + 2, 2, 11.0, 80),
+                         (1, next_day + 1, 3, 12.0, 100), (1, next_day + 2, 4, 13.0, 150)]))
+    agg.flush()
+    rows = sink.rows()
+    assert [(r["bucket"], r["volume"]) for r in rows] == [(T0915, 30), (next_day, 50)]
+
+
+def test_late_tick_raising_the_running_maximum_corrects_the_later_bars() -> None:
+    """A late tick whose cumulative volume exceeds what later ticks reported raises the baseline of every
+    later bar of that day: they are re-emitted as corrections."""
+    sink = Sink()
+    agg = BarAggregator(60, sink, grace_s=0, late_window_s=600.0)
+    agg.add_ticks(ticks([(1, T0915 + 10, 1, 10.0, 100), (1, T0915 + 70, 2, 11.0, 110),
+                         (1, T0915 + 130, 3, 12.0, 120), (1, T0915 + 190, 4, 13.0, 200), (2, T0915 + 250, 5, 1.0, 0)]))
+    assert [sink.table[(1, T0915 + 60 * i)]["volume"] for i in range(4)] == [0, 10, 10, 80]
+    agg.add_ticks(ticks([(1, T0915 + 20, 6, 9.0, 125)]))  # late, and above the next two bars' maxima
+    assert [sink.table[(1, T0915 + 60 * i)]["volume"] for i in range(4)] == [25, 0, 0, 75]
+    assert [int(sink.table[(1, T0915 + 60 * i)]["correction"]) for i in range(4)] == [1, 1, 1, 1]
 
 
 def test_vwap_nan_when_no_volume() -> None:

@@ -1,0 +1,175 @@
+"""Recovery from the outside: SIGKILL one of two workers under load, watch Redis and the database.
+
+Run: ``.venv/bin/python benchmarks/bench_recovery.py [--rate 4000] [--seconds 40]``. Starts (or uses the
+configured) broker, PostgreSQL and Redis, the simulator, the ingestor and two workers in one group
+(six partitions, so NIFTY and BANKNIFTY land on different ones), with the demo's 6 s session
+timeout. A redis-py subscriber on ``ticks:*`` records, per channel, when a *fresh* tick arrives
+(received less than 1 s before) and, per instrument, any tick not newer than one already
+published (a channel going back in time). After a warm-up the worker owning NIFTY's partition
+is SIGKILLed; later a replacement is started cold. Printed: seconds from the kill until every
+channel has fresh ticks again, the longest gap without fresh ticks per channel, ticks that went
+back in time, seconds from the replacement's ``/ready`` to fresh ticks, the committed lag of the
+ticks topic at the end, and the demo's SQL check of every 1-minute bar against the raw ticks.
+Everything it started is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.commands.demo import DEV_KAFKA_ENV, _wait_for_line  # noqa: E402
+from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn  # noqa: E402
+from pipeline.commands.top import consumer_lag  # noqa: E402
+from sinks.demo_queries import check_bars_against_ticks, drop_schema  # noqa: E402
+from sinks.migrate import migrate  # noqa: E402
+
+SCHEMA = "strikeflow_recovery"
+PARTITIONS = 6  # NIFTY -> 3, BANKNIFTY -> 1 (aiokafka's murmur2)
+
+
+class Watch:
+    def __init__(self) -> None:
+        self.fresh_at: dict[str, list[float]] = {}
+        self.newest: dict[int, int] = {}
+        self.backwards = 0
+        self.messages = 0
+
+    async def run(self, redis_url: str, stop: asyncio.Event) -> None:
+        client = aioredis.from_url(redis_url)
+        pubsub = client.pubsub()
+        await pubsub.psubscribe("ticks:*")
+        try:
+            while not stop.is_set():
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if not msg or msg["type"] != "pmessage":
+                    continue
+                now = time.time()
+                self.messages += 1
+                ticks = json.loads(msg["data"])["ticks"]
+                channel = msg["channel"].decode()
+                if any(now - t["recv_ts"] / 1e6 < 1.0 for t in ticks):
+                    self.fresh_at.setdefault(channel, []).append(now)
+                for t in ticks:
+                    if t["recv_ts"] <= self.newest.get(t["token"], -1):
+                        self.backwards += 1
+                    self.newest[t["token"]] = max(t["recv_ts"], self.newest.get(t["token"], -1))
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    def back_after(self, since: float) -> float | None:
+        """Seconds after ``since`` until every channel has had a fresh tick again."""
+        firsts = [next((t for t in times if t > since), None) for times in self.fresh_at.values()]
+        return None if not firsts or None in firsts else max(firsts) - since
+
+    def longest_gap(self, since: float, until: float) -> dict[str, float]:
+        out = {}
+        for channel, times in self.fresh_at.items():
+            inside = [since] + [t for t in times if since < t < until] + [until]
+            out[channel] = max(b - a for a, b in zip(inside, inside[1:], strict=False))
+        return out
+
+
+def _ready(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
+            return json.loads(response.read())
+    except Exception:  # noqa: BLE001 - 503 or not up yet
+        return None
+
+
+async def _main(args: argparse.Namespace) -> None:
+    log_dir = Path(".strikeflow/bench-recovery") / time.strftime("%Y%m%d-%H%M%S")
+    services = ensure_services(os.environ.get("STRIKEFLOW_KAFKA_URL"), os.environ.get("STRIKEFLOW_PG_DSN"),
+                               os.environ.get("STRIKEFLOW_REDIS_URL"), log_dir)
+    children = []
+    stop = asyncio.Event()
+    try:
+        await drop_schema(services.pg_dsn, SCHEMA)
+        await migrate(services.pg_dsn, SCHEMA)
+        app_id = f"recovery{int(time.time())}"
+        env = {**DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": services.kafka_url, "STRIKEFLOW_PG_DSN": services.pg_dsn,
+               "STRIKEFLOW_REDIS_URL": services.redis_url, "STRIKEFLOW_PG_SCHEMA": SCHEMA, "STRIKEFLOW_APP_ID": app_id,
+               "STRIKEFLOW_TICKS_TOPIC": f"{app_id}-ticks", "STRIKEFLOW_BARS_TOPIC": f"{app_id}-bars",
+               "STRIKEFLOW_TOPIC_PARTITIONS": str(PARTITIONS), "STRIKEFLOW_STORE_TICKS": "true"}
+        python = [sys.executable, "-m", "pipeline.commands.cli"]
+        sim = spawn("simulator", python + ["simulate", "--port", "0", "--speed", "1", "--rate", str(args.rate)],
+                    log_dir, env=env)
+        children.append(sim)
+        port = int(_wait_for_line(sim, r"listening on ws://[\d.]+:(\d+)", 30).group(1))
+        workers = {}
+
+        def start_worker(name: str) -> str:
+            web = free_port()
+            workers[name] = (spawn(name, python + ["worker"], log_dir, env={**env, "STRIKEFLOW_WEB_PORT": str(web),
+                                   "STRIKEFLOW_DATA_DIR": str(log_dir / name)}), f"http://{LOOPBACK}:{web}")
+            children.append(workers[name][0])
+            return workers[name][1]
+
+        start_worker("worker1")
+        start_worker("worker2")
+        started = dt.datetime.now(dt.timezone.utc)
+        children.append(spawn("ingest", python + ["ingest", "--ws-url", f"ws://{LOOPBACK}:{port}", "--api-url",
+                                                  f"http://{LOOPBACK}:{port}", "--metrics-port", str(free_port())],
+                              log_dir, env=env))
+        watch = Watch()
+        watcher = asyncio.create_task(watch.run(services.redis_url, stop))
+        await asyncio.sleep(args.warmup)
+        victim = next((n for n, (_, url) in workers.items()
+                       if f"{app_id}-ticks:3" in ((_ready(url) or {}).get("assignment") or [])), "worker1")
+        kill_at = time.time()
+        os.killpg(workers[victim][0].pid, signal.SIGKILL)
+        print(f"killed {victim} (it owned NIFTY's partition); watching", flush=True)
+        await asyncio.sleep(args.seconds / 2)
+        replacement = start_worker("worker3")
+        while not (_ready(replacement) or {}).get("ready"):
+            await asyncio.sleep(0.2)
+        ready_at = time.time()
+        await asyncio.sleep(args.seconds / 2)
+        end = time.time()
+        lag = await consumer_lag(services.kafka_url, app_id, [env["STRIKEFLOW_TICKS_TOPIC"]])
+        stop.set()
+        await watcher
+        for proc in reversed(children):  # ingest first, then the workers drain
+            proc.stop(timeout=15)
+        checked, differ = await check_bars_against_ticks(services.pg_dsn, SCHEMA, started)
+        back = watch.back_after(kill_at)
+        print(json.dumps({
+            "rate": args.rate, "redis_messages": watch.messages,
+            "fresh_on_every_channel_after_kill_s": None if back is None else round(back, 1),
+            "longest_gap_without_fresh_ticks_s": {c: round(g, 1) for c, g in watch.longest_gap(kill_at, end).items()},
+            "ticks_back_in_time": watch.backwards,
+            "replacement_ready_to_fresh_s": None if watch.back_after(ready_at) is None
+            else round(watch.back_after(ready_at), 1),
+            "committed_lag_records_at_end": lag, "bars_1m_checked": checked, "bars_1m_differ": differ,
+        }, indent=1))
+    finally:
+        stop.set()
+        for proc in reversed(children):
+            proc.stop(timeout=5)
+        services.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=4000, help="simulated ticks per second")
+    parser.add_argument("--warmup", type=float, default=25.0)
+    parser.add_argument("--seconds", type=float, default=40.0, help="watched after the kill")
+    asyncio.run(_main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
