@@ -105,4 +105,6 @@ def _register_pages(app: faust.App, resources: WorkerResources) -> None:
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
         state = resources.readiness()
+        # which partitions this worker owns now (on-call, and the recovery benchmark picks its victim by it)
+        state["assignment"] = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
         return web.json(state, status=200 if state["ready"] else 503)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -68,6 +70,10 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
                 await conn.close()
 
         await wait_for(bars_written, 90, "bars after the database came up")
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['STRIKEFLOW_WEB_PORT']}/ready", timeout=5) as response:
+            ready = json.loads(response.read())
+        assert ready["ready"] is True
+        assert {f"{unique_name}-ticks:{p}" for p in range(4)} <= set(ready["assignment"])  # the only worker: all
         conn = await asyncpg.connect(postgres_dsn)
         try:
             rows = await conn.fetch("SELECT extract(epoch FROM bucket)::bigint AS b, open, close, tick_count "
