@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 from aiohttp import web as aiohttp_web
+from faust.transport.drivers import aiokafka as _driver
 from loguru import logger
 
 from agents.process import register_process_agent
@@ -26,6 +27,23 @@ from agents.store import register_store_agents
 from agents.topics import Topics, declare_topics
 from pipeline.runtime.metrics import metrics_text
 from pipeline.runtime.settings import ConfigError, Settings
+
+
+def _tune_consumer_fetch(fetch_max_wait_ms: int) -> None:
+    """Faust (0.11-0.15) builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` hard-coded, so a fetch
+    that finds less than a batch waits up to 1.5 s on the broker: on Tansu every fetch does, which delays the
+    live path and a new owner's catch-up by that much per round trip. Set the consumer's value after Faust
+    built it (before it starts; aiokafka reads it when it creates its fetcher)."""
+    original = getattr(_driver.AIOKafkaConsumerThread._create_worker_consumer, "strikeflow_original", None) or \
+        _driver.AIOKafkaConsumerThread._create_worker_consumer
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # noqa: SLF001 - see the docstring
+        return consumer
+
+    create_worker_consumer.strikeflow_original = original  # type: ignore[attr-defined]
+    _driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
 
 
 def _faust_datadir(settings: Settings) -> Path:
@@ -43,6 +61,7 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
             "configuration error: STRIKEFLOW_KAFKA_URL: not set; a worker needs a broker "
             "(kafka://host:9092), or run `strikeflow demo`, which starts one"
         )
+    _tune_consumer_fetch(settings.kafka_fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=kafka_url,

@@ -61,7 +61,6 @@ class Checkpointer:
         self._skip_below: dict[Any, int] = {}
         self._underlyings: dict[Any, set[str]] = {}
         self._restored: set[Any] = set()
-        self._last_take = time.monotonic()
 
     def _key(self, tp: Any) -> CheckpointKey:
         return CheckpointKey(self.settings.app_id, tp.topic, tp.partition)
@@ -81,15 +80,11 @@ class Checkpointer:
             self._underlyings.setdefault(tp, set()).add(underlying)
         metrics.UNCHECKPOINTED_RECORDS.set(sum(len(h) for h in self._held.values()))
 
-    def due(self) -> bool:
-        return time.monotonic() - self._last_take >= self.settings.checkpoint_interval_s
-
     # -- checkpoints -------------------------------------------------------------------------
 
     async def take(self, tps: Iterable[Any] | None = None) -> None:
         """Checkpoint the partitions with unsaved progress, then ack what the saved ones cover."""
         async with self._take_lock:
-            self._last_take = time.monotonic()
             async with self.lock:
                 wanted = list(self._next) if tps is None else [tp for tp in tps if tp in self._next]
                 due = [tp for tp in wanted if self._next[tp] > self._saved.get(tp, -1)]

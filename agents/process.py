@@ -63,13 +63,12 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
                     continue
                 result = await _process(event.value)
                 checkpoints.processed(tp, offset, event, None if result is None else result.underlying)
-            if checkpoints.due():
-                await checkpoints.take()
 
     @app.timer(interval=settings.checkpoint_interval_s)
-    async def _checkpoint() -> None:  # a quiet feed still gets its last records checkpointed and acked
-        if checkpoints.due():
-            await checkpoints.take()
+    async def _checkpoint() -> None:
+        # its own task: the agent goes on processing while a checkpoint is saved (it waits only for the
+        # snapshot, taken under the lock), and a quiet feed still gets its last records checkpointed and acked
+        await checkpoints.take()
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **_: object) -> None:

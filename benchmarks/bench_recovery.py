@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def _ready(url: str) -> dict | None:
     try:
         with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
             return json.loads(response.read())
-    except Exception:  # noqa: BLE001 - 503 or not up yet
+    except urllib.error.HTTPError as exc:  # 503: not ready, but the body says why
+        return json.loads(exc.read() or b"{}")
+    except (OSError, ValueError):  # not up yet
         return None
 
 
@@ -132,12 +135,13 @@ async def _main(args: argparse.Namespace) -> None:
                        if f"{app_id}-ticks:3" in ((_ready(url) or {}).get("assignment") or [])), "worker1")
         kill_at = time.time()
         os.killpg(workers[victim][0].pid, signal.SIGKILL)
-        print(f"killed {victim} (it owned NIFTY's partition); watching", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} killed {victim} (it owned NIFTY's partition); watching", flush=True)
         await asyncio.sleep(args.seconds / 2)
         replacement = start_worker("worker3")
         while not (_ready(replacement) or {}).get("ready"):
             await asyncio.sleep(0.2)
         ready_at = time.time()
+        print(f"{time.strftime('%H:%M:%S')} the replacement is ready", flush=True)
         await asyncio.sleep(args.seconds / 2)
         end = time.time()
         lag = await consumer_lag(services.kafka_url, app_id, [env["STRIKEFLOW_TICKS_TOPIC"]])

@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, description="3 on a production cluster")
     kafka_session_timeout_s: float = Field(30.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
+    kafka_fetch_max_wait_ms: int = Field(5, ge=0, le=1500, description="how long a worker's fetch may wait on the broker for data; Faust's own 1500 ms makes every fetch on Tansu that slow")
     kafka_rebalance_timeout_s: float = Field(60.0, gt=0)
     ingest_clock_after_s: float = Field(2.0, gt=0, le=600, description="an underlying with no tick for this long (feed alive) gets clock records on the ticks topic, so its bars close on the exchange clock")
     ingest_buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
