@@ -7,15 +7,22 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
-from worker_helpers import T0, index_row, index_ticks, price_at, wait_for
+from worker_helpers import (
+    T0,
+    assert_complete_bar,
+    index_row,
+    index_ticks,
+    start_worker,
+    stop_workers,
+    wait_for,
+    worker_env,
+)
 
-from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import free_port
 from pipeline.commands.top import consumer_lag
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
@@ -58,10 +65,7 @@ def _assert_complete(bars: dict, interval: int, buckets: list[int]) -> None:
         for bucket in buckets:
             bar = bars.get((interval, token, bucket))
             assert bar is not None, (interval, token, bucket - T0)
-            seconds = np.arange(bucket - T0, bucket - T0 + interval)
-            assert bar["tick_count"] == interval, (interval, token, bucket - T0, dict(bar))
-            assert (bar["open"], bar["close"]) == (price_at(seconds[0]), price_at(seconds[-1])), dict(bar)
-            assert (bar["high"], bar["low"]) == (price_at(seconds).max(), price_at(seconds).min())
+            assert_complete_bar(bar, bucket, interval)
 
 
 async def test_partitions_move_between_workers_with_complete_bars(
@@ -71,21 +75,14 @@ async def test_partitions_move_between_workers_with_complete_bars(
     await write_instruments(pg_dsn, pg_schema, [index_row(t, n) for n, t in UNDERLYINGS.items()])
     ticks_topic = f"{unique_name}-ticks"
     await ensure_topic(kafka_url, ticks_topic, PARTITIONS)
-    env = {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
-           "STRIKEFLOW_PG_SCHEMA": pg_schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
-           "STRIKEFLOW_TICKS_TOPIC": ticks_topic, "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
-           "STRIKEFLOW_TOPIC_PARTITIONS": str(PARTITIONS), "STRIKEFLOW_STORE_TICKS": "false",
-           "STRIKEFLOW_CHECKPOINT_INTERVAL_S": "1"}
+    env = worker_env(kafka_url, pg_dsn, pg_schema, redis_url, unique_name,
+                     STRIKEFLOW_TOPIC_PARTITIONS=str(PARTITIONS), STRIKEFLOW_CHECKPOINT_INTERVAL_S="1")
     workers: list[subprocess.Popen] = []
 
-    def start_worker(n: int) -> subprocess.Popen:
-        with open(tmp_path / f"worker{n}.log", "wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"],
-                                      env={**env, "STRIKEFLOW_WEB_PORT": str(free_port()),
-                                           "STRIKEFLOW_DATA_DIR": str(tmp_path / f"data{n}")},
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        workers.append(worker)
-        return worker
+    def start(n: int) -> subprocess.Popen:
+        workers.append(start_worker({**env, "STRIKEFLOW_WEB_PORT": str(free_port()),
+                                     "STRIKEFLOW_DATA_DIR": str(tmp_path / f"data{n}")}, tmp_path / f"worker{n}.log"))
+        return workers[-1]
 
     async def bars_written(interval: int, buckets: list[int]) -> bool:
         bars = await _bars(pg_dsn, pg_schema)
@@ -95,7 +92,7 @@ async def test_partitions_move_between_workers_with_complete_bars(
         return (await consumer_lag(kafka_url, unique_name, [ticks_topic])).get(ticks_topic, 99) <= PARTITIONS
 
     try:
-        first, second = start_worker(1), start_worker(2)
+        first, second = start(1), start(2)
         await asyncio.sleep(8)  # both join the group (session timeout 6 s in DEV_KAFKA_ENV)
         await _produce(kafka_url, ticks_topic, 0, 90)
         await wait_for(lambda: bars_written(60, [T0]), 120, "the T0 bars of every underlying")
@@ -105,7 +102,7 @@ async def test_partitions_move_between_workers_with_complete_bars(
 
         await _produce(kafka_url, ticks_topic, 91, 200)
         await wait_for(lambda: bars_written(60, [T0 + 60, T0 + 120]), 120, "the survivor's bars")
-        start_worker(3)  # a rebalance: some partitions move again, checkpointed on revoke
+        start(3)  # a rebalance: some partitions move again, checkpointed on revoke
         await asyncio.sleep(10)
         await _produce(kafka_url, ticks_topic, 201, 330)
         await wait_for(lambda: bars_written(60, [T0 + 180, T0 + 240]), 120, "bars after the rebalance")
@@ -116,13 +113,7 @@ async def test_partitions_move_between_workers_with_complete_bars(
         _assert_complete(bars, 300, [T0])
         assert second.poll() is None
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+        stop_workers(workers)
     logs = "".join((tmp_path / f"worker{n}.log").read_text(errors="replace") for n in (2, 3))
     assert "Traceback" not in logs, logs[-4000:]
     assert "from its checkpoint at offset" in logs, logs[-4000:]

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
-import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+from worker_helpers import (
+    NIFTY_INDEX,
+    T0,
+    assert_complete_bar,
+    index_ticks,
+    start_worker,
+    stop_workers,
+    wait_for,
+    worker_env,
+)
 
-from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import free_port, start_postgres, start_redis
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
 from pipeline.records.ticks import encode_ticks
@@ -100,14 +104,9 @@ async def test_postgres_then_redis_outage_under_a_live_feed(kafka_url: str, uniq
     await write_instruments(pg_dsn, schema, [NIFTY_INDEX])
     topic = f"{unique_name}-ticks"
     await ensure_topic(kafka_url, topic, 2)
-    env = {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
-           "STRIKEFLOW_PG_SCHEMA": schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
-           "STRIKEFLOW_TICKS_TOPIC": topic, "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
-           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STORE_TICKS": "false",
-           "STRIKEFLOW_CHECKPOINT_INTERVAL_S": "1", "STRIKEFLOW_WEB_PORT": str(free_port())}
-    with open(tmp_path / "worker.log", "wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+    env = worker_env(kafka_url, pg_dsn, schema, redis_url, unique_name, STRIKEFLOW_DATA_DIR=str(tmp_path / "data"),
+                     STRIKEFLOW_CHECKPOINT_INTERVAL_S="1", STRIKEFLOW_WEB_PORT=str(free_port()))
+    worker = start_worker(env, tmp_path / "worker.log")
     feed = Feed(kafka_url, topic)
     try:
         await feed.start()
@@ -151,22 +150,13 @@ async def test_postgres_then_redis_outage_under_a_live_feed(kafka_url: str, uniq
         await wait_for(lambda: bars_beyond(closed[-1] - 1), 30, "the last closed bar")
         bars = await _bar_buckets(pg_dsn, schema)
         for bucket in closed:
-            bar = bars[bucket]
-            seconds = np.arange(bucket - T0, bucket - T0 + 60)
-            assert bar["tick_count"] == 60, (bucket - T0, dict(bar))
-            assert (bar["open"], bar["close"]) == (price_at(seconds[0]), price_at(seconds[-1]))
-            assert (bar["high"], bar["low"]) == (price_at(seconds).max(), price_at(seconds).min())
+            assert_complete_bar(bars[bucket], bucket)
         assert worker.poll() is None
         print(f"\nwrites resumed {resumed_s:.1f} s after PostgreSQL returned; fresh ticks on Redis "
               f"{live_again_s:.1f} s after Redis returned; {len(closed)} bars exact")
     finally:
         await feed.stop()
-        if worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_workers([worker])
         for proc in (pg, redis_proc):
             proc.stop(timeout=10)
         shutil.rmtree(pg_dir, ignore_errors=True)

@@ -7,15 +7,22 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
-from worker_helpers import NIFTY_INDEX, T0, index_ticks, price_at, wait_for
+from worker_helpers import (
+    NIFTY_INDEX,
+    T0,
+    assert_complete_bar,
+    index_ticks,
+    start_worker,
+    stop_workers,
+    wait_for,
+    worker_env,
+)
 
-from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import free_port
 from pipeline.commands.top import consumer_lag
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
@@ -57,23 +64,17 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
     await write_instruments(pg_dsn, pg_schema, [NIFTY_INDEX])
     ticks_topic = f"{unique_name}-ticks"
     await ensure_topic(kafka_url, ticks_topic, 4)
-    env = {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
-           "STRIKEFLOW_PG_SCHEMA": pg_schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
-           "STRIKEFLOW_TICKS_TOPIC": ticks_topic, "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
-           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"), "STRIKEFLOW_STORE_TICKS": "false",
-           "STRIKEFLOW_CHECKPOINT_INTERVAL_S": str(CHECKPOINT_INTERVAL_S)}
+    env = worker_env(kafka_url, pg_dsn, pg_schema, redis_url, unique_name,
+                     STRIKEFLOW_DATA_DIR=str(tmp_path / "data"),
+                     STRIKEFLOW_CHECKPOINT_INTERVAL_S=str(CHECKPOINT_INTERVAL_S))
     workers: list[subprocess.Popen] = []
 
-    def start_worker(n: int) -> subprocess.Popen:
-        with open(tmp_path / f"worker{n}.log", "wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"],
-                                      env={**env, "STRIKEFLOW_WEB_PORT": str(free_port())}, stdout=out,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        workers.append(worker)
-        return worker
+    def start(n: int) -> subprocess.Popen:
+        workers.append(start_worker({**env, "STRIKEFLOW_WEB_PORT": str(free_port())}, tmp_path / f"worker{n}.log"))
+        return workers[-1]
 
     try:
-        first = start_worker(1)
+        first = start(1)
         await _produce(kafka_url, ticks_topic, index_ticks(0, 90))  # T0 closes (watermark 90), T0+60 is open
 
         async def first_bar_written() -> bool:
@@ -91,7 +92,7 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
         os.killpg(first.pid, signal.SIGKILL)  # no shutdown, no flush: open bars are lost with the process
         first.wait(10)
 
-        start_worker(2)
+        start(2)
         await _produce(kafka_url, ticks_topic, index_ticks(91, 200))
 
         async def later_bars_written() -> bool:
@@ -101,20 +102,9 @@ async def test_worker_killed_with_open_bars_successor_writes_complete_bars(
         await asyncio.sleep(2 * FAUST_COMMIT_INTERVAL_S)  # a partial warm-up bar of T0, if any, is written by now
         bars = await _bars(pg_dsn, pg_schema)
         for bucket in (T0, T0 + 60, T0 + 120):
-            bar = bars[bucket]
-            seconds = np.arange(bucket - T0, bucket - T0 + 60)
-            assert bar["tick_count"] == 60, (bucket - T0, dict(bar))
-            assert bar["open"] == price_at(seconds[0]), (bucket - T0, dict(bar))
-            assert bar["close"] == price_at(seconds[-1])
-            assert (bar["high"], bar["low"]) == (price_at(seconds).max(), price_at(seconds).min())
+            assert_complete_bar(bars[bucket], bucket)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+        stop_workers(workers)
     text = (tmp_path / "worker2.log").read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
     assert "from its checkpoint at offset" in text and "NIFTY" in text, text[-3000:]

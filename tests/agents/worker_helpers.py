@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
+from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.records.ticks import TICK_DTYPE
 
 NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol="NIFTY 50", name="NIFTY 50",
@@ -46,3 +51,37 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.5)
+
+
+def worker_env(kafka_url: str, pg_dsn: str, schema: str, redis_url: str, name: str, **extra: str) -> dict[str, str]:
+    """The environment of a test worker: its own app id, topics and schema, the demo's short Kafka timeouts."""
+
+    return {**os.environ, **DEV_KAFKA_ENV, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_PG_DSN": pg_dsn,
+            "STRIKEFLOW_PG_SCHEMA": schema, "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": name,
+            "STRIKEFLOW_TICKS_TOPIC": f"{name}-ticks", "STRIKEFLOW_BARS_TOPIC": f"{name}-bars",
+            "STRIKEFLOW_STORE_TICKS": "false", **extra}
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``strikeflow worker`` as a process of its own session (killable with its children), log to ``log_path``."""
+    with open(log_path, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def assert_complete_bar(bar: Mapping, bucket: int, interval: int = 60) -> None:
+    """A bar of the index ticks of :func:`index_ticks`: every second's tick, OHLC of ``price_at``."""
+    seconds = np.arange(bucket - T0, bucket - T0 + interval)
+    assert bar["tick_count"] == interval, (bucket - T0, dict(bar))
+    assert (bar["open"], bar["close"]) == (price_at(seconds[0]), price_at(seconds[-1])), (bucket - T0, dict(bar))
+    assert (bar["high"], bar["low"]) == (price_at(seconds).max(), price_at(seconds).min()), (bucket - T0, dict(bar))
