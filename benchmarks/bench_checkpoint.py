@@ -31,7 +31,12 @@ from pipeline.core.processor import BarConfig, TickProcessor  # noqa: E402
 from pipeline.feed.ingestor import split_by_underlying  # noqa: E402
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite  # noqa: E402
 from pipeline.records.instruments import InstrumentIndex  # noqa: E402
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts  # noqa: E402
+from pipeline.sim.market import (  # noqa: E402
+    DEFAULT_UNDERLYINGS,
+    Market,
+    build_instruments,
+    session_start_ts,
+)
 
 DAY = dt.date(2026, 11, 24)
 
