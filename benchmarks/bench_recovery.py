@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.commands.demo import DEV_KAFKA_ENV, _wait_for_line  # noqa: E402
 from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn  # noqa: E402
 from pipeline.commands.top import consumer_lag  # noqa: E402
+from pipeline.runtime.metrics import scrape  # noqa: E402
 from sinks.demo_queries import check_bars_against_ticks, drop_schema  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
 
@@ -94,6 +95,20 @@ def _ready(url: str) -> dict | None:
         return None
 
 
+async def _trace(worker_url: str, since: float, seconds: float, show: bool) -> None:
+    """Wait ``seconds``; with ``show``, print the survivor's processed ticks per half second meanwhile."""
+    last, end = None, time.time() + seconds
+    while time.time() < end:
+        await asyncio.sleep(0.5)
+        if not show:
+            continue
+        processed = (await asyncio.to_thread(scrape, f"{worker_url}/metrics")).get("strikeflow_ticks_processed_total")
+        if processed is not None:
+            rate = "" if last is None else f"{(processed - last) * 2:>9,.0f} ticks/s"
+            print(f"  +{time.time() - since:5.1f}s survivor processed {processed:>10,.0f} {rate}", flush=True)
+            last = processed
+
+
 async def _main(args: argparse.Namespace) -> None:
     log_dir = Path(".strikeflow/bench-recovery") / time.strftime("%Y%m%d-%H%M%S")
     services = ensure_services(os.environ.get("STRIKEFLOW_KAFKA_URL"), os.environ.get("STRIKEFLOW_PG_DSN"),
@@ -137,7 +152,8 @@ async def _main(args: argparse.Namespace) -> None:
         kill_at = time.time()
         os.killpg(workers[victim][0].pid, signal.SIGKILL)
         print(f"{time.strftime('%H:%M:%S')} killed {victim} (it owned NIFTY's partition); watching", flush=True)
-        await asyncio.sleep(args.seconds / 2)
+        survivor = next(url for n, (_, url) in workers.items() if n != victim)
+        await _trace(survivor, kill_at, args.seconds / 2, args.trace)
         replacement = start_worker("worker3")
         while not (_ready(replacement) or {}).get("ready"):
             await asyncio.sleep(0.2)
@@ -174,6 +190,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4000, help="simulated ticks per second")
     parser.add_argument("--warmup", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=40.0, help="watched after the kill")
+    parser.add_argument("--trace", action="store_true", help="print the survivor's processing rate after the kill")
     parser.add_argument("--no-store-ticks", action="store_true",
                         help="workers do not store raw ticks (and the SQL bar check is skipped)")
     asyncio.run(_main(parser.parse_args()))
