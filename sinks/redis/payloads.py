@@ -8,11 +8,11 @@ encoded once, for its batch message and its snapshot field alike.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS, InstrumentKind
@@ -24,7 +24,10 @@ from sinks.redis.channels import Channels
 #: Carried by every message as ``"schema_version"``; bumped when a message's shape changes incompatibly.
 SCHEMA_VERSION = 1
 
-_NAMED_KINDS = (InstrumentKind.FUT, InstrumentKind.INDEX)
+# per-tick lookups on plain ints (an IntEnum call or ``in`` on enum members costs more than the lookup)
+_OPTION_KINDS = frozenset(int(k) for k in OPTION_KINDS)
+_NAMED_KINDS = frozenset((int(InstrumentKind.FUT), int(InstrumentKind.INDEX)))
+_TYPE_NAME = {int(k): k.type_name for k in InstrumentKind}
 _BAR_FLOATS = ("open", "high", "low", "close", "vwap")
 _BAR_INTS = ("volume", "oi", "oi_open", "oi_high", "oi_low", "tick_count", "bucket", "last_recv_ts")
 
@@ -66,8 +69,8 @@ def clean(value: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """Compact, strictly valid JSON (raises rather than emit NaN)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default)
+    """Compact, strictly valid JSON (orjson): NaN and Infinity become ``null``, numpy numbers are numbers."""
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def tick_objects(ticks: np.ndarray, index: InstrumentIndex | None) -> list[dict[str, Any]]:
@@ -112,14 +115,14 @@ def tick_objects(ticks: np.ndarray, index: InstrumentIndex | None) -> list[dict[
         obj = dict(zip(base_names, row, strict=True))
         greeks = next(greek_rows) if greek_rows is not None else None
         kind = kinds[i]
-        if kind in OPTION_KINDS:
+        if kind in _OPTION_KINDS:
             obj["expiry"] = expiries[i]
             obj["strike"] = strikes[i]
-            obj["type"] = InstrumentKind(kind).type_name
+            obj["type"] = _TYPE_NAME[kind]
             if greeks is not None:
                 obj.update(zip(greek_names, greeks, strict=True))
         elif kind in _NAMED_KINDS:
-            obj["type"] = InstrumentKind(kind).type_name
+            obj["type"] = _TYPE_NAME[kind]
             if expiries[i]:
                 obj["expiry"] = expiries[i]
         out.append(obj)
