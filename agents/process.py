@@ -43,7 +43,9 @@ SEED_TIMEOUT_S = 10.0
 
 
 def bar_config(settings: Settings) -> BarConfig:
-    return BarConfig(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s)
+    # a silence as long as the ingestor's dead-socket rule is a feed gap
+    return BarConfig(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s,
+                     settings.kite_silence_timeout_s)
 
 
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
@@ -136,6 +138,9 @@ def _count(result: ProcessResult) -> None:
     metrics.DUPLICATE_TICKS.inc(counts.duplicates)
     metrics.LATE_CORRECTIONS.inc(counts.late_corrections)
     metrics.TOO_LATE_TICKS.inc(counts.too_late)
+    if counts.feed_gap_s:
+        metrics.FEED_GAPS.labels(result.underlying).inc()
+        logger.warning("feed gap: no {} tick received for {:.1f}s", result.underlying, counts.feed_gap_s)
     if result.bars is not None:
         for interval, n in zip(*np.unique(result.bars["interval_s"], return_counts=True), strict=True):
             metrics.BARS_EMITTED.labels(label_of(interval)).inc(int(n))

@@ -19,7 +19,7 @@ them, and hands them to :meth:`seed` (``pipeline.core.rollups``, "Restart").
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,11 +35,13 @@ from pipeline.records.ticks import PRICED_TICK_DTYPE
 
 @dataclass(frozen=True)
 class BarConfig:
-    """How bars close: intervals (seconds), the grace after an interval's end and the late window (seconds)."""
+    """How bars close: intervals (seconds), the grace after an interval's end and the late window (seconds);
+    and how long a silence in an underlying's receive times is a feed gap (seconds)."""
 
     intervals_s: Sequence[int] = (60, 300, 900)
     grace_s: float = 2.0
     late_window_s: float = 300.0
+    feed_gap_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class TickCounts:
     duplicates: int = 0
     late_corrections: int = 0
     too_late: int = 0
+    feed_gap_s: float = 0.0  # > 0: the batch came after this many seconds (receive time) without a tick
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class UnderlyingState:
     def __init__(self, underlying: str, config: BarConfig) -> None:
         self.underlying = underlying
         self.started = False
+        self.newest_recv_ts: int | None = None  # epoch us: feed gaps are judged on receive time
         self._closed: list[np.ndarray] = []
         finest = min(config.intervals_s)  # one late-tick rule for every interval
         self.aggregators = [
@@ -177,11 +181,25 @@ class TickProcessor:
         state = self.state(underlying)
         priced = pricer.price(ticks)
         bars, counts = state.add(priced)
+        gap_s = self._feed_gap_s(state, ticks)
+        if gap_s:
+            counts = replace(counts, feed_gap_s=gap_s)
         if bars is None:
             strike_rows, chain_rows = np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
         else:
             strike_rows, chain_rows = state.rollup(bars, pricer.index)
         return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts)
+
+    def _feed_gap_s(self, state: UnderlyingState, ticks: np.ndarray) -> float:
+        """Seconds of receive time since the underlying's previous tick when that exceeds ``feed_gap_s``
+        (an ingestor restarted, a connection down), else 0. Replays and redeliveries never count: their
+        receive times are not newer."""
+        if not len(ticks):
+            return 0.0
+        first, last = int(ticks["recv_ts"].min()), int(ticks["recv_ts"].max())
+        previous, state.newest_recv_ts = state.newest_recv_ts, max(last, state.newest_recv_ts or last)
+        gap_s = (first - previous) / 1e6 if previous is not None else 0.0
+        return gap_s if gap_s > self.config.feed_gap_s else 0.0
 
     def advance(self, underlying: str, exchange_ts: int, index: InstrumentIndex) -> ProcessResult:
         """A clock record: the underlying's exchange clock reached ``exchange_ts`` (epoch s) with no tick;

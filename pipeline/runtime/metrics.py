@@ -40,6 +40,8 @@ PRODUCE_ERRORS = Counter("strikeflow_produce_errors_total", "Failed Kafka sends 
 # process
 TICKS_PROCESSED = Counter("strikeflow_ticks_processed_total", "Ticks through the process agent", ["underlying"], registry=REGISTRY)
 BAD_BATCHES = Counter("strikeflow_bad_batches_total", "Kafka records that were not valid batches", ["topic"], registry=REGISTRY)
+FEED_GAPS = Counter("strikeflow_feed_gaps_total", "Silences in an underlying's receive times longer than "
+                    "the dead-socket timeout (ingestor restarts, connection outages)", ["underlying"], registry=REGISTRY)
 DUPLICATE_TICKS = Counter("strikeflow_duplicate_ticks_total", "Redelivered ticks dropped", registry=REGISTRY)
 LATE_CORRECTIONS = Counter("strikeflow_late_corrections_total", "Bars re-emitted for late ticks", registry=REGISTRY)
 TOO_LATE_TICKS = Counter("strikeflow_too_late_ticks_total", "Ticks older than the late window, dropped", registry=REGISTRY)

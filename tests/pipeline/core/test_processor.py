@@ -231,3 +231,19 @@ def test_clock_record_closes_the_bars_of_a_quiet_underlying_once() -> None:
     assert processor.advance("NIFTY", open_bucket + 30, index).bars is None  # never back, never twice
     assert processor.advance("NIFTY", open_bucket + 300 + 2, index).bars["interval_s"].tolist().count(300) > 0
     assert processor.advance("NOT_SEEN", open_bucket + 900, index).bars is None
+
+
+def test_a_silence_in_receive_time_is_a_feed_gap_once_and_replays_are_not() -> None:
+    index, records = _records(20)
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    nifty = [decode_ticks(p)[1] for u, p in records if u == "NIFTY"]
+    gaps = [processor.process("NIFTY", t, pricer).counts.feed_gap_s for t in nifty[:10]]
+    assert gaps == [0.0] * 10  # one batch a second: no gap
+    later = nifty[10].copy()
+    later["recv_ts"] += 7_000_000  # the ingestor was away for 7 s
+    gap = processor.process("NIFTY", later, pricer).counts.feed_gap_s
+    assert 7.0 < gap < 9.0
+    assert processor.process("NIFTY", nifty[3], pricer).counts.feed_gap_s == 0.0  # a redelivery
+    follow = nifty[11].copy()
+    follow["recv_ts"] += 7_000_000
+    assert processor.process("NIFTY", follow, pricer).counts.feed_gap_s == 0.0  # back to normal
