@@ -63,11 +63,6 @@ class ProcessResult:
     chain_rows: np.ndarray  # CHAIN_BAR_DTYPE
     counts: TickCounts
 
-    @property
-    def newest_exchange_ts(self) -> int | None:
-        """The newest exchange time in the batch (what the ack hold compares with the replay horizon)."""
-        return int(self.priced["exchange_ts"].max()) if len(self.priced) else None
-
 
 @dataclass(frozen=True)
 class SeedRequest:

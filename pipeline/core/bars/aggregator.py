@@ -288,8 +288,7 @@ class BarAggregator:
         greeks = np.empty((len(starts), N_GREEKS))
         for j, name in enumerate(GREEK_FIELDS):
             greeks[:, j] = t[name][ends]
-        recv, cum = t["recv_ts"], t["volume"]
-        bars = aggregate_groups(t["last_price"], cum, t["oi"], recv, inc, starts, prev_recv[starts], greeks)
+        bars = aggregate_groups(t["last_price"], t["oi"], t["recv_ts"], inc, starts, prev_recv[starts], greeks)
         bars["instrument_token"] = self._slots.token[slot[starts]]
         bars["bucket"] = bucket[starts]
         bars["interval_s"] = self.interval_s

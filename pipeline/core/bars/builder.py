@@ -66,7 +66,6 @@ def group_ends(starts: np.ndarray, n: int) -> np.ndarray:
 
 def aggregate_groups(
     price: np.ndarray,
-    cum: np.ndarray,
     oi: np.ndarray,
     recv: np.ndarray,
     inc: np.ndarray,

@@ -202,7 +202,7 @@ class LateTickStore:
         start[0] = True
         maximum, inc = running_volume(tk["volume"], start, np.array([prev.m if continues else 0]),
                                       np.array([continues]))
-        bar = aggregate_groups(tk["last_price"], tk["volume"], tk["oi"], tk["recv_ts"], inc, np.zeros(1, np.int64),
+        bar = aggregate_groups(tk["last_price"], tk["oi"], tk["recv_ts"], inc, np.zeros(1, np.int64),
                                np.array([prev.recv_ts if prev else NO_TS]), group.greeks[None, :])
         bar["instrument_token"] = self.slots.token[slot]
         bar["bucket"] = b

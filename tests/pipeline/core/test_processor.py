@@ -157,13 +157,14 @@ def test_start_asks_for_the_seeds_of_the_underlyings_options_once() -> None:
     assert processor.start(underlying, ticks, index) == []
 
 
-def test_newest_exchange_ts_of_every_result_is_its_batchs() -> None:
+def test_the_last_buckets_stay_open_until_the_watermark_passes() -> None:
     index, records = _records(130)
     processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
         result = processor.process(underlying, ticks, pricer)
-        assert result.newest_exchange_ts == int(ticks["exchange_ts"].max())
+        for name in ticks.dtype.names:  # priced in receive order, the tick fields as received
+            np.testing.assert_array_equal(result.priced[name], ticks[name], err_msg=name)
     opens = [a.oldest_open_bucket() for a in processor.state("NIFTY").aggregators]
     assert all(o is not None for o in opens)  # the last buckets are still open
 
@@ -172,7 +173,7 @@ def test_empty_batch_gives_an_empty_result() -> None:
     index, records = _records(2)
     underlying, ticks = decode_ticks(records[0][1])
     result = TickProcessor(CONFIG).process(underlying, ticks[:0], OptionPricer(index, R))
-    assert result.bars is None and len(result.priced) == 0 and result.newest_exchange_ts is None
+    assert result.bars is None and len(result.priced) == 0
 
 
 def _latest_versions(bars: list[np.ndarray]) -> dict[tuple[int, int, int], np.void]:
@@ -227,7 +228,7 @@ def test_clock_record_closes_the_bars_of_a_quiet_underlying_once() -> None:
     closed = processor.advance("NIFTY", open_bucket + 60 + int(CONFIG.grace_s), index)
     assert closed.bars is not None and set(closed.bars["interval_s"].tolist()) == {60}
     assert set(closed.bars["bucket"].tolist()) == {open_bucket} and len(closed.chain_rows) > 0
-    assert len(closed.priced) == 0 and closed.newest_exchange_ts is None
+    assert len(closed.priced) == 0
     assert processor.advance("NIFTY", open_bucket + 30, index).bars is None  # never back, never twice
     assert processor.advance("NIFTY", open_bucket + 300 + 2, index).bars["interval_s"].tolist().count(300) > 0
     assert processor.advance("NOT_SEEN", open_bucket + 900, index).bars is None
