@@ -21,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port (printed at start)")
     parser.add_argument("--api-key", help="accept only this api_key (default: any)")
     parser.add_argument("--access-token", help="accept only this access_token (default: any)")
-    parser.add_argument("--underlyings", default="NIFTY,BANKNIFTY")
+    parser.add_argument("--underlyings", default="NIFTY,BANKNIFTY",
+                        help="comma-separated, or ALL (NIFTY, BANKNIFTY, FINNIFTY, MIDCPNIFTY, SENSEX)")
     parser.add_argument("--expiries", type=int, default=3, help="option expiries per underlying")
     parser.add_argument("--strikes", type=int, default=20, help="listed strikes each side of the money")
     parser.add_argument("--speed", type=float, default=1.0, help="exchange seconds per wall second")
     parser.add_argument("--rate", type=float, default=500.0, help="ticks per wall second over all connections")
+    parser.add_argument("--step-ms", type=float, default=50.0, help="wall milliseconds between market steps")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST today)")
     parser.add_argument("--max-tokens", type=int, default=3000, help="instruments per connection")
@@ -38,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
+    if args.underlyings.strip().upper() == "ALL":
+        args.underlyings = ",".join(DEFAULT_UNDERLYINGS)
+    if not args.rate > 0 or not 1 <= args.step_ms <= 1000:
+        raise SystemExit("simulate: --rate must be positive and --step-ms between 1 and 1000")
     unknown = [u for u in args.underlyings.split(",") if u.strip().upper() not in DEFAULT_UNDERLYINGS]
     if unknown:
         raise SystemExit(f"simulate: unknown underlying {unknown[0]!r}; choose from {', '.join(DEFAULT_UNDERLYINGS)}")
@@ -48,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         host=args.host, port=args.port, api_key=args.api_key, access_token=args.access_token,
         underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",")), expiries=args.expiries,
-        strikes=args.strikes, speed=args.speed, rate=args.rate, seed=args.seed,
+        strikes=args.strikes, speed=args.speed, rate=args.rate, step_s=args.step_ms / 1000, seed=args.seed,
         start=start, max_tokens=args.max_tokens,
         max_connections=args.max_connections, drop_every_s=args.drop_every, refuse_for_s=args.refuse_for,
         malformed_every=args.malformed_every, replay=args.replay, record=args.record,

@@ -24,6 +24,7 @@ class CaptureWriter:
     def write(self, frame: bytes, at: float) -> None:
         self._t0 = self._t0 if self._t0 is not None else at
         self._file.write(_HEADER.pack(int((at - self._t0) * 1e6), len(frame)) + frame)
+        self._file.flush()  # a capture is readable up to its last frame while (and if) the simulator dies
 
     def close(self) -> None:
         self._file.close()

@@ -3,10 +3,13 @@
 What it models, and the units:
 
 - Contracts: per underlying an index (segment INDICES), monthly futures and
-  options on weekly (NIFTY: every Tuesday) and/or monthly (last Tuesday of
-  the month) expiries, strikes every ``strike_step`` rupees around the spot.
-  Tokens follow Kite: ``exchange_token << 8 | segment`` (NFO = 2; the indices
-  use their real tokens, NIFTY 50 = 256265, NIFTY BANK = 260105).
+  options on weekly (NIFTY: every Tuesday; SENSEX: every Thursday) or monthly
+  (last Tuesday of the month; SENSEX last Thursday) expiries, strikes every
+  ``strike_step`` rupees around the spot. NIFTY, BANKNIFTY, FINNIFTY and
+  MIDCPNIFTY trade on NFO (segment 2), SENSEX on BFO (BSE's F&O, segment 5).
+  Tokens follow Kite: ``exchange_token << 8 | segment``; the indices use their
+  real tokens (NIFTY 50 = 256265, NIFTY BANK = 260105, NIFTY FIN SERVICE =
+  257801, NIFTY MID SELECT = 288009, SENSEX = 265).
 - Underlying: geometric random walk at the underlying's volatility
   (annualised, over calendar time in years of 365 days) plus Poisson jumps
   (``jumps_per_day``, normal size ``jump_size``, in log terms).
@@ -14,6 +17,10 @@ What it models, and the units:
   ``sigma(K) = atm_vol * (1 + skew * m + curvature * m^2)``, ``m = ln(K/F)``
   (convex in m, so no butterfly arbitrage from the smile), priced to the
   0.05 tick, never below one tick. Futures trade at the forward.
+- Liquidity: ``liquidity`` weighs how often each instrument ticks, as on the
+  real feed: the index and futures often, options by a Gaussian in
+  standardised moneyness ``ln(K/F) / (vol sqrt(t))`` (near the money often,
+  far strikes rarely, the farthest almost never) and less for later expiries.
 - Trading: each tick of an instrument is a trade of a whole number of lots;
   cumulative day volume only increases; OI moves in multiples of the lot and
   never below 0; five depth levels each side one tick apart around the price.
@@ -39,6 +46,8 @@ from pipeline.records.time_units import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
 
 TICK_SIZE = 0.05
 NFO_SEGMENT = 2
+BFO_SEGMENT = 5
+TUESDAY, THURSDAY = 1, 3
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _WEEKLY_MONTH_CODE = "123456789OND"
 
@@ -56,36 +65,46 @@ class UnderlyingSpec:
     atm_vol: float
     weekly: bool
     first_exchange_token: int
+    exchange: str = "NFO"  # the derivatives' exchange; BFO for SENSEX
+    index_exchange: str = "NSE"
+    expiry_weekday: int = TUESDAY
+
+    @property
+    def segment_id(self) -> int:
+        return BFO_SEGMENT if self.exchange == "BFO" else NFO_SEGMENT
 
 
 DEFAULT_UNDERLYINGS: dict[str, UnderlyingSpec] = {
     "NIFTY": UnderlyingSpec("NIFTY", "NIFTY 50", 256265, 24500.0, 50.0, 75, 0.13, True, 40000),
-    "BANKNIFTY": UnderlyingSpec("BANKNIFTY", "NIFTY BANK", 260105, 52000.0, 100.0, 35, 0.16, False, 60000),
+    "BANKNIFTY": UnderlyingSpec("BANKNIFTY", "NIFTY BANK", 260105, 52000.0, 100.0, 35, 0.16, False, 50000),
+    "FINNIFTY": UnderlyingSpec("FINNIFTY", "NIFTY FIN SERVICE", 257801, 26000.0, 50.0, 65, 0.14, False, 60000),
+    "MIDCPNIFTY": UnderlyingSpec("MIDCPNIFTY", "NIFTY MID SELECT", 288009, 13000.0, 25.0, 120, 0.17, False, 70000),
+    "SENSEX": UnderlyingSpec("SENSEX", "SENSEX", 265, 80500.0, 100.0, 20, 0.13, True, 80000, "BFO", "BSE", THURSDAY),
 }
 
 
-def _last_tuesday(year: int, month: int) -> dt.date:
+def _last_weekday(year: int, month: int, weekday: int) -> dt.date:
     last = dt.date(year, month, calendar.monthrange(year, month)[1])
-    return last - dt.timedelta(days=(last.weekday() - 1) % 7)
+    return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
 
 
-def monthly_expiries(start: dt.date, n: int) -> list[dt.date]:
-    """The next ``n`` monthly expiries (last Tuesday of the month) on or after ``start``."""
+def monthly_expiries(start: dt.date, n: int, weekday: int = TUESDAY) -> list[dt.date]:
+    """The next ``n`` monthly expiries (the month's last ``weekday``, Tuesday by default) on or after ``start``."""
     out: list[dt.date] = []
     year, month = start.year, start.month
     while len(out) < n:
-        day = _last_tuesday(year, month)
+        day = _last_weekday(year, month, weekday)
         if day >= start:
             out.append(day)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return out
 
 
-def option_expiries(start: dt.date, n: int, weekly: bool) -> list[dt.date]:
-    """The next ``n`` option expiries: every Tuesday when ``weekly``, else monthly."""
+def option_expiries(start: dt.date, n: int, weekly: bool, weekday: int = TUESDAY) -> list[dt.date]:
+    """The next ``n`` option expiries: every ``weekday`` when ``weekly``, else monthly."""
     if not weekly:
-        return monthly_expiries(start, n)
-    first = start + dt.timedelta(days=(1 - start.weekday()) % 7)
+        return monthly_expiries(start, n, weekday)
+    first = start + dt.timedelta(days=(weekday - start.weekday()) % 7)
     return [first + dt.timedelta(weeks=i) for i in range(n)]
 
 
@@ -106,27 +125,30 @@ def build_instruments(
         rows.append(dict(instrument_token=spec.index_token, exchange_token=str(spec.index_token >> 8),
                          tradingsymbol=spec.index_symbol, name=spec.index_symbol, last_price=spec.spot, expiry="",
                          strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ", segment="INDICES",
-                         exchange="NSE"))
-        exchange_token = spec.first_exchange_token
-        monthlies = set(monthly_expiries(start, 12))
-        for expiry in monthly_expiries(start, n_futures):
-            rows.append(dict(instrument_token=exchange_token << 8 | NFO_SEGMENT, exchange_token=str(exchange_token),
+                         exchange=spec.index_exchange))
+        exchange_token, segment = spec.first_exchange_token, spec.segment_id
+        monthlies = set(monthly_expiries(start, 12, spec.expiry_weekday))
+        for expiry in monthly_expiries(start, n_futures, spec.expiry_weekday):
+            rows.append(dict(instrument_token=exchange_token << 8 | segment, exchange_token=str(exchange_token),
                              tradingsymbol=_symbol(spec.name, expiry, True, "FUT"), name=spec.name,
                              last_price=spec.spot, expiry=expiry, strike=0.0, tick_size=TICK_SIZE,
-                             lot_size=spec.lot_size, instrument_type="FUT", segment="NFO-FUT", exchange="NFO"))
+                             lot_size=spec.lot_size, instrument_type="FUT", segment=f"{spec.exchange}-FUT",
+                             exchange=spec.exchange))
             exchange_token += 1
         atm = round(spec.spot / spec.strike_step) * spec.strike_step
-        for expiry in option_expiries(start, n_expiries, spec.weekly):
+        for expiry in option_expiries(start, n_expiries, spec.weekly, spec.expiry_weekday):
             for i in range(-strikes_each_side, strikes_each_side + 1):
                 strike = atm + i * spec.strike_step
+                if strike <= 0:
+                    continue
                 for kind in ("CE", "PE"):
                     tail = f"{strike:.0f}{kind}"
-                    rows.append(dict(instrument_token=exchange_token << 8 | NFO_SEGMENT,
+                    rows.append(dict(instrument_token=exchange_token << 8 | segment,
                                      exchange_token=str(exchange_token),
                                      tradingsymbol=_symbol(spec.name, expiry, expiry in monthlies, tail),
                                      name=spec.name, last_price=0.0, expiry=expiry, strike=strike,
                                      tick_size=TICK_SIZE, lot_size=spec.lot_size, instrument_type=kind,
-                                     segment="NFO-OPT", exchange="NFO"))
+                                     segment=f"{spec.exchange}-OPT", exchange=spec.exchange))
                     exchange_token += 1
     return rows
 
@@ -187,6 +209,24 @@ class Market:
         self.oi = np.where(self.is_index, 0, self.lot * self.rng.poisson(base_lots)).astype(np.int64)
         self.oi_high = self.oi.copy()
         self.oi_low = self.oi.copy()
+        self._expiry_rank = np.zeros(n, dtype=np.int64)  # 0 = the underlying's nearest option expiry
+        for name in self.specs:
+            mine = self.is_option & (self.underlying == name)
+            self._expiry_rank[mine] = np.searchsorted(np.unique(self.expiry_ts[mine]), self.expiry_ts[mine])
+        self.liquidity = self._liquidity()
+
+    def _liquidity(self) -> np.ndarray:
+        """Relative tick rates (any scale): index and futures 20, an at-the-money option of the nearest
+        expiry about 10, falling as a Gaussian in standardised moneyness and by half per later expiry,
+        with a floor of 0.002 (a far strike ticks a few times an hour at a realistic rate)."""
+        spot = self._spot_of()
+        t = np.maximum(self.expiry_ts - self.now, 6 * 3600) / SECONDS_PER_YEAR
+        vol = np.array([self.atm_vol[u] for u in self.underlying])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(self.is_option, np.log(np.where(self.strike > 0, self.strike, 1) / spot) / (vol * np.sqrt(t)),
+                         0.0)
+        option = 10.0 * np.exp(-0.5 * (z / 0.8) ** 2) * 0.5 ** self._expiry_rank + 0.002
+        return np.where(self.is_option, option, 20.0)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -231,6 +271,7 @@ class Market:
             self.atm_vol[name] = min(max(self.atm_vol[name], 0.05), 1.0)
         self.now = float(now)
         self._reprice()
+        self.liquidity = self._liquidity()
         self.day_high = np.maximum(self.day_high, self.price)
         self.day_low = np.minimum(self.day_low, self.price)
 

@@ -26,7 +26,10 @@ chosen to be explicit and testable:
 
 Exchange time runs ``--speed`` times faster than wall time from ``--start``
 (default 09:15 IST today); ``--rate`` is the total ticks per wall second over
-all connections; ``--seed`` fixes the market. ``--replay FILE`` sends a
+all connections (``POST /_sim/rate?tps=R`` changes it while running), spread
+over the subscribed instruments by their liquidity (``Market.liquidity``: a
+Poisson count per instrument and market step of ``--step-ms``, so near-the-money
+options tick often and far strikes rarely); ``--seed`` fixes the market. ``--replay FILE`` sends a
 recorded capture (``--record FILE`` writes one) instead of the model market.
 """
 
@@ -58,7 +61,6 @@ from pipeline.sim.market import (
     session_start_ts,
 )
 
-STEP_S = 0.1  # wall seconds between market steps
 HEARTBEAT_S = 1.0
 _MODES = {"ltp": MODE_LTP, "quote": MODE_QUOTE, "full": MODE_FULL}
 
@@ -74,6 +76,7 @@ class SimConfig:
     strikes: int = 20
     speed: float = 1.0
     rate: float = 500.0
+    step_s: float = 0.05  # wall seconds between market steps (each sends one or more frames per connection)
     seed: int = 1
     start: float | None = None
     max_tokens: int = 3000
@@ -202,27 +205,36 @@ class Simulator:
 
     # --- market loop ---------------------------------------------------------------------------
     async def _market_loop(self) -> None:
-        budget = 0.0
+        step = self.config.step_s
+        next_at = self.clock.monotonic()
         while True:
-            await asyncio.sleep(STEP_S)
+            next_at += step
+            await asyncio.sleep(max(next_at - self.clock.monotonic(), 0.0))
+            if self.clock.monotonic() - next_at > 1.0:  # far behind (a stall of the host): don't burst to catch up
+                next_at = self.clock.monotonic()
             if self.faults.stalled():
                 continue
             self.market.advance(self.exchange_now())
-            budget += self.config.rate * STEP_S
-            n_total = sum(len(c.modes) for c in self.clients)
-            if n_total == 0 or budget < 1:
+            subscribed = [(c, np.fromiter(c.modes.keys(), dtype=np.uint32, count=len(c.modes)))
+                          for c in list(self.clients) if c.modes]
+            if not subscribed:
                 continue
-            for client in list(self.clients):
-                if not client.modes:
-                    continue
-                share = int(budget * len(client.modes) / n_total) or 1
-                tokens = np.fromiter(client.modes.keys(), dtype=np.uint32, count=len(client.modes))
-                # more ticks than instruments in a step: several frames, each instrument at most once per frame
-                while share > 0:
-                    pick = self._rng.choice(len(tokens), size=min(share, len(tokens)), replace=False)
-                    share -= len(pick)
-                    await self._send_ticks(client, tokens[pick])
-            budget -= int(budget)
+            weights = [self.market.liquidity[self.market.positions(tokens)] for _, tokens in subscribed]
+            total = sum(float(w.sum()) for w in weights)
+            for (client, tokens), weight in zip(subscribed, weights, strict=True):
+                # ticks of each instrument this step: Poisson at its share of the rate; one frame per round,
+                # so an instrument appears at most once per frame
+                counts = self._rng.poisson(self.config.rate * step * weight / total)
+                while counts.any():
+                    await self._send_ticks(client, tokens[counts > 0])
+                    counts = np.maximum(counts - 1, 0)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the total tick rate (ticks per wall second over all connections) while running."""
+        if not rate > 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.config.rate = rate
+        logger.info("simulator rate set to {} ticks/s", rate)
 
     async def _send_ticks(self, client: Client, tokens: np.ndarray) -> None:
         """Let ``tokens`` trade now and send their state to ``client`` in its modes, one frame."""
@@ -306,6 +318,7 @@ class Simulator:
                             for c in self.clients],
             "subscribed_tokens": sorted({t for c in self.clients for t in c.modes}),
             "frames_sent": self.frames_sent, "ticks_sent": self.ticks_sent, "drops": self.drops,
+            "rate": self.config.rate,
         }
 
     def build_app(self) -> web.Application:
@@ -329,6 +342,13 @@ class Simulator:
         async def state(request: web.Request) -> web.Response:
             return web.json_response(self.state())
 
+        async def rate(request: web.Request) -> web.Response:
+            try:
+                self.set_rate(float(request.query.get("tps", "")))
+            except ValueError as exc:
+                raise web.HTTPBadRequest(text=f"rate: ?tps= takes a positive number of ticks per second ({exc})")
+            return web.json_response({"rate": self.config.rate})
+
         app = web.Application()
         app.add_routes([
             web.get("/", self.websocket),
@@ -336,6 +356,7 @@ class Simulator:
             web.get("/instruments/{exchange}", self.instruments),
             web.post("/_sim/fault/{kind}", fault),
             web.get("/_sim/state", state),
+            web.post("/_sim/rate", rate),
         ])
         app.on_startup.append(self._start_loops)
         app.on_shutdown.append(self._stop_loops)

@@ -44,13 +44,26 @@ def test_tokens_follow_kite_segment_encoding() -> None:
     for row in _rows():
         token = row["instrument_token"]
         assert token >> 8 == int(row["exchange_token"])
-        assert token & 0xFF == (9 if row["segment"] == "INDICES" else 2)
+        assert token & 0xFF == {"INDICES": 9, "BFO": 5, "NFO": 2}[
+            "INDICES" if row["segment"] == "INDICES" else row["exchange"]]
+
+
+def test_sensex_derivatives_on_bfo_expire_on_thursdays_and_its_index_is_bse_265() -> None:
+    sensex = [r for r in _rows() if r["name"] in ("SENSEX",) or r["tradingsymbol"] == "SENSEX"]
+    index = [r for r in sensex if r["segment"] == "INDICES"]
+    assert [(r["instrument_token"], r["exchange"]) for r in index] == [(265, "BSE")]
+    derivatives = [r for r in sensex if r["segment"] != "INDICES"]
+    assert {r["segment"] for r in derivatives} == {"BFO-FUT", "BFO-OPT"}
+    assert {r["expiry"].weekday() for r in derivatives} == {3}
+    assert {r["instrument_token"] & 0xFF for r in derivatives} == {5}
 
 
 def test_expiry_calendar_weekly_tuesdays_and_last_tuesday_monthlies() -> None:
     assert option_expiries(START, 3, weekly=True) == [dt.date(2026, 11, 24), dt.date(2026, 12, 1), dt.date(2026, 12, 8)]
     assert monthly_expiries(START, 2) == [dt.date(2026, 11, 24), dt.date(2026, 12, 29)]
     assert monthly_expiries(dt.date(2026, 11, 25), 1) == [dt.date(2026, 12, 29)]
+    assert option_expiries(START, 2, weekly=True, weekday=3) == [dt.date(2026, 11, 26), dt.date(2026, 12, 3)]
+    assert monthly_expiries(START, 1, weekday=3) == [dt.date(2026, 11, 26)]
 
 
 def test_select_universe_keeps_strikes_around_money_and_companions() -> None:

@@ -92,3 +92,26 @@ def test_snapshot_in_every_mode_survives_the_wire(mode: int) -> None:
     np.testing.assert_allclose(back["last_price"], snap["last_price"], atol=1e-9)
     assert back["instrument_token"].tolist() == snap["instrument_token"].tolist()
     assert (back["mode"] == mode).all()
+
+
+def test_liquidity_near_the_money_ticks_far_more_often_than_far_strikes() -> None:
+    specs = [DEFAULT_UNDERLYINGS["NIFTY"]]
+    market = Market(build_instruments(specs, DAY, n_expiries=2, strikes_each_side=60), specs, session_start_ts(DAY))
+    near = market.is_option & (market._expiry_rank == 0)  # noqa: SLF001
+    distance = np.abs(market.strike - market.spot["NIFTY"])
+    atm = near & (distance <= 50)
+    far = near & (distance >= 2000)
+    assert atm.any() and far.any()
+    assert market.liquidity[atm].min() > 100 * market.liquidity[far].max()
+    # a later expiry ticks less than the same strike of the nearest
+    later = market.is_option & (market._expiry_rank == 1) & (distance <= 50)  # noqa: SLF001
+    assert market.liquidity[later].max() < market.liquidity[atm].max()
+    assert (market.liquidity > 0).all()
+
+
+def test_every_default_underlying_builds_a_chain_with_positive_strikes() -> None:
+    specs = list(DEFAULT_UNDERLYINGS.values())
+    rows = build_instruments(specs, DAY, n_expiries=1, strikes_each_side=200)
+    assert {r["name"] for r in rows if r["segment"] != "INDICES"} == set(DEFAULT_UNDERLYINGS)
+    assert all(r["strike"] > 0 for r in rows if r["instrument_type"] in ("CE", "PE"))
+    assert len({r["instrument_token"] for r in rows}) == len(rows)

@@ -204,3 +204,45 @@ async def test_recorded_capture_replays_the_same_ticks(kite_simulator, tmp_path)
     assert len(replayed) > 0
     assert set(replayed["instrument_token"].tolist()) <= set(tokens[:2])  # only what this client subscribed
     assert (replayed["mode"] == MODE_FULL).all()  # the capture's mode
+
+
+@pytest.mark.parametrize("sim", [{"rate": 200, "strikes": 15, "expiries": 1, "underlyings": ("NIFTY",)}],
+                         indirect=True)
+async def test_rate_follows_liquidity_and_changes_at_run_time(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    tokens = [r["instrument_token"] for r in simulator.rows]
+    counts: dict[int, int] = {}
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://{addr}/?api_key=k&access_token=t")
+        await ws.send_str(json.dumps({"a": "subscribe", "v": tokens}))
+        await ws.send_str(json.dumps({"a": "mode", "v": ["full", tokens]}))
+
+        async def ticks_in(seconds: float) -> int:
+            n, end = 0, asyncio.get_running_loop().time() + seconds
+            while asyncio.get_running_loop().time() < end:
+                frame = await _binary(ws)
+                for t in decode_frame(frame):
+                    if t["mode"] == MODE_FULL:
+                        counts[int(t["instrument_token"])] = counts.get(int(t["instrument_token"]), 0) + 1
+                        n += 1
+            return n
+
+        await ticks_in(0.5)  # the subscribe/mode snapshots
+        slow = await ticks_in(2.0)
+        async with http.post(f"http://{addr}/_sim/rate?tps=1000") as resp:
+            assert resp.status == 200 and (await resp.json())["rate"] == 1000
+        fast = await ticks_in(2.0)
+        async with http.post(f"http://{addr}/_sim/rate?tps=-5") as resp:
+            assert resp.status == 400
+        async with http.post(f"http://{addr}/_sim/rate?tps=abc") as resp:
+            assert resp.status == 400
+        await ws.close()
+    assert 200 <= slow <= 700 and fast > 2.5 * slow
+    market = simulator.market
+    by_strike = {int(market.tokens[i]): abs(market.strike[i] - market.spot["NIFTY"])
+                 for i in np.flatnonzero(market.is_option)}
+    near = sum(counts.get(t, 0) for t, d in by_strike.items() if d <= 100)
+    far = sum(counts.get(t, 0) for t, d in by_strike.items() if d >= 500)
+    n_near = sum(1 for d in by_strike.values() if d <= 100)
+    n_far = sum(1 for d in by_strike.values() if d >= 500)
+    assert near / n_near > 5 * far / max(n_far, 1)
