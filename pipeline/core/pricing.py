@@ -17,6 +17,8 @@ years of 365 days; an option at or past that moment gets NaN IV and Greeks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import greeks
@@ -33,13 +35,14 @@ class OptionPricer:
         self.index = index
         self.r = r
         self.book = np.full(len(index), np.nan)
+        self.chains = ExpiryChains(index)
 
     def rebase(self, index: InstrumentIndex) -> None:
         """Switch to a refreshed index, keeping the last prices of tokens present in both."""
         book = np.full(len(index), np.nan)
         old = self.index.positions(index.tokens)
         book[old >= 0] = self.book[old[old >= 0]]
-        self.index, self.book = index, book
+        self.index, self.book, self.chains = index, book, ExpiryChains(index)
 
     def book_entries(self, underlying: str) -> BookEntries:
         """The book's last prices of the underlying's instruments (for a checkpoint)."""
@@ -68,9 +71,10 @@ class OptionPricer:
         p = pos[rows]
         t = greeks.years_to_expiry(ticks["exchange_ts"][rows], idx.expiry_ts[p])
         forward = np.full(len(rows), np.nan)
-        for key in set(zip(idx.underlying[p], idx.expiry_ts[p], strict=True)):
-            sel = (idx.underlying[p] == key[0]) & (idx.expiry_ts[p] == key[1])
-            forward[sel] = self._forward(key[0], int(key[1]), t[sel])
+        chain_of = self.chains.chain_of[p]
+        for chain in np.unique(chain_of).tolist():
+            sel = chain_of == chain
+            forward[sel] = self._forward(self.chains.chains[chain], t[sel])
         strike = idx.strike[p]
         is_call = idx.kind[p] == InstrumentKind.CALL
         price = ticks["last_price"][rows]
@@ -82,27 +86,65 @@ class OptionPricer:
             out[name][rows] = getattr(g, name)
         return out
 
-    def _forward(self, underlying: str, expiry_ts: int, t: np.ndarray) -> np.ndarray:
+    def _forward(self, chain: Chain, t: np.ndarray) -> np.ndarray:
         """Gather the expiry's future, option and spot prices from the book; the rule is greeks'."""
-        idx, book = self.index, self.book
-        same = idx.underlying == underlying
-        known = ~np.isnan(book)
-        fut = np.flatnonzero(same & (idx.kind == InstrumentKind.FUT) & (idx.expiry_ts == expiry_ts) & known)
-        spot_rows = np.flatnonzero(same & (idx.kind == InstrumentKind.INDEX) & known)
-        chain = same & (idx.expiry_ts == expiry_ts)
-        calls = np.flatnonzero(chain & (idx.kind == InstrumentKind.CALL) & known)
-        puts = np.flatnonzero(chain & (idx.kind == InstrumentKind.PUT) & known)
-        strikes = np.intersect1d(idx.strike[calls], idx.strike[puts])
+        book = self.book
+        futures = book[chain.future_rows]
+        spots = book[chain.spot_rows]
+        calls, puts = book[chain.call_rows], book[chain.put_rows]
+        both = ~np.isnan(calls) & ~np.isnan(puts)
+        known_future = futures[~np.isnan(futures)]
+        known_spot = spots[~np.isnan(spots)]
         return greeks.forward_for_expiry(
             t, self.r,
-            future_price=book[fut[0]] if len(fut) else np.nan,
-            strikes=strikes,
-            call_prices=self._prices_at(calls, strikes),
-            put_prices=self._prices_at(puts, strikes),
-            spot=book[spot_rows[0]] if len(spot_rows) else np.nan,
+            future_price=known_future[0] if len(known_future) else np.nan,
+            strikes=chain.strikes[both], call_prices=calls[both], put_prices=puts[both],
+            spot=known_spot[0] if len(known_spot) else np.nan,
         )
 
-    def _prices_at(self, rows: np.ndarray, strikes: np.ndarray) -> np.ndarray:
-        """Book prices of ``rows`` (one per strike) ordered like ``strikes``."""
-        by_strike = dict(zip(self.index.strike[rows].tolist(), self.book[rows].tolist(), strict=True))
-        return np.array([by_strike[k] for k in strikes.tolist()], dtype=np.float64)
+
+@dataclass(frozen=True)
+class Chain:
+    """Book rows of one (underlying, expiry): its futures, the underlying's index, and the strikes listed with
+    both a call and a put (ascending) with the rows of each side aligned to them."""
+
+    future_rows: np.ndarray
+    spot_rows: np.ndarray
+    strikes: np.ndarray
+    call_rows: np.ndarray
+    put_rows: np.ndarray
+
+
+class ExpiryChains:
+    """Every option's chain in an index, laid out once per index so that a batch's forwards cost
+    O(chain), not O(index): ``chain_of[row]`` is the position in ``chains`` of an option row's chain
+    (-1 for other rows)."""
+
+    def __init__(self, index: InstrumentIndex) -> None:
+        self.chain_of = np.full(len(index), -1, dtype=np.int64)
+        self.chains: list[Chain] = []
+        kind, underlying, expiry_ts = index.kind, index.underlying, index.expiry_ts
+        is_option = np.isin(kind, (InstrumentKind.CALL, InstrumentKind.PUT))
+        if not is_option.any():
+            return
+        keys = np.array([f"{u}\x00{e}" for u, e in zip(underlying.tolist(), expiry_ts.tolist(), strict=True)],
+                        dtype=object)
+        for key in sorted(set(keys[is_option].tolist())):
+            name, expiry = key.split("\x00")
+            same = underlying == name
+            rows = np.flatnonzero(is_option & (keys == key))
+            self.chain_of[rows] = len(self.chains)
+            self.chains.append(_chain(index, rows, np.flatnonzero(same & (kind == InstrumentKind.FUT)
+                                                                  & (expiry_ts == int(expiry))),
+                                      np.flatnonzero(same & (kind == InstrumentKind.INDEX))))
+
+
+def _chain(index: InstrumentIndex, rows: np.ndarray, future_rows: np.ndarray, spot_rows: np.ndarray) -> Chain:
+    calls = rows[index.kind[rows] == InstrumentKind.CALL]
+    puts = rows[index.kind[rows] == InstrumentKind.PUT]
+    call_at = dict(zip(index.strike[calls].tolist(), calls.tolist(), strict=True))
+    put_at = dict(zip(index.strike[puts].tolist(), puts.tolist(), strict=True))
+    strikes = np.array(sorted(set(call_at) & set(put_at)), dtype=np.float64)
+    return Chain(future_rows, spot_rows, strikes,
+                 np.array([call_at[k] for k in strikes.tolist()], dtype=np.int64),
+                 np.array([put_at[k] for k in strikes.tolist()], dtype=np.int64))
