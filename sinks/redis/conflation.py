@@ -126,8 +126,11 @@ class ConflatingPublisher:
     """Non-blocking front of a ``RedisPublisher`` for the process agent.
 
     - ``offer(underlying, ticks, index)`` stores the batch as that underlying's
-      pending batch. If one is already pending (Redis is slower than the feed),
-      the two are merged keeping only the newest tick per instrument; the rows
+      pending batch. If one is already pending (a publish is in flight), the two
+      are joined: every tick is kept while the pending batch holds at most
+      ``conflate_above`` ticks and Redis answers; beyond that, or while Redis
+      is failing (it is slower than the feed, or down), they
+      are merged keeping only the newest tick per instrument, and the rows
       dropped are added to ``conflated`` (and ``strikeflow_redis_conflated``).
     - ``offer_bars(underlying, bars)`` queues closed bars; they are never
       conflated, published in order. The queue is bounded by ``max_pending`` bar
@@ -143,12 +146,13 @@ class ConflatingPublisher:
     """
 
     def __init__(self, publisher: Publisher, *, max_pending: int = 10000, max_backoff_s: float = 2.0,
-                 stop_timeout_s: float = 5.0, max_tick_age_s: float | None = None,
+                 stop_timeout_s: float = 5.0, max_tick_age_s: float | None = None, conflate_above: int = 5000,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         """``max_tick_age_s``: live ticks received longer ago than this (``recv_ts`` vs ``clock()``,
         epoch seconds) are not published and do not touch the snapshot hashes: a worker replaying
         Kafka after a restart must not send dashboards back in time. Counted in ``stale``."""
         self.publisher = publisher
+        self.conflate_above = conflate_above
         self.max_tick_age_s = max_tick_age_s
         self.clock = clock
         self.stale = 0
@@ -166,6 +170,7 @@ class ConflatingPublisher:
         self.conflated = 0
         self.not_newer = 0  # ticks not published: Redis already had a newer one of the instrument
         self._forward = ForwardOnly()
+        self._failing = False  # the last publish failed: conflate everything until one succeeds
         self.published_chains = 0
         self.errors = 0
         self.published_ticks = 0
@@ -225,6 +230,9 @@ class ConflatingPublisher:
             return
         old, _ = pending
         both = np.concatenate([old, ticks])
+        if not self._failing and len(both) <= self.conflate_above:  # a publish in flight, not a backlog
+            self._ticks[underlying] = (both, index)
+            return
         merged = latest_per_instrument(both)
         dropped = len(both) - len(merged)
         if dropped:
@@ -313,6 +321,7 @@ class ConflatingPublisher:
                 if self._failed(exc, f"chain rows of {underlying}"):
                     return False
             self._chains.pop()
+        self._failing = False
         if self._logged - {"bars-dropped", "chain rows-dropped"}:
             logger.info("Redis publishing recovered ({} errors so far)", self.errors)
             self._logged.clear()
@@ -342,6 +351,7 @@ class ConflatingPublisher:
         self.errors += 1
         metrics.SINK_ERRORS.labels("redis").inc()
         retry = isinstance(exc, RETRYABLE)
+        self._failing = self._failing or retry
         kind = f"{'retry' if retry else 'drop'}:{type(exc).__name__}"
         if retry:
             self._log_once(kind, "Redis publish of {} failed ({}: {}); retrying with backoff", what,

@@ -121,7 +121,7 @@ async def test_publish_chain_nan_payload_valid_json(redis, subscriber, redis_pre
 
 
 async def test_conflating_offers_before_start_conflated_to_latest(redis, subscriber, redis_prefix):
-    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), conflate_above=0)
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     for i in range(5):  # Redis "slow": nothing published yet
         conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
@@ -133,6 +133,28 @@ async def test_conflating_offers_before_start_conflated_to_latest(redis, subscri
         await conflating.stop()
     assert len(payload["ticks"]) == 4
     assert {t["token"]: t["last_price"] for t in payload["ticks"]}[h.CALL] == 106.0  # 104 + position 2
+    assert await _no_more(subscriber)
+
+
+async def test_offers_while_a_publish_is_in_flight_keep_every_tick_below_the_bound(redis, subscriber,
+                                                                                   redis_prefix):
+    conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), conflate_above=12)
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    for i in range(4):  # 3 batches of 4 fit under the bound; the 4th makes 16: conflated to the latest per instrument
+        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+        if i == 2:
+            assert conflating.conflated == 0 and conflating.pending_ticks == 12
+    assert conflating.conflated == 12 and conflating.pending_ticks == 4
+    for i in range(4, 6):
+        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+    assert conflating.conflated == 12 and conflating.pending_ticks == 12
+    await conflating.start()
+    try:
+        [(_, payload)] = await _messages(subscriber, 1)
+    finally:
+        await conflating.stop()
+    recv = [t["recv_ts"] for t in payload["ticks"]]
+    assert len(recv) == 12 and recv == sorted(recv)  # every tick, in receive order
     assert await _no_more(subscriber)
 
 
@@ -152,7 +174,7 @@ class BlockingPublisher(RedisPublisher):
 
 async def test_conflating_blocked_redis_conflates_and_counts(redis, subscriber, redis_prefix):
     blocking = BlockingPublisher(redis, prefix=redis_prefix)
-    conflating = ConflatingPublisher(blocking)
+    conflating = ConflatingPublisher(blocking, conflate_above=0)
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     await conflating.start()
     try:
