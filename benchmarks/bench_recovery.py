@@ -27,8 +27,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.commands.demo import DEV_KAFKA_ENV, _wait_for_line  # noqa: E402
@@ -37,52 +35,10 @@ from pipeline.commands.top import consumer_lag  # noqa: E402
 from pipeline.runtime.metrics import scrape  # noqa: E402
 from sinks.demo_queries import check_bars_against_ticks, drop_schema  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
+from sinks.redis.tick_watch import TickWatch  # noqa: E402
 
 SCHEMA = "strikeflow_recovery"
 PARTITIONS = 6  # NIFTY -> 3, BANKNIFTY -> 1 (aiokafka's murmur2)
-
-
-class Watch:
-    def __init__(self) -> None:
-        self.fresh_at: dict[str, list[float]] = {}
-        self.newest: dict[int, int] = {}
-        self.backwards = 0
-        self.messages = 0
-
-    async def run(self, redis_url: str, stop: asyncio.Event) -> None:
-        client = aioredis.from_url(redis_url)
-        pubsub = client.pubsub()
-        await pubsub.psubscribe("ticks:*")
-        try:
-            while not stop.is_set():
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-                if not msg or msg["type"] != "pmessage":
-                    continue
-                now = time.time()
-                self.messages += 1
-                ticks = json.loads(msg["data"])["ticks"]
-                channel = msg["channel"].decode()
-                if any(now - t["recv_ts"] / 1e6 < 1.0 for t in ticks):
-                    self.fresh_at.setdefault(channel, []).append(now)
-                for t in ticks:
-                    if t["recv_ts"] <= self.newest.get(t["token"], -1):
-                        self.backwards += 1
-                    self.newest[t["token"]] = max(t["recv_ts"], self.newest.get(t["token"], -1))
-        finally:
-            await pubsub.aclose()
-            await client.aclose()
-
-    def back_after(self, since: float) -> float | None:
-        """Seconds after ``since`` until every channel has had a fresh tick again."""
-        firsts = [next((t for t in times if t > since), None) for times in self.fresh_at.values()]
-        return None if not firsts or None in firsts else max(firsts) - since
-
-    def longest_gap(self, since: float, until: float) -> dict[str, float]:
-        out = {}
-        for channel, times in self.fresh_at.items():
-            inside = [since] + [t for t in times if since < t < until] + [until]
-            out[channel] = max(b - a for a, b in zip(inside, inside[1:], strict=False))
-        return out
 
 
 def _ready(url: str) -> dict | None:
@@ -144,8 +100,8 @@ async def _main(args: argparse.Namespace) -> None:
         children.append(spawn("ingest", python + ["ingest", "--ws-url", f"ws://{LOOPBACK}:{port}", "--api-url",
                                                   f"http://{LOOPBACK}:{port}", "--metrics-port", str(free_port())],
                               log_dir, env=env))
-        watch = Watch()
-        watcher = asyncio.create_task(watch.run(services.redis_url, stop))
+        watch = TickWatch(services.redis_url)
+        watcher = asyncio.create_task(watch.run(stop))
         await asyncio.sleep(args.warmup)
         victim = next((n for n, (_, url) in workers.items()
                        if f"{app_id}-ticks:3" in ((_ready(url) or {}).get("assignment") or [])), "worker1")

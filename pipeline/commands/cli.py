@@ -25,10 +25,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("create/upgrade the database schema", "pipeline.commands.migrate"),
     "demo": ("run the whole pipeline on embedded services and print a summary", "pipeline.commands.demo"),
     "top": ("live backpressure view for on-call (rates, buffers, consumer lag)", "pipeline.commands.top"),
+    "bench": ("end-to-end benchmark on this machine: throughput, receive->Redis latency, memory",
+              "pipeline.commands.bench"),
 }
 
 # Commands whose arguments must be known to parse the command line.
-_WITH_ARGUMENTS = ("simulate", "ingest", "demo", "top")
+_WITH_ARGUMENTS = ("simulate", "ingest", "demo", "top", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,8 @@ TICK_TO_PUBLISH = Histogram(
 
 # sinks
 REDIS_PUBLISHED = Counter("strikeflow_redis_messages_total", "Redis messages published", ["kind"], registry=REGISTRY)
+REDIS_TICKS_PUBLISHED = Counter("strikeflow_redis_ticks_published_total", "Live ticks published on ticks:<underlying>",
+                                registry=REGISTRY)
 REDIS_STALE = Counter("strikeflow_redis_stale_ticks_total",
                       "Live ticks too old to publish (a replay after a restart, or a long backlog)", registry=REGISTRY)
 REDIS_NOT_NEWER = Counter("strikeflow_redis_not_newer_ticks_total",

@@ -55,6 +55,7 @@ class RedisPublisher:
                     pipe.publish(self.channels.tick(token), value)
         await pipe.execute()
         metrics.REDIS_PUBLISHED.labels("ticks").inc()
+        metrics.REDIS_TICKS_PUBLISHED.inc(len(ticks))
         if self.per_instrument:
             metrics.REDIS_PUBLISHED.labels("tick").inc(sum(len(m) for m in snapshots.values()))
         latency = self.clock.time() - float(ticks["recv_ts"].max()) / 1e6
