@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--pg", help="PostgreSQL DSN: also time the save into worker_checkpoints")
     args = parser.parse_args()
     processor, pricer, n, fed_s = _run(args.seconds, args.rate)
-    held = {u: [a.state_size() for a in s.aggregators] for u, s in processor.states.items()}
+    held = {u: s.aggregator.state_size() for u, s in processor.states.items()}
     instruments = len(pricer.index)
     names = sorted(processor.states)
     blob = processor.snapshot(names, pricer)

@@ -1,8 +1,8 @@
 """Checkpoints of the process agent's working state: bytes in, the same state out.
 
 A checkpoint holds, for a set of underlyings, everything ``TickProcessor``
-needs to continue as if it had never stopped: the bar aggregators of every
-interval (open ticks, watermarks, per-instrument volume baselines and
+needs to continue as if it had never stopped: the bar aggregator of the finest
+interval (open ticks, watermark, per-instrument volume baselines and
 redelivery marks, closed buckets retained for late corrections), the OI
 rollups (carry-forward history), and the price book entries of the
 underlying's instruments (the forwards of the next ticks). The agent stores it
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"SFCP"
-FORMAT = 1
+FORMAT = 2  # 2: 5/15-minute bars combined from the 1-minute bars (BarCombiner), no coarse aggregators
 _HEADER = struct.Struct(">4sH")
 
 

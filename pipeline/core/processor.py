@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.core.bars.combine import BarCombiner
 from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.rollups import OIRollup
@@ -46,7 +47,8 @@ class BarConfig:
 
 @dataclass(frozen=True)
 class TickCounts:
-    """What the aggregators dropped or corrected for one batch (duplicates counted once, not per interval)."""
+    """What the finest interval's aggregator dropped or corrected for one batch, per tick (a tick reaches the
+    bars of every interval or of none, so each is counted once)."""
 
     duplicates: int = 0
     late_corrections: int = 0
@@ -75,19 +77,22 @@ class SeedRequest:
 
 
 class UnderlyingState:
-    """The bar aggregators and OI rollups of one underlying."""
+    """The bar aggregator of the finest interval, the combiners of the coarser ones and the OI rollups of
+    one underlying.
+
+    Only the finest interval (1 minute) aggregates ticks; 5- and 15-minute bars are combined from its
+    bars (``pipeline.core.bars.combine``), so a coarse bar always equals its fine bars and the state
+    holds no more than the finest interval's open ticks and late window."""
 
     def __init__(self, underlying: str, config: BarConfig) -> None:
         self.underlying = underlying
         self.started = False
         self.newest_recv_ts: int | None = None  # epoch us: feed gaps are judged on receive time
         self._closed: list[np.ndarray] = []
-        finest = min(config.intervals_s)  # one late-tick rule for every interval
-        self.aggregators = [
-            BarAggregator(interval, self._closed.append, grace_s=config.grace_s, late_window_s=config.late_window_s,
-                          late_rule_interval_s=finest)
-            for interval in config.intervals_s
-        ]
+        finest = min(config.intervals_s)
+        self.aggregator = BarAggregator(finest, self._closed.append, grace_s=config.grace_s,
+                                        late_window_s=config.late_window_s, late_rule_interval_s=finest)
+        self.combiners = [BarCombiner(interval, finest) for interval in sorted(config.intervals_s) if interval != finest]
         # retain what a late correction can still reach: the late window plus the bar's and the next one's interval
         self.rollups = {
             interval: OIRollup(underlying, interval,
@@ -102,8 +107,7 @@ class UnderlyingState:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        for aggregator in self.aggregators:
-            aggregator.on_bars = self._closed.append
+        self.aggregator.on_bars = self._closed.append
 
     def start(self, first_tick_ts: int, index: InstrumentIndex) -> list[SeedRequest]:
         """Tell the rollups the first tick time; the stored bars each one should be seeded with."""
@@ -113,31 +117,35 @@ class UnderlyingState:
                 for interval, rollup in self.rollups.items()]
 
     def add(self, ticks: np.ndarray) -> tuple[np.ndarray | None, TickCounts]:
-        """Feed every aggregator; (bars closed or corrected by this batch, counters)."""
-        before = [dict(a.stats) for a in self.aggregators]
-        for aggregator in self.aggregators:
-            aggregator.add_ticks(ticks)
+        """Aggregate the batch; (bars of every interval closed or corrected by it, counters)."""
+        before = dict(self.aggregator.stats)
+        self.aggregator.add_ticks(ticks)
+        after = self.aggregator.stats
         counts = TickCounts(
-            duplicates=self.aggregators[0].stats["duplicates"] - before[0]["duplicates"],
-            late_corrections=sum(a.stats["late_corrections"] - b["late_corrections"]
-                                 for a, b in zip(self.aggregators, before, strict=True)),
-            too_late=sum(a.stats["too_late_dropped"] - b["too_late_dropped"]
-                         for a, b in zip(self.aggregators, before, strict=True)),
+            duplicates=after["duplicates"] - before["duplicates"],
+            late_corrections=after["late_corrections"] - before["late_corrections"],
+            too_late=after["too_late_dropped"] - before["too_late_dropped"],
         )
         return self._take_closed(), counts
 
     def advance(self, exchange_ts: int) -> np.ndarray | None:
         """The exchange clock reached ``exchange_ts``: the bars that closes, every interval (None: none)."""
-        for aggregator in self.aggregators:
-            aggregator.advance(exchange_ts)
+        self.aggregator.advance(exchange_ts)
         return self._take_closed()
 
     def _take_closed(self) -> np.ndarray | None:
-        if not self._closed:
-            return None
-        bars = np.concatenate(self._closed)
+        """The fine bars emitted since the last call and the coarse bars they close or correct."""
+        fine = np.concatenate(self._closed) if self._closed else None
         self._closed.clear()
-        return bars
+        parts = [] if fine is None else [fine]
+        closed_before, free_limit = self.aggregator.closed_before(), self.aggregator.free_limit()
+        for combiner in self.combiners:
+            coarse = combiner.add(fine, closed_before, free_limit)
+            if coarse is not None:
+                parts.append(coarse)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def rollup(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
         """(strike rows, chain rows) of the closed bars, all intervals."""

@@ -197,6 +197,14 @@ class BarAggregator:
             "instruments": len(self._slots),
         }
 
+    def closed_before(self) -> int | None:
+        """Every bucket below this is closed (None before the first close)."""
+        return self._closed_before
+
+    def free_limit(self) -> float:
+        """Closed buckets ``b <= free_limit()`` are out of the late window: no correction reaches them."""
+        return self._watermark.free_limit()
+
     def retained_buckets(self) -> list[int]:
         """Starts of the closed buckets still kept for late corrections, ascending."""
         return sorted(self._late.buckets)

@@ -165,8 +165,7 @@ def test_the_last_buckets_stay_open_until_the_watermark_passes() -> None:
         result = processor.process(underlying, ticks, pricer)
         for name in ticks.dtype.names:  # priced in receive order, the tick fields as received
             np.testing.assert_array_equal(result.priced[name], ticks[name], err_msg=name)
-    opens = [a.oldest_open_bucket() for a in processor.state("NIFTY").aggregators]
-    assert all(o is not None for o in opens)  # the last buckets are still open
+    assert processor.state("NIFTY").aggregator.oldest_open_bucket() is not None  # the last buckets are still open
 
 
 def test_empty_batch_gives_an_empty_result() -> None:
@@ -203,7 +202,7 @@ def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
         too_late += result.counts.too_late
         if result.bars is not None:
             emitted.append(result.bars)
-    assert too_late > 0 and too_late % len(CONFIG.intervals_s) == 0  # dropped by every interval alike
+    assert too_late > 0  # each counted once: the 1-minute aggregator decides for every interval
     bars = _latest_versions(emitted)
     five = [(k, b) for k, b in bars.items() if k[0] == 300]
     assert len(five) > 10
@@ -223,7 +222,7 @@ def test_clock_record_closes_the_bars_of_a_quiet_underlying_once() -> None:
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
         processor.process(underlying, ticks, pricer)
-    open_bucket = processor.state("NIFTY").aggregators[0].oldest_open_bucket()
+    open_bucket = processor.state("NIFTY").aggregator.oldest_open_bucket()
     assert processor.advance("NIFTY", open_bucket + 60, index).bars is None  # within the grace: still open
     closed = processor.advance("NIFTY", open_bucket + 60 + int(CONFIG.grace_s), index)
     assert closed.bars is not None and set(closed.bars["interval_s"].tolist()) == {60}
