@@ -21,6 +21,7 @@ offset. On revoke and on shutdown the partitions are checkpointed once more.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -58,6 +59,7 @@ class Checkpointer:
         self._held: dict[Any, list[Any]] = {}
         self._next: dict[Any, int] = {}  # first offset the in-memory state does not reflect
         self._saved: dict[Any, int] = {}  # next_offset of the newest saved checkpoint
+        self._attempted_at: dict[Any, float] = {}  # monotonic time of each partition's last checkpoint attempt
         self._skip_below: dict[Any, int] = {}
         self._underlyings: dict[Any, set[str]] = {}
         self._restored: set[Any] = set()
@@ -82,6 +84,16 @@ class Checkpointer:
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    async def take_oldest_due(self) -> None:
+        """Checkpoint the one partition whose last checkpoint attempt is oldest, once that is at least
+        ``checkpoint_interval_s`` ago. Called often (a timer): partitions are checkpointed one at a time,
+        spread over the interval, so the live path pauses for one partition's snapshot, not all of them."""
+        now = time.monotonic()
+        due = [tp for tp in self._next if self._next[tp] > self._saved.get(tp, -1)
+               and now - self._attempted_at.get(tp, -math.inf) >= self.settings.checkpoint_interval_s]
+        if due:
+            await self.take([min(due, key=lambda tp: self._attempted_at.get(tp, -math.inf))])
+
     async def take(self, tps: Iterable[Any] | None = None) -> None:
         """Checkpoint the partitions with unsaved progress, then ack what the saved ones cover."""
         async with self._take_lock:
@@ -95,12 +107,14 @@ class Checkpointer:
                 res = await self.resources.get()
                 snaps = [(tp, self._next[tp], self.processor.snapshot(self._underlyings.get(tp, ()), res.pricer),
                           self._held.pop(tp, [])) for tp in due]
+                metrics.CHECKPOINT_PAUSE_SECONDS.observe(time.perf_counter() - started)
             for tp, next_offset, blob, events in snaps:
                 await self._save(res.pool, tp, next_offset, blob, events)
             metrics.CHECKPOINT_SECONDS.observe(time.perf_counter() - started)
             metrics.UNCHECKPOINTED_RECORDS.set(sum(len(h) for h in self._held.values()))
 
     async def _save(self, pool: Any, tp: Any, next_offset: int, blob: bytes, events: list[Any]) -> None:
+        self._attempted_at[tp] = time.monotonic()
         try:
             await save_checkpoint(pool, self.settings.pg_schema, self._key(tp), next_offset, FORMAT, blob)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
@@ -159,6 +173,6 @@ class Checkpointer:
         async with self.lock:
             for tp in tps:
                 self.processor.drop(self._underlyings.pop(tp, ()))
-                for table in (self._held, self._next, self._saved, self._skip_below):
+                for table in (self._held, self._next, self._saved, self._skip_below, self._attempted_at):
                     table.pop(tp, None)
                 self._restored.discard(tp)

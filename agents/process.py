@@ -66,11 +66,12 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
                 result = await _process(event.value)
                 checkpoints.processed(tp, offset, event, None if result is None else result.underlying)
 
-    @app.timer(interval=settings.checkpoint_interval_s)
+    @app.timer(interval=min(0.5, settings.checkpoint_interval_s / 4))
     async def _checkpoint() -> None:
         # its own task: the agent goes on processing while a checkpoint is saved (it waits only for the
-        # snapshot, taken under the lock), and a quiet feed still gets its last records checkpointed and acked
-        await checkpoints.take()
+        # snapshot, taken under the lock), and a quiet feed still gets its last records checkpointed and acked;
+        # one partition per call, each every checkpoint_interval_s, so the pauses are short and spread
+        await checkpoints.take_oldest_due()
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **_: object) -> None:
@@ -89,6 +90,8 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             result = processor.advance(underlying, clock, res.instruments)
             await _emit(result, res, topics, store_ticks=False)
             return result
+        if len(ticks):
+            metrics.TICK_TO_PROCESS.observe(max(time.time() - int(ticks["recv_ts"].max()) / 1e6, 0.0))
         if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
             await resources.refresh_instruments()
         await _seed(processor, underlying, ticks, res, settings.pg_schema)

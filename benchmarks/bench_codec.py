@@ -13,6 +13,8 @@ Frames (built with ``encode_frame`` from deterministic pseudo-random ticks):
 - ``quote_500``: 500 tradable quote-mode (44 B) packets
 - ``mixed_index_fut_opt``: NIFTY 50 index full (32 B) + future full + 200
   option full packets (a typical connection: index, future, options)
+- ``mixed_index_fut_40opt``: the same mix at a live frame's size: index + future + 40
+  options (42 packets), as the ingestor receives them per connection and step
 - ``mixed_interleaved``: 300 packets cycling ltp/quote/full/index (worst case
   for the run-based header walk)
 
@@ -82,6 +84,8 @@ def frames() -> dict[str, bytes]:
     mixed_index["instrument_token"] = NIFTY50
     mixed[0] = mixed_index[0]
     interleaved = [(True, MODE_LTP), (True, MODE_QUOTE), (True, MODE_FULL), (False, MODE_QUOTE), (False, MODE_FULL)]
+    live = make_ticks(42, full, seed=5)
+    live[0] = mixed_index[0]
     small = make_ticks(3, full, seed=3)
     small[0] = mixed_index[0]
     return {
@@ -91,6 +95,7 @@ def frames() -> dict[str, bytes]:
         "full_500": encode_frame(make_ticks(500, full)),
         "quote_500": encode_frame(make_ticks(500, [(True, MODE_QUOTE)])),
         "mixed_index_fut_opt": encode_frame(mixed),
+        "mixed_index_fut_40opt": encode_frame(live),
         "mixed_interleaved": encode_frame(make_ticks(300, interleaved)),
     }
 

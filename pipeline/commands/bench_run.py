@@ -235,7 +235,7 @@ class BenchRun:
         self._ticks_topic = f"{self._app_id}-ticks"
         started = time.time()
         watch = TickWatch(services.redis_url)
-        bars = BarWatch(services.pg_dsn, self.settings.pg_schema, started)
+        bars = BarWatch(services.pg_dsn, self.settings.pg_schema, started - 900)  # the first buckets start earlier
         tasks = [asyncio.create_task(watch.run(self.stop)), asyncio.create_task(bars.run(self.stop))]
         await watch.subscribed.wait()
         self._start_pipeline(services, self._env(services, self._app_id))

@@ -41,7 +41,7 @@ class BarConfig:
 
     intervals_s: Sequence[int] = (60, 300, 900)
     grace_s: float = 2.0
-    late_window_s: float = 300.0
+    late_window_s: float = 60.0
     feed_gap_s: float = 5.0
 
 

@@ -78,6 +78,8 @@ class Ingestor:
         self.stopping = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.connections = [Connection(self, s) for s in shards]
+        self._unsent: dict[str, list[np.ndarray]] = {}  # ticks held for this loop turn, per underlying
+        self._flush_handle: asyncio.Handle | None = None
 
     def on_binary(self, connection: str, data: bytes) -> None:
         self.last_message_at = time.monotonic()
@@ -107,11 +109,30 @@ class Ingestor:
         self.last_exchange_ts = max(self.last_exchange_ts, int(ticks["exchange_ts"].max()))
         groups, unknown = split_by_underlying(ticks, self.index)
         self.stats.unknown_tokens += unknown
-        for underlying, rows in groups.items():
-            self.producer.offer(underlying, encode_ticks(underlying, rows))
+        self._coalesce(groups)
         self.quiet_clock.ticked(groups, self.last_exchange_ts, self.last_message_at)
         self.stats.ticks += len(ticks) - unknown
         metrics.TICKS_INGESTED.inc(len(ticks) - unknown)
+
+    def _coalesce(self, groups: dict[str, np.ndarray]) -> None:
+        """Hold the ticks until the event loop's next turn, so the frames of every connection that arrived
+        together make one record per underlying: fewer, larger records cost the worker (and Kafka, and
+        Redis) far less per tick, for no added wait."""
+        for underlying, rows in groups.items():
+            self._unsent.setdefault(underlying, []).append(rows)
+        if self._flush_handle is None:
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a direct call): produce now
+                self.flush()
+
+    def flush(self) -> None:
+        """Produce the held ticks: one record per underlying, in receive order."""
+        self._flush_handle = None
+        unsent, self._unsent = self._unsent, {}
+        for underlying, parts in unsent.items():
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self.producer.offer(underlying, encode_ticks(underlying, rows))
 
     def on_text(self, connection: str, data: str) -> None:
         try:
@@ -149,6 +170,7 @@ class Ingestor:
             await self.stopping.wait()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            self.flush()
             await self.http.close()
 
     def stop(self) -> None:
@@ -161,6 +183,7 @@ class Ingestor:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
             now = time.monotonic()
             alive = now - self.last_message_at <= self.settings.kite_silence_timeout_s
+            self.flush()  # a clock record never overtakes ticks
             for underlying, exchange_ts in self.quiet_clock.due(now, alive):
                 self.producer.offer(underlying, encode_clock(underlying, exchange_ts))
                 self.stats.clock_records += 1

@@ -61,9 +61,20 @@ CHECKPOINT_SECONDS = Histogram(
     "strikeflow_checkpoint_seconds", "Time to take and save one checkpoint (producer flush, state, database)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
 )
+CHECKPOINT_PAUSE_SECONDS = Histogram(
+    "strikeflow_checkpoint_pause_seconds", "Time the process agent waited for a checkpoint (producer flush and "
+    "snapshot, under the processing lock): a pause of the live path",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=REGISTRY,
+)
 UNCHECKPOINTED_RECORDS = Gauge("strikeflow_uncheckpointed_records",
                                "Processed ticks records not yet covered by a saved checkpoint (not yet acked)",
                                registry=REGISTRY)
+TICK_TO_PROCESS = Histogram(
+    "strikeflow_tick_to_process_seconds",
+    "Receive (ingest) to the process agent taking the record (Kafka and the worker's queues), newest tick of each record",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 TICK_TO_PUBLISH = Histogram(
     "strikeflow_tick_to_publish_seconds",
     "Receive (ingest) to Redis publish latency",

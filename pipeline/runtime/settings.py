@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     risk_free_rate: float = Field(0.065, ge=-0.05, le=0.5, description="annual, continuously compounded")
     bar_intervals_s: tuple[int, ...] = (60, 300, 900)
     bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
-    late_window_s: int = Field(300, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted (bounds memory)")
+    late_window_s: int = Field(60, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted. The worker keeps every tick of this window (40 bytes each) in memory and in its checkpoints: at 10,000 ticks/s, 60 s is ~48 MB, 300 s ~144 MB")
     store_ticks: bool = False
     checkpoint_interval_s: float = Field(5.0, gt=0, le=300, description="how often the process agent checkpoints its state (and so acks what it processed); committed offsets trail the head by about this plus Faust's commit interval")
     redis_max_tick_age_s: float = Field(60.0, gt=0, description="live ticks received longer ago are not published (replays)")

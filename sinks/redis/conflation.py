@@ -33,6 +33,8 @@ class Publisher(Protocol):
 
     async def publish_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None) -> int: ...
 
+    async def publish_tick_batches(self, batches: list[tuple[str, np.ndarray, InstrumentIndex | None]]) -> int: ...
+
     async def publish_bars(self, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None) -> int: ...
 
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int: ...
@@ -293,18 +295,15 @@ class ConflatingPublisher:
     async def _drain_once(self) -> bool:
         """Publish everything pending now; False when Redis failed (the data is put back)."""
         ticks, self._ticks = self._ticks, {}
-        underlyings = list(ticks)
-        for i, underlying in enumerate(underlyings):
-            batch, index = ticks[underlying]
+        if ticks:
             try:
-                await self._publish_forward(underlying, batch, index)
+                await self._publish_forward(ticks)
             except Exception as exc:  # noqa: BLE001
-                if not self._failed(exc, f"ticks of {underlying}"):
-                    continue  # not retryable: dropped
-                # Put this and the untried batches back; newer offers merged meanwhile win per instrument.
-                for rest in underlyings[i:]:
-                    self._requeue_ticks(rest, *ticks[rest])
-                return False
+                if self._failed(exc, f"ticks of {', '.join(ticks)}"):
+                    # Put the batches back; newer offers merged meanwhile win per instrument.
+                    for underlying, (batch, index) in ticks.items():
+                        self._requeue_ticks(underlying, batch, index)
+                    return False
         while self._bars:
             underlying, bars = self._bars.peek()
             try:
@@ -327,17 +326,22 @@ class ConflatingPublisher:
             self._logged.clear()
         return True
 
-    async def _publish_forward(self, underlying: str, batch: np.ndarray, index: InstrumentIndex) -> None:
-        """Publish the ticks of the batch newer than what Redis has of their instruments."""
-        if underlying not in self._forward.seeded:
-            self._forward.seed(underlying, await self.publisher.published_recv_ts(underlying))
-        newer = self._forward.newer(batch)
-        if not newer.all():
-            self.not_newer += int((~newer).sum())
-            metrics.REDIS_NOT_NEWER.inc(int((~newer).sum()))
-            batch = batch[newer]
-        if len(batch):
-            self.published_ticks += await self.publisher.publish_ticks(underlying, batch, index)
+    async def _publish_forward(self, pending: dict[str, tuple[np.ndarray, InstrumentIndex]]) -> None:
+        """Publish the ticks of the pending batches newer than what Redis has of their instruments, every
+        underlying in one round trip."""
+        ready = []
+        for underlying, (batch, index) in pending.items():
+            if underlying not in self._forward.seeded:
+                self._forward.seed(underlying, await self.publisher.published_recv_ts(underlying))
+            newer = self._forward.newer(batch)
+            if not newer.all():
+                self.not_newer += int((~newer).sum())
+                metrics.REDIS_NOT_NEWER.inc(int((~newer).sum()))
+                batch = batch[newer]
+            if len(batch):
+                ready.append((underlying, batch, index))
+        self.published_ticks += await self.publisher.publish_tick_batches(ready)
+        for _, batch, _ in ready:
             self._forward.record(batch)
 
     def _requeue_ticks(self, underlying: str, batch: np.ndarray, index: InstrumentIndex) -> None:

@@ -41,27 +41,37 @@ class RedisPublisher:
 
     async def publish_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None) -> int:
         """Publish one batch on ``ticks:<underlying>`` and update the snapshot hashes; returns ticks published."""
-        if len(ticks) == 0:
+        return await self.publish_tick_batches([(underlying, ticks, index)])
+
+    async def publish_tick_batches(self, batches: list[tuple[str, np.ndarray, InstrumentIndex | None]]) -> int:
+        """Publish several underlyings' batches (one message each, with their snapshot hashes) in one round
+        trip; returns ticks published."""
+        batches = [b for b in batches if len(b[1])]
+        if not batches:
             return 0
-        message, snapshots = ticks_message(self.channels, underlying, ticks, index)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.publish(self.channels.ticks(underlying), message)
-        for key, mapping in snapshots.items():
-            pipe.hset(key, mapping=mapping)
-            if self.snapshot_ttl_s:
-                pipe.expire(key, self.snapshot_ttl_s)
-            if self.per_instrument:
-                for token, value in mapping.items():
-                    pipe.publish(self.channels.tick(token), value)
+        for underlying, ticks, index in batches:
+            message, snapshots = ticks_message(self.channels, underlying, ticks, index)
+            pipe.publish(self.channels.ticks(underlying), message)
+            for key, mapping in snapshots.items():
+                pipe.hset(key, mapping=mapping)
+                if self.snapshot_ttl_s:
+                    pipe.expire(key, self.snapshot_ttl_s)
+                if self.per_instrument:
+                    for token, value in mapping.items():
+                        pipe.publish(self.channels.tick(token), value)
+                    metrics.REDIS_PUBLISHED.labels("tick").inc(len(mapping))
         await pipe.execute()
-        metrics.REDIS_PUBLISHED.labels("ticks").inc()
-        metrics.REDIS_TICKS_PUBLISHED.inc(len(ticks))
-        if self.per_instrument:
-            metrics.REDIS_PUBLISHED.labels("tick").inc(sum(len(m) for m in snapshots.values()))
-        latency = self.clock.time() - float(ticks["recv_ts"].max()) / 1e6
-        if latency >= 0:
-            metrics.TICK_TO_PUBLISH.observe(latency)
-        return len(ticks)
+        now = self.clock.time()
+        n = 0
+        for _, ticks, _ in batches:
+            n += len(ticks)
+            latency = now - float(ticks["recv_ts"].max()) / 1e6
+            if latency >= 0:
+                metrics.TICK_TO_PUBLISH.observe(latency)
+        metrics.REDIS_PUBLISHED.labels("ticks").inc(len(batches))
+        metrics.REDIS_TICKS_PUBLISHED.inc(n)
+        return n
 
     async def publish_bars(self, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None) -> int:
         """Publish closed bars, one message per timeframe; returns bars published."""

@@ -159,17 +159,18 @@ async def test_offers_while_a_publish_is_in_flight_keep_every_tick_below_the_bou
 
 
 class BlockingPublisher(RedisPublisher):
-    """Waits for ``release`` before each tick publish: a Redis that is slower than the feed."""
+    """Waits for ``release`` before each tick publish (the conflating front's one call per round trip): a Redis
+    that is slower than the feed."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.release = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def publish_ticks(self, underlying, ticks, index):
+    async def publish_tick_batches(self, batches):
         self.entered.set()
         await self.release.wait()
-        return await super().publish_ticks(underlying, ticks, index)
+        return await super().publish_tick_batches(batches)
 
 
 async def test_conflating_blocked_redis_conflates_and_counts(redis, subscriber, redis_prefix):
