@@ -77,6 +77,8 @@ import struct
 
 import numpy as np
 
+from pipeline.feed.kite_kernel import OK as KERNEL_OK
+from pipeline.feed.kite_kernel import decode_into
 from pipeline.feed.kite_wire import (
     DIVISOR_TABLE,
     FRAMED_DTYPE,
@@ -306,6 +308,11 @@ def decode_frame(data: bytes) -> np.ndarray:
         raise FrameError(f"count mismatch: header says {n} packets, frame holds 0", "count_mismatch")
     if size == 3:
         raise FrameError(f"truncated packet 1: length field needs 2 bytes, {size - 2} left", "truncated")
+    if n > _SMALL_FRAME:  # the compiled walk; tiny frames are cheaper through struct
+        out = np.zeros(n, dtype=KITE_TICK_DTYPE)
+        if decode_into(np.frombuffer(data, dtype=np.uint8), n, DIVISOR_TABLE, out) == KERNEL_OK:
+            return out
+    # tiny frames, and every malformed one (the checked path raises the precise error)
     uniform = _decode_uniform(data, size, n)
     return uniform if uniform is not None else _decode_runs(data, size, n)
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from pipeline.feed.kite_codec import FrameDecoder, decode_frame
 from pipeline.feed.kite_encode import encode_frame
+from pipeline.feed.kite_kernel import MALFORMED, decode_into
 from pipeline.feed.kite_wire import (
+    DIVISOR_TABLE,
     KITE_TICK_DTYPE,
     MODE_FULL,
     MODE_LTP,
@@ -537,3 +539,27 @@ def test_damaged_valid_frames_yield_nothing_or_everything(packets: list[bytes], 
     if rows is not None:
         assert rows.dtype == KITE_TICK_DTYPE
     assert "internal" not in decoder.errors
+
+
+BIG = frame(*[ltp_packet(INFY, 1000 + i) for i in range(9)])  # 9 packets: the compiled walk's frames
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "text"),
+    [
+        (BIG[:-1], "truncated", "truncated packet 9"),
+        (b"\x00\x0a" + BIG[2:], "count_mismatch", "header says 10 packets, frame holds 9"),
+        (b"\x00\x08" + BIG[2:], "count_mismatch", "header says 8 packets, frame holds 9"),
+        (BIG[:2 + 10 * 4] + b"\x00\x09" + b"\x00" * 9 + BIG[2 + 10 * 5:], "bad_length", "unknown packet length 9"),
+        (BIG + b"xy", "trailing_bytes", "2 trailing bytes after 9 packets"),
+    ],
+    ids=["truncated", "count_too_high", "count_too_low", "unknown_length", "trailing"],
+)
+def test_malformed_large_frames_raise_the_same_precise_error(data: bytes, reason: str, text: str) -> None:
+    """Frames of more than a few packets take the compiled walk; a malformed one falls back to the checked
+    path and raises exactly what the small frames raise."""
+    n = (data[0] << 8) | data[1]
+    assert decode_into(np.frombuffer(data, np.uint8), n, DIVISOR_TABLE, np.zeros(n, KITE_TICK_DTYPE)) == MALFORMED
+    with pytest.raises(FrameError, match=text) as info:
+        decode_frame(data)
+    assert info.value.reason == reason
