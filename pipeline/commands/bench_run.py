@@ -37,6 +37,7 @@ from sinks.redis.tick_watch import TickWatch
 
 FIRST_TICK_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 90.0
+CATCH_UP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,18 @@ class BenchRun:
                 raise RuntimeError(f"no tick reached Redis within {FIRST_TICK_TIMEOUT_S:.0f}s; logs in {self.log_dir}")
             await asyncio.sleep(0.2)
 
+    async def _caught_up(self, watch: TickWatch, bars: BarWatch) -> None:
+        """Measure from a steady state: wait (up to CATCH_UP_S) until the workers are less than a second of
+        input behind the ingestor (a start-up backlog would otherwise count as latency)."""
+        deadline = time.monotonic() + CATCH_UP_S
+        while time.monotonic() < deadline:
+            t = await self.totals(watch, bars)
+            if t.ingested - t.processed <= max(self.args.rate, 1000):
+                return
+            self.say(f"waiting for the workers to catch up: {t.ingested - t.processed:,.0f} ticks behind")
+            await asyncio.sleep(2.0)
+        self.say(f"the workers did not catch up within {CATCH_UP_S:.0f}s: measuring anyway")
+
     async def _drain(self, watch: TickWatch, bars: BarWatch) -> Totals:
         """Silence the market, read the ingestor's final count, stop it; then wait until the workers have
         processed and published all it produced and the bar rows stop growing."""
@@ -244,6 +257,7 @@ class BenchRun:
         await self._wait_first_tick(watch)
         self.say(f"first tick on Redis after {time.time() - started:.1f}s; warming up {self.args.warmup:.0f}s")
         await asyncio.sleep(self.args.warmup)
+        await self._caught_up(watch, bars)
         phases = await self._phases(watch, bars)
         soak_from = phases[0].first.at
         drained = await self._drain(watch, bars)

@@ -19,6 +19,7 @@ from loguru import logger
 
 from pipeline.feed.ingestor import Ingestor, IngestStats, shards_for, universe_index
 from pipeline.feed.instruments import load_instruments
+from pipeline.feed.kite_codec import warm_up_codec
 from pipeline.feed.sharding import ShardingError
 from pipeline.feed.tick_producer import TickProducer, ensure_topic_eventually
 from pipeline.runtime import metrics
@@ -64,6 +65,7 @@ async def _store_instruments(pg_dsn: str, schema: str, rows: list[dict]) -> None
 
 async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None, ws_url: str, api_url: str,
                       metrics_port: int) -> IngestStats:
+    warm_up_codec()  # compile the frame kernel now, not on the first live frame
     accounts = list(settings.kite_accounts_all()) or [KiteAccount(api_key="strikeflow", access_token="simulator")]
     rows = await asyncio.to_thread(load_instruments, settings, accounts[0], api_url)
     index = universe_index(rows, settings)

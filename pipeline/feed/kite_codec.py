@@ -317,6 +317,13 @@ def decode_frame(data: bytes) -> np.ndarray:
     return uniform if uniform is not None else _decode_runs(data, size, n)
 
 
+def warm_up_codec() -> None:
+    """Compile the frame kernel (numba; cached on disk after the first time) before the first live frame."""
+    frame = (_SMALL_FRAME + 1).to_bytes(2, "big") + (PACKET_LTP.to_bytes(2, "big") + bytes(PACKET_LTP)) * (
+        _SMALL_FRAME + 1)
+    decode_frame(frame)
+
+
 def _decode_uniform(data, size: int, n: int) -> np.ndarray | None:
     """The fast path: every packet has the length of the first one (None when they do not)."""
     L = _u16(data, 2)
