@@ -29,7 +29,7 @@ from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.settings import Settings
 
 TAKE_MAX = 500
-TAKE_WITHIN_S = 1.0
+TAKE_WITHIN_S = 0.25  # a closed bar waits at most this long for the next records of its batch
 RETRY_MAX_S = 2.0  # a database back from an outage is written to within ~2 s (retries are cheap: one round trip)
 
 

@@ -110,6 +110,7 @@ async def _main(args: argparse.Namespace) -> None:
         print(f"{time.strftime('%H:%M:%S')} killed {victim} (it owned NIFTY's partition); watching", flush=True)
         survivor = next(url for n, (_, url) in workers.items() if n != victim)
         await _trace(survivor, kill_at, args.seconds / 2, args.trace)
+        join_at = time.time()
         replacement = start_worker("worker3")
         while not (_ready(replacement) or {}).get("ready"):
             await asyncio.sleep(0.2)
@@ -128,8 +129,9 @@ async def _main(args: argparse.Namespace) -> None:
         print(json.dumps({
             "rate": args.rate, "redis_messages": watch.messages,
             "fresh_on_every_channel_after_kill_s": None if back is None else round(back, 1),
-            "longest_gap_without_fresh_ticks_s": {c: round(g, 1) for c, g in watch.longest_gap(kill_at, end).items()},
-            "ticks_back_in_time": watch.backwards,
+            "longest_gap_without_fresh_ticks_s": {c: round(g, 1) for c, g in watch.longest_gap(kill_at, join_at).items()},
+            "longest_gap_after_a_worker_joins_s": {c: round(g, 1) for c, g in watch.longest_gap(join_at, end).items()},
+            "ticks_back_in_time": watch.backwards, "of_which_repeats": watch.repeats,
             "replacement_ready_to_fresh_s": None if watch.back_after(ready_at) is None
             else round(watch.back_after(ready_at), 1),
             "committed_lag_records_at_end": lag, "bars_1m_checked": checked, "bars_1m_differ": differ,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -59,6 +59,11 @@ class ForwardOnly:
             if recv > self._newest.get(token, -1):
                 self._newest[token] = recv
         self.seeded.add(underlying)
+
+    def forget(self, underlyings: Iterable[str]) -> None:
+        """Seed these underlyings from Redis again before their next publish: another worker owned them
+        meanwhile, so what this one remembers of them is stale."""
+        self.seeded.difference_update(underlyings)
 
     def newer(self, ticks: np.ndarray) -> np.ndarray:
         newest = self._newest
@@ -208,6 +213,11 @@ class ConflatingPublisher:
         self._merge_ticks(underlying, ticks, index)
         self._index[underlying] = index
         self._wake.set()
+
+    def ownership_changed(self, underlyings: Iterable[str]) -> None:
+        """These underlyings moved to or from this worker: check Redis again for what it already has of
+        them before publishing, so a replay never sends a channel back in time."""
+        self._forward.forget(underlyings)
 
     def offer_bars(self, underlying: str, bars: np.ndarray) -> None:
         """Queue closed bars (never blocks, never conflated; bounded)."""

@@ -40,7 +40,8 @@ class TickWatch:
         self.latencies_ms = array.array("f")
         self.ticks = 0  # every tick received, measured or not
         self.messages = 0
-        self.backwards = 0
+        self.backwards = 0  # ticks not newer than one already received of their instrument
+        self.repeats = 0  # of those, the same tick again (equal recv_ts)
         self.fresh_at: dict[str, list[float]] = {}
         self.bar_keys: set[tuple[int, int, int]] = set()
         self._newest: dict[int, int] = {}
@@ -79,8 +80,10 @@ class TickWatch:
             self.fresh_at.setdefault(channel, []).append(now)
         newest = self._newest
         for token, r in zip(tokens, recv.tolist(), strict=True):
-            if r <= newest.get(token, -1):
+            seen = newest.get(token, -1)
+            if r <= seen:
                 self.backwards += 1
+                self.repeats += r == seen
             else:
                 newest[token] = r
 

@@ -307,3 +307,27 @@ async def test_a_new_worker_replaying_never_sends_a_channel_back_in_time(redis, 
     snapshot = await redis.hgetall(f"{redis_prefix}snapshot:NIFTY:2030-01-31")
     assert _strict_loads(snapshot[str(h.CALL).encode()])["last_price"] == 150.0  # not rewound to 100
     assert _strict_loads(snapshot[str(h.PUT).encode()])["last_price"] == 160.0
+
+
+async def test_a_worker_that_gets_an_underlying_back_checks_redis_again_before_publishing(redis, subscriber,
+                                                                                          redis_prefix):
+    """A worker that owned NIFTY, lost it to another worker (which published newer ticks) and gets it back
+    must not trust its own memory of what Redis has: its replay would otherwise go out again."""
+    first = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
+    await first.start()
+    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_100, price=100.0), h.index())
+    await asyncio.sleep(0.2)
+    other = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))  # the owner meanwhile
+    await other.start()
+    other.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_300, price=300.0), h.index())
+    await other.stop()
+
+    await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
+    first.ownership_changed(["NIFTY"])  # it gets NIFTY back and replays what the other published
+    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_200, price=200.0), h.index())
+    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_400, price=400.0), h.index())
+    await first.stop()
+    got = await _messages(subscriber, 2)
+    prices = [t["last_price"] for _, payload in got for t in payload["ticks"]]
+    assert prices == [400.0]  # 200 is older than what Redis has (300): never sent back in time
+    assert first.not_newer == 1
