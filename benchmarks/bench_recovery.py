@@ -41,6 +41,14 @@ SCHEMA = "strikeflow_recovery"
 PARTITIONS = 6  # NIFTY -> 3, BANKNIFTY -> 1 (aiokafka's murmur2)
 
 
+def _spread(values: list[float]) -> dict | None:
+    """min / median / max of ``values`` (None when empty)."""
+    if not values:
+        return None
+    values = sorted(values)
+    return {"min": round(values[0], 2), "median": round(values[len(values) // 2], 2), "max": round(values[-1], 2)}
+
+
 def _ready(url: str) -> dict | None:
     try:
         with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
@@ -132,6 +140,9 @@ async def _main(args: argparse.Namespace) -> None:
             "longest_gap_without_fresh_ticks_s": {c: round(g, 1) for c, g in watch.longest_gap(kill_at, join_at).items()},
             "longest_gap_after_a_worker_joins_s": {c: round(g, 1) for c, g in watch.longest_gap(join_at, end).items()},
             "ticks_back_in_time": watch.backwards, "of_which_repeats": watch.repeats,
+            "back_in_time_when_s_after_kill": _spread([t - kill_at for t, _ in watch.backwards_at]),
+            "back_in_time_by_s": _spread([d for _, d in watch.backwards_at]),
+            "join_s_after_kill": round(join_at - kill_at, 1),
             "replacement_ready_to_fresh_s": None if watch.back_after(ready_at) is None
             else round(watch.back_after(ready_at), 1),
             "committed_lag_records_at_end": lag, "bars_1m_checked": checked, "bars_1m_differ": differ,
