@@ -85,9 +85,7 @@ def _index_fields(b: np.ndarray, p: int, length: int, div: float, row) -> None: 
     row.high = _i32(b, p + 8) / div
     row.low = _i32(b, p + 12) / div
     row.open = _i32(b, p + 16) / div
-    close = _i32(b, p + 20) / div
-    row.close = close
-    row.change = (row.last_price - close) * 100 / close if close != 0 else 0.0
+    _close(b, p + 20, div, row)
     if length == PACKET_INDEX_QUOTE:
         row.mode = MODE_QUOTE
     else:
@@ -106,7 +104,13 @@ def _quote_fields(b: np.ndarray, p: int, div: float, row) -> None:  # noqa: ANN0
     row.open = _i32(b, p + 28) / div
     row.high = _i32(b, p + 32) / div
     row.low = _i32(b, p + 36) / div
-    close = _i32(b, p + 40) / div
+    _close(b, p + 40, div, row)
+
+
+@numba.njit(cache=True, inline="always")
+def _close(b: np.ndarray, at: int, div: float, row) -> None:  # noqa: ANN001
+    """The close at byte ``at`` and the change against it (0 when the close is 0), as KiteTicker computes it."""
+    close = _i32(b, at) / div
     row.close = close
     row.change = (row.last_price - close) * 100 / close if close != 0 else 0.0
 
