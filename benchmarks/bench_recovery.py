@@ -140,6 +140,7 @@ async def _main(args: argparse.Namespace) -> None:
             "longest_gap_without_fresh_ticks_s": {c: round(g, 1) for c, g in watch.longest_gap(kill_at, join_at).items()},
             "longest_gap_after_a_worker_joins_s": {c: round(g, 1) for c, g in watch.longest_gap(join_at, end).items()},
             "ticks_back_in_time": watch.backwards, "of_which_repeats": watch.repeats,
+            "back_in_time_by_channel": watch.backwards_by_channel,
             "back_in_time_when_s_after_kill": _spread([t - kill_at for t, _ in watch.backwards_at]),
             "back_in_time_by_s": _spread([d for _, d in watch.backwards_at]),
             "join_s_after_kill": round(join_at - kill_at, 1),

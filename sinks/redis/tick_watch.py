@@ -42,6 +42,7 @@ class TickWatch:
         self.messages = 0
         self.backwards = 0  # ticks not newer than one already received of their instrument
         self.repeats = 0  # of those, the same tick again (equal recv_ts)
+        self.backwards_by_channel: dict[str, int] = {}
         self.backwards_at: list[tuple[float, float]] = []  # (when received, seconds older than the newest seen)
         self.fresh_at: dict[str, list[float]] = {}
         self.bar_keys: set[tuple[int, int, int]] = set()
@@ -85,6 +86,7 @@ class TickWatch:
             if r <= seen:
                 self.backwards += 1
                 self.repeats += r == seen
+                self.backwards_by_channel[channel] = self.backwards_by_channel.get(channel, 0) + 1
                 if len(self.backwards_at) < 100_000:
                     self.backwards_at.append((now, (seen - r) / 1e6))
             else:
