@@ -77,6 +77,8 @@ class BenchRun:
         self.urls: dict[str, str] = {}
         self.samplers: dict[str, ProcessSampler] = {"bench": ProcessSampler(os.getpid())}
         self.stop = asyncio.Event()
+        self._app_id = f"bench{int(time.time())}"  # fresh topics and consumer group per run
+        self._ticks_topic = f"{self._app_id}-ticks"
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
@@ -211,7 +213,7 @@ class BenchRun:
         """Silence the market, read the ingestor's final count, stop it; then wait until the workers have
         processed and published all it produced and the bar rows stop growing."""
         await asyncio.to_thread(_post, f"{self.urls['simulator']}/_sim/fault/stall?seconds=3600")
-        _, last = await self._settled(watch, bars, lambda t: (t.ingested,), need=2)
+        last = await self._settled(watch, bars, lambda t: (t.ingested,), need=2)
         produced = last.ingested
         await asyncio.to_thread({c.name: c for c in self.children}["ingest"].stop, 15)
         del self.urls["ingest"]
@@ -219,14 +221,14 @@ class BenchRun:
         def done(t: Totals) -> tuple:
             return (t.processed >= produced, t.processed, t.received, t.bar_rows)
 
-        _, last = await self._settled(watch, bars, done, need=4)
+        last = await self._settled(watch, bars, done, need=4)
         last.ingested = produced
         return last
 
     async def _settled(self, watch: TickWatch, bars: BarWatch, key: Callable[[Totals], tuple],
-                       need: int) -> tuple[bool, Totals]:
+                       need: int) -> Totals:
         """Read totals every half second until ``key`` has not changed ``need`` times in a row (and, when
-        its first item is a bool, that is True); (settled in time, the last totals)."""
+        its first item is a bool, that is True), or until DRAIN_TIMEOUT_S (said); the last totals."""
         deadline, steady, previous = time.monotonic() + DRAIN_TIMEOUT_S, 0, None
         while True:
             await asyncio.sleep(0.5)
@@ -235,17 +237,15 @@ class BenchRun:
             steady = steady + 1 if k == previous and k[0] is not False else 0
             previous = k
             if steady >= need:
-                return True, t
+                return t
             if time.monotonic() > deadline:
                 self.say("drain: the pipeline did not settle in time; the figures show what was reached")
-                return False, t
+                return t
 
     async def main(self) -> dict:
         services = await asyncio.to_thread(self._start_services)
         await drop_schema(services.pg_dsn, self.settings.pg_schema)
         await migrate(services.pg_dsn, self.settings.pg_schema)
-        self._app_id = f"bench{int(time.time())}"
-        self._ticks_topic = f"{self._app_id}-ticks"
         started = time.time()
         watch = TickWatch(services.redis_url)
         bars = BarWatch(services.pg_dsn, self.settings.pg_schema, started - 900)  # the first buckets start earlier
