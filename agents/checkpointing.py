@@ -156,7 +156,6 @@ class Checkpointer:
                          "offset", tp, exc)
             return
         self._underlyings[tp] = set(names)
-        res.publisher.ownership_changed(names)  # what it remembers of them may predate another owner's
         self._skip_below[tp] = self._saved[tp] = self._next[tp] = stored.next_offset
         metrics.CHECKPOINTS.labels("restored").inc()
         logger.info("restored {} from its checkpoint at offset {} ({} bytes): {}", tp, stored.next_offset,
@@ -171,12 +170,10 @@ class Checkpointer:
             await self.take(tps)
         except Exception as exc:  # noqa: BLE001 - the next owner replays from the last saved checkpoint
             logger.warning("final checkpoint of {} failed ({}: {})", tps, type(exc).__name__, exc)
-        res = await self.resources.get()
         async with self.lock:
             for tp in tps:
                 names = self._underlyings.pop(tp, set())
                 self.processor.drop(names)
-                res.publisher.ownership_changed(names)
                 for table in (self._held, self._next, self._saved, self._skip_below, self._attempted_at):
                     table.pop(tp, None)
                 self._restored.discard(tp)

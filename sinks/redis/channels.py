@@ -21,6 +21,11 @@ class Channels:
         """Hash of the latest tick per instrument; instruments without an expiry go to ``:spot``."""
         return f"{self.prefix}snapshot:{underlying}:{expiry or 'spot'}"
 
+    def snapshot_recv(self, underlying: str) -> str:
+        """Hash of the newest published ``recv_ts`` (epoch µs) per instrument token: the forward-only gate's
+        memory (``sinks.redis.forward_gate``)."""
+        return f"{self.prefix}snapshot_recv:{underlying}"
+
     def bars(self, interval_s: int, underlying: str) -> str:
         return f"{self.prefix}bars:{label_of(interval_s)}:{underlying}"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,43 +38,6 @@ class Publisher(Protocol):
     async def publish_bars(self, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None) -> int: ...
 
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int: ...
-
-    async def published_recv_ts(self, underlying: str) -> dict[int, int]: ...
-
-
-class ForwardOnly:
-    """Per instrument, the newest ``recv_ts`` on Redis: a tick not newer than it is never published again.
-
-    A worker that restores a checkpoint replays the few seconds after it, which the previous owner
-    may have published already; seeded from the snapshot hashes (what is on Redis now), this keeps
-    the ``ticks:`` channels and ``snapshot:`` hashes moving forward only.
-    """
-
-    def __init__(self) -> None:
-        self._newest: dict[int, int] = {}
-        self.seeded: set[str] = set()
-
-    def seed(self, underlying: str, newest: dict[int, int]) -> None:
-        for token, recv in newest.items():
-            if recv > self._newest.get(token, -1):
-                self._newest[token] = recv
-        self.seeded.add(underlying)
-
-    def forget(self, underlyings: Iterable[str]) -> None:
-        """Seed these underlyings from Redis again before their next publish: another worker owned them
-        meanwhile, so what this one remembers of them is stale."""
-        self.seeded.difference_update(underlyings)
-
-    def newer(self, ticks: np.ndarray) -> np.ndarray:
-        newest = self._newest
-        before = np.fromiter((newest.get(t, -1) for t in ticks["instrument_token"].tolist()), np.int64, len(ticks))
-        return ticks["recv_ts"] > before
-
-    def record(self, ticks: np.ndarray) -> None:
-        newest = self._newest
-        for token, recv in zip(ticks["instrument_token"].tolist(), ticks["recv_ts"].tolist(), strict=True):
-            if recv > newest.get(token, -1):
-                newest[token] = recv
 
 
 def latest_per_instrument(ticks: np.ndarray) -> np.ndarray:
@@ -176,7 +139,6 @@ class ConflatingPublisher:
         self._index: dict[str, InstrumentIndex] = {}  # latest index per underlying, to name bars
         self.conflated = 0
         self.not_newer = 0  # ticks not published: Redis already had a newer one of the instrument
-        self._forward = ForwardOnly()
         self._failing = False  # the last publish failed: conflate everything until one succeeds
         self.published_chains = 0
         self.errors = 0
@@ -213,11 +175,6 @@ class ConflatingPublisher:
         self._merge_ticks(underlying, ticks, index)
         self._index[underlying] = index
         self._wake.set()
-
-    def ownership_changed(self, underlyings: Iterable[str]) -> None:
-        """These underlyings moved to or from this worker: check Redis again for what it already has of
-        them before publishing, so a replay never sends a channel back in time."""
-        self._forward.forget(underlyings)
 
     def offer_bars(self, underlying: str, bars: np.ndarray) -> None:
         """Queue closed bars (never blocks, never conflated; bounded)."""
@@ -337,22 +294,15 @@ class ConflatingPublisher:
         return True
 
     async def _publish_forward(self, pending: dict[str, tuple[np.ndarray, InstrumentIndex]]) -> None:
-        """Publish the ticks of the pending batches newer than what Redis has of their instruments, every
-        underlying in one round trip."""
-        ready = []
-        for underlying, (batch, index) in pending.items():
-            if underlying not in self._forward.seeded:
-                self._forward.seed(underlying, await self.publisher.published_recv_ts(underlying))
-            newer = self._forward.newer(batch)
-            if not newer.all():
-                self.not_newer += int((~newer).sum())
-                metrics.REDIS_NOT_NEWER.inc(int((~newer).sum()))
-                batch = batch[newer]
-            if len(batch):
-                ready.append((underlying, batch, index))
-        self.published_ticks += await self.publisher.publish_tick_batches(ready)
-        for _, batch, _ in ready:
-            self._forward.record(batch)
+        """Publish the pending batches, every underlying in one round trip; Redis keeps only ticks newer than
+        what it has of their instruments (``sinks.redis.forward_gate``), the rest count in ``not_newer``."""
+        ready = [(underlying, batch, index) for underlying, (batch, index) in pending.items() if len(batch)]
+        sent = sum(len(batch) for _, batch, _ in ready)
+        published = await self.publisher.publish_tick_batches(ready)
+        self.published_ticks += published
+        if sent > published:
+            self.not_newer += sent - published
+            metrics.REDIS_NOT_NEWER.inc(sent - published)
 
     def _requeue_ticks(self, underlying: str, batch: np.ndarray, index: InstrumentIndex) -> None:
         newer = self._ticks.pop(underlying, None)

@@ -148,23 +148,6 @@ def bar_objects(bars: np.ndarray, index: InstrumentIndex | None = None) -> list[
     return [dict(zip(names, row, strict=True)) for row in zip(*(c for _, c in cols), strict=True)]
 
 
-def ticks_message(channels: Channels, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None
-                  ) -> tuple[str, dict[str, dict[str, str]]]:
-    """(message JSON, {snapshot key: {token: tick JSON}}) for one batch — pure, no I/O."""
-    objects = tick_objects(ticks, index)
-    encoded = [dumps(o) for o in objects]  # each tick encoded once: for the batch and its snapshot field
-    message = (f'{{"schema_version":{SCHEMA_VERSION},"underlying":{dumps(underlying)},'
-               f'"ticks":[{",".join(encoded)}]}}')
-    snapshots: dict[str, dict[str, str]] = {}
-    # Latest tick per instrument: later (newer recv_ts) rows overwrite earlier ones.
-    order = np.argsort(ticks["recv_ts"], kind="stable").tolist() if len(ticks) > 1 else range(len(ticks))
-    for i in order:
-        obj = objects[i]
-        key = channels.snapshot(underlying, obj.get("expiry", ""))
-        snapshots.setdefault(key, {})[str(obj["token"])] = encoded[i]
-    return message, snapshots
-
-
 def bar_messages(channels: Channels, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None
                  ) -> list[tuple[str, str]]:
     """[(channel, message JSON)] — one per timeframe present, in interval order."""

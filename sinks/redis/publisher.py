@@ -7,7 +7,6 @@ The receive -> publish latency of every batch is observed in
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,8 @@ from pipeline.records.time_units import SECONDS_PER_DAY
 from pipeline.runtime import metrics
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from sinks.redis.channels import Channels
-from sinks.redis.payloads import (
-    bar_messages,
-    chain_messages,
-    clean,
-    dumps,
-    ticks_message,
-)
+from sinks.redis.forward_gate import FORWARD_TICKS_LUA, forward_ticks_call
+from sinks.redis.payloads import bar_messages, chain_messages, clean, dumps
 
 SNAPSHOT_TTL_S = 7 * SECONDS_PER_DAY
 
@@ -36,40 +30,34 @@ class RedisPublisher:
         self.redis = redis
         self.channels = Channels(prefix)
         self.snapshot_ttl_s = snapshot_ttl_s
-        self.per_instrument = per_instrument  # also PUBLISH tick:<token> (latest tick of the batch per instrument)
+        self.per_instrument = per_instrument  # also PUBLISH tick:<token> (latest published tick of the batch)
         self.clock = clock
 
     async def publish_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex | None) -> int:
-        """Publish one batch on ``ticks:<underlying>`` and update the snapshot hashes; returns ticks published."""
+        """Publish one batch on ``ticks:<underlying>`` and update the snapshot hashes; returns ticks published
+        (those newer than what Redis has of their instrument, see ``sinks.redis.forward_gate``)."""
         return await self.publish_tick_batches([(underlying, ticks, index)])
 
     async def publish_tick_batches(self, batches: list[tuple[str, np.ndarray, InstrumentIndex | None]]) -> int:
         """Publish several underlyings' batches (one message each, with their snapshot hashes) in one round
-        trip; returns ticks published."""
+        trip, each through the forward-only gate; returns ticks published."""
         batches = [b for b in batches if len(b[1])]
         if not batches:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for underlying, ticks, index in batches:
-            message, snapshots = ticks_message(self.channels, underlying, ticks, index)
-            pipe.publish(self.channels.ticks(underlying), message)
-            for key, mapping in snapshots.items():
-                pipe.hset(key, mapping=mapping)
-                if self.snapshot_ttl_s:
-                    pipe.expire(key, self.snapshot_ttl_s)
-                if self.per_instrument:
-                    for token, value in mapping.items():
-                        pipe.publish(self.channels.tick(token), value)
-                    metrics.REDIS_PUBLISHED.labels("tick").inc(len(mapping))
-        await pipe.execute()
+            keys, args = forward_ticks_call(self.channels, underlying, ticks, index,
+                                            ttl_s=self.snapshot_ttl_s, per_instrument=self.per_instrument)
+            pipe.eval(FORWARD_TICKS_LUA, len(keys), *keys, *args)
+        kept = await pipe.execute()
         now = self.clock.time()
         n = 0
-        for _, ticks, _ in batches:
-            n += len(ticks)
+        for (_, ticks, _), published in zip(batches, kept, strict=True):
+            n += int(published)
             latency = now - float(ticks["recv_ts"].max()) / 1e6
-            if latency >= 0:
+            if published and latency >= 0:
                 metrics.TICK_TO_PUBLISH.observe(latency)
-        metrics.REDIS_PUBLISHED.labels("ticks").inc(len(batches))
+        metrics.REDIS_PUBLISHED.labels("ticks").inc(sum(1 for k in kept if k))
         metrics.REDIS_TICKS_PUBLISHED.inc(n)
         return n
 
@@ -91,18 +79,6 @@ class RedisPublisher:
         if len(chain_rows) == 0:
             return 0
         return await self._publish_all("chain", chain_messages(self.channels, underlying, chain_rows))
-
-    async def published_recv_ts(self, underlying: str) -> dict[int, int]:
-        """The ``recv_ts`` of every instrument's tick in the underlying's snapshot hashes (what dashboards
-        have now); unreadable entries are skipped."""
-        newest: dict[int, int] = {}
-        async for key in self.redis.scan_iter(match=self.channels.snapshot(underlying, "*"), count=100):
-            for token, value in (await self.redis.hgetall(key)).items():
-                try:
-                    newest[int(token)] = int(json.loads(value)["recv_ts"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-        return newest
 
     async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:
         """PUBLISH each (channel, message) in order, in one round trip; returns how many."""

@@ -13,6 +13,7 @@ from pipeline.records.time_units import label_of
 from sinks.migrate import check_schema_name, load_migrations, render
 from sinks.redis.channels import Channels
 from sinks.redis.conflation import BoundedRowQueue, latest_per_instrument
+from sinks.redis.forward_gate import forward_ticks_call
 from sinks.redis.payloads import (
     SCHEMA_VERSION,
     bar_messages,
@@ -21,7 +22,6 @@ from sinks.redis.payloads import (
     dumps,
     float_list,
     tick_objects,
-    ticks_message,
 )
 from sinks.timescale_writer import (
     bars_upsert_sql,
@@ -120,14 +120,29 @@ def test_tick_objects_unknown_token_named_by_number():
     assert objs[0]["symbol"] == "99" and "type" not in objs[0]
 
 
-def test_build_ticks_snapshot_keys_per_expiry_latest_wins():
-    batch = np.concatenate([h.ticks(price=100.0), h.ticks(recv_start=1_900_000_000_000_101, price=200.0)])
-    message, snapshots = ticks_message(Channels("p:"), "NIFTY", batch, h.index())
-    assert len(_strict_loads(message)["ticks"]) == 8
-    assert _strict_loads(message)["schema_version"] == SCHEMA_VERSION
-    assert set(snapshots) == {"p:snapshot:NIFTY:2030-01-31", "p:snapshot:NIFTY:spot"}
-    call = _strict_loads(snapshots["p:snapshot:NIFTY:2030-01-31"][str(h.CALL)])
-    assert call["last_price"] == 202.0
+def test_forward_ticks_call_orders_by_recv_ts_and_points_each_tick_at_its_snapshot_hash():
+    older = h.ticks(price=100.0)
+    newer = h.ticks(recv_start=1_900_000_000_000_101, price=200.0)
+    keys, args = forward_ticks_call(Channels("p:"), "NIFTY", np.concatenate([newer, older]), h.index(),
+                                    ttl_s=60, per_instrument=True)
+    assert keys[:2] == ["p:ticks:NIFTY", "p:snapshot_recv:NIFTY"]
+    assert sorted(keys[2:]) == ["p:snapshot:NIFTY:2030-01-31", "p:snapshot:NIFTY:spot"]
+    head, ttl, tick_prefix, rest = args[0], args[1], args[2], args[3:]
+    assert ttl == 60 and tick_prefix == "p:tick:"
+    assert _strict_loads(f"{head}]}}")["schema_version"] == SCHEMA_VERSION
+    quads = [rest[i:i + 4] for i in range(0, len(rest), 4)]
+    assert len(quads) == 8
+    recvs = [recv for _, recv, _, _ in quads]
+    assert recvs == sorted(recvs)  # oldest first: the newest tick of each instrument is the last one kept
+    for token, recv, slot, text in quads:
+        tick = _strict_loads(text)
+        assert (tick["token"], tick["recv_ts"]) == (token, recv)
+        assert keys[slot - 1].endswith(tick.get("expiry", "spot"))  # Lua's KEYS are 1-based
+
+
+def test_forward_ticks_call_without_ttl_or_per_instrument_channels_passes_zero_and_empty():
+    _, args = forward_ticks_call(Channels(), "NIFTY", h.ticks(), h.index(), ttl_s=None, per_instrument=False)
+    assert args[1:3] == [0, ""]
 
 
 def test_build_bars_one_message_per_timeframe():
