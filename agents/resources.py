@@ -16,7 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from loguru import logger
 
-from pipeline.core.pricing import OptionPricer
+from pipeline.core.pricing import OptionPricer, PricingRules
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.settings import Settings, redact_url
@@ -87,7 +87,13 @@ class WorkerResources:
             "worker connected: PostgreSQL {} (schema {}), Redis {}, {} instruments",
             redact_url(self.pg_dsn), schema, redact_url(self.redis_url), len(instruments),
         )
-        return Connected(pool, redis, writer, publisher, instruments, OptionPricer(instruments, self.settings.risk_free_rate))
+        return Connected(pool, redis, writer, publisher, instruments,
+                         OptionPricer(instruments, self.settings.risk_free_rate, self._pricing_rules()))
+
+    def _pricing_rules(self) -> PricingRules:
+        s = self.settings
+        return PricingRules(fresh_s=s.fresh_s, max_spread=s.max_spread, parity_strikes=s.parity_strikes,
+                            near_expiry_s=s.near_expiry_s)
 
     async def refresh_instruments(self) -> InstrumentIndex:
         """Reload the instrument index (the ingestor adds contracts at start-up).

@@ -24,12 +24,13 @@ inputs (0-d arrays for all-scalar input).
 
 from greeks.black76 import Greeks, black76_greeks, black76_price
 from greeks.expiry import IST, SECONDS_PER_YEAR, expiry_close_ts, years_to_expiry
-from greeks.forward import forward_for_expiry, forward_from_parity
+from greeks.forward import ExpiryForward, forward_for_expiry, forward_from_parity
 from greeks.implied_vol import implied_vol
 
 __all__ = [
     "IST",
     "SECONDS_PER_YEAR",
+    "ExpiryForward",
     "Greeks",
     "black76_greeks",
     "black76_price",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -27,6 +29,14 @@ def forward_from_parity(
     return np.asarray(k + (c - p) * np.exp(rr * tt))
 
 
+class ExpiryForward(NamedTuple):
+    """The forward of one expiry (rupees, shaped like ``t``) and which rule gave it: ``"future"``,
+    ``"parity"``, ``"carry"``, or ``""`` when nothing is known (the forward is then NaN)."""
+
+    forward: np.ndarray
+    source: str
+
+
 def forward_for_expiry(
     t: ArrayLike,
     r: float,
@@ -36,22 +46,24 @@ def forward_for_expiry(
     call_prices: ArrayLike = (),
     put_prices: ArrayLike = (),
     spot: float = np.nan,
-) -> np.ndarray:
+    near: int = 5,
+) -> ExpiryForward:
     """The forward of one expiry at times to expiry ``t`` (years), by DESIGN.md's rule, in order:
 
-    1. ``future_price``: the same-expiry future's last price, when known (finite, > 0);
-    2. put-call parity (:func:`forward_from_parity`) at the strike nearest the money among
-       ``strikes`` whose ``call_prices`` and ``put_prices`` are both known (finite, > 0); the
-       money is ``spot * exp(r t)`` (mean t) when the spot is known, else the middle such strike;
+    1. ``future_price``: the same-expiry future's price, when given (finite, > 0);
+    2. put-call parity (:func:`forward_from_parity`) over the ``near`` strikes nearest the money
+       among ``strikes`` whose ``call_prices`` and ``put_prices`` are both given (finite, > 0):
+       the median of their forwards, so one bad pair cannot move it; the money is
+       ``spot * exp(r t)`` (mean t) when the spot is known, else the middle such strike;
     3. ``spot * exp(r t)``;
     4. NaN: nothing known (the option's IV is then NaN, never made up).
 
-    Prices in rupees as quoted (discounted), ``r`` continuously compounded per year.
-    Returns an array shaped like ``t``.
+    Freshness is the caller's: pass only prices it trusts (a fresh future, fresh two-sided mids),
+    NaN for the rest. Prices in rupees as quoted (discounted), ``r`` continuously compounded per year.
     """
     t = np.maximum(np.asarray(t, dtype=np.float64), 0.0)
     if np.isfinite(future_price) and future_price > 0:
-        return np.full(t.shape, float(future_price))
+        return ExpiryForward(np.full(t.shape, float(future_price)), "future")
     k = np.asarray(strikes, dtype=np.float64)
     c = np.asarray(call_prices, dtype=np.float64)
     p = np.asarray(put_prices, dtype=np.float64)
@@ -60,8 +72,9 @@ def forward_for_expiry(
     if quoted.any():
         kq, cq, pq = k[quoted], c[quoted], p[quoted]
         anchor = spot * float(carry.mean()) if np.isfinite(spot) and spot > 0 else np.sort(kq)[len(kq) // 2]
-        i = int(np.argmin(np.abs(kq - anchor)))
-        return np.asarray(forward_from_parity(cq[i], pq[i], kq[i], t, r), dtype=np.float64)
+        nearest = np.argsort(np.abs(kq - anchor), kind="stable")[:max(int(near), 1)]
+        per_strike = forward_from_parity(cq[nearest, None], pq[nearest, None], kq[nearest, None], t.ravel()[None, :], r)
+        return ExpiryForward(np.median(per_strike, axis=0).reshape(t.shape), "parity")
     if np.isfinite(spot) and spot > 0:
-        return spot * carry
-    return np.full(t.shape, np.nan)
+        return ExpiryForward(spot * carry, "carry")
+    return ExpiryForward(np.full(t.shape, np.nan), "")

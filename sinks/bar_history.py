@@ -4,6 +4,7 @@
 from the bars tables as ``sinks.timescale_writer`` wrote them: ``bucket``
 timestamptz -> epoch seconds, ``last_recv_ts`` timestamptz -> epoch
 microseconds (exact, integer arithmetic), NULL floats -> NaN, NULL ints -> 0,
+``forward_source`` text -> its code, the boolean flags -> 1.0/0.0,
 ``interval_s`` filled in. Read-only; errors (connection, missing table)
 propagate to the caller.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.ticks import FORWARD_SOURCES
 from sinks.migrate import check_schema_name, quote_ident
 from sinks.timescale_writer import BAR_TABLES
 
@@ -23,6 +25,7 @@ _UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _US = dt.timedelta(microseconds=1)
 
+_SOURCE_CODE = {name: float(code) for code, name in FORWARD_SOURCES.items()}
 _COLUMNS = [n for n in BAR_DTYPE.names if n not in ("interval_s", "correction")]  # not table columns
 
 
@@ -64,6 +67,8 @@ async def load_latest_bars(pool_or_conn: Any, schema: str, interval_s: int, toke
             out[name] = [_epoch_us(v) // 1_000_000 for v in values]
         elif name == "last_recv_ts":
             out[name] = [_epoch_us(v) for v in values]
+        elif name == "forward_source":
+            out[name] = [_SOURCE_CODE.get(v, np.nan) for v in values]
         elif out.dtype[name].kind == "f":
             out[name] = [np.nan if v is None else v for v in values]
         else:

@@ -45,7 +45,7 @@ import asyncpg
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.ticks import FORWARD_SOURCES, GREEK_FIELDS, PRICED_TICK_DTYPE
 from pipeline.records.time_units import label_of, parse_date
 from sinks.migrate import check_schema_name, quote_ident
 
@@ -55,6 +55,14 @@ BAR_TABLES = {interval: f"bars_{label_of(interval)}" for interval in TABLE_INTER
 _EPOCH_S = "('epoch'::timestamptz + s.{col} * interval '1 second')"
 _EPOCH_US = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
 _FLOAT = "NULLIF(s.{col}, 'NaN'::float8)"
+_FLAG = "CASE WHEN s.{col} = 'NaN'::float8 THEN NULL ELSE s.{col} <> 0 END"
+_SOURCE = f"CASE s.forward_source {' '.join(f'WHEN {c} THEN {n!r}' for c, n in FORWARD_SOURCES.items())} END"
+_FRESHNESS_COLUMNS = [  # pipeline.records.ticks: mid_iv a float, forward_source text, the flags boolean
+    ("mid_iv", "float8", "mid_iv", _FLOAT.format(col="mid_iv")),
+    ("forward_source", "float8", "forward_source", _SOURCE),
+    ("stale", "float8", "stale", _FLAG.format(col="stale")),
+    ("near_expiry", "float8", "near_expiry", _FLAG.format(col="near_expiry")),
+]
 
 # Staging tables: (numpy column, staging SQL type, target column, SQL expression from staging alias s).
 _BAR_COLUMNS = [
@@ -65,6 +73,7 @@ _BAR_COLUMNS = [
     ("vwap", "float8", "vwap", _FLOAT.format(col="vwap")),
     ("tick_count", "integer", "tick_count", "s.tick_count"),
     *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+    *_FRESHNESS_COLUMNS,
     ("last_recv_ts", "bigint", "last_recv_ts", _EPOCH_US.format(col="last_recv_ts")),
 ]
 
@@ -77,7 +86,9 @@ _TICK_COLUMNS = [
     ("oi", "bigint", "oi", "s.oi"),
     ("bid", "float8", "bid", _FLOAT.format(col="bid")),
     ("ask", "float8", "ask", _FLOAT.format(col="ask")),
+    ("last_trade_ts", "bigint", "last_trade_ts", f"CASE WHEN s.last_trade_ts > 0 THEN {_EPOCH_S.format(col='last_trade_ts')} END"),
     *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+    *_FRESHNESS_COLUMNS,
 ]
 
 _INSTRUMENT_COLUMNS = [

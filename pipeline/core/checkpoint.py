@@ -5,7 +5,8 @@ needs to continue as if it had never stopped: the bar aggregator of the finest
 interval (open ticks, watermark, per-instrument volume baselines and
 redelivery marks, closed buckets retained for late corrections), the OI
 rollups (carry-forward history), and the price book entries of the
-underlying's instruments (the forwards of the next ticks). The agent stores it
+underlying's instruments (``pipeline.core.price_book``: last trades and quotes with their
+times, which the forwards and freshness flags of the next ticks read). The agent stores it
 with the offset of the first record it does not reflect (``sinks.checkpoint_store``).
 
 Format: ``b"SFCP"`` | format:uint16 BE | pickle (protocol 5) of a dict of plain
@@ -21,25 +22,16 @@ from __future__ import annotations
 
 import pickle
 import struct
-from dataclasses import dataclass
 
-import numpy as np
+from pipeline.core.price_book import BookEntries
 
 MAGIC = b"SFCP"
-FORMAT = 2  # 2: 5/15-minute bars combined from the 1-minute bars (BarCombiner), no coarse aggregators
+FORMAT = 3  # 2: 5/15-minute bars combined from the 1-minute bars; 3: the price book keeps trade and quote times
 _HEADER = struct.Struct(">4sH")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be restored here (other format, other bar settings, corrupt)."""
-
-
-@dataclass
-class BookEntries:
-    """Price book entries (last traded prices, rupees; NaN = none yet) of some instruments."""
-
-    tokens: np.ndarray  # uint32
-    prices: np.ndarray  # float64
 
 
 def encode_checkpoint(config: object, states: dict[str, object], books: dict[str, BookEntries]) -> bytes:

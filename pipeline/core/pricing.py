@@ -1,18 +1,24 @@
 """Option pricing of tick batches: choose each expiry's forward, then IV and Greeks (pure, no I/O).
 
-Forward F of an option's expiry (DESIGN.md, "Pricing model"), in order:
+Forward F of an option's expiry (DESIGN.md, "Pricing model"), in order, as of the
+tick's exchange time ``now`` and with "fresh" = no older than ``PricingRules.fresh_s``:
 
-1. the same-expiry future's last price, when that future is subscribed and
-   has traded;
-2. otherwise put-call parity at the strike nearest the money (nearest to
-   spot * exp(r t)) among strikes with both sides quoted:
-   ``F = K + (C - P) * exp(r t)``;
-3. otherwise spot * exp(r t) from the index's last value.
+1. ``future``: the same-expiry future's last trade, when that future is subscribed
+   and its last trade is fresh;
+2. ``parity``: put-call parity over the ``parity_strikes`` strikes nearest the money
+   whose call and put both have fresh two-sided quotes (mids within ``max_spread``):
+   the median of ``K + (C_mid - P_mid) * exp(r t)``. Never a stale pair, and never
+   last trades (a call that last traded 3 minutes ago says nothing of the forward now);
+3. ``carry``: the index's last value * exp(r t).
 
-"Last price" means the latest price seen so far for that instrument (the
-:class:`OptionPricer` keeps a price book across batches), as of the tick's
-own batch. Time to expiry is calendar time to 15:30 IST on the expiry date, in
-years of 365 days; an option at or past that moment gets NaN IV and Greeks.
+Per option tick (``pipeline.records.ticks``): ``iv`` reprices ``last_price`` (the
+NSE/Kite chain convention, whatever its age); ``mid_iv`` reprices the fresh mid when
+there is one; ``stale`` = 1 when the option's last trade is older than ``fresh_s``
+(or unknown); ``near_expiry`` = 1 in the last ``near_expiry_s`` before 15:30 IST on
+expiry day; ``forward_source`` the rule's code. The book (``pipeline.core.price_book``)
+is updated with the batch first, so a tick is priced with everything received up to
+and including its batch. Time to expiry is calendar time to 15:30 IST on the expiry
+date, in years of 365 days; an option at or past that moment gets NaN IV and Greeks.
 """
 
 from __future__ import annotations
@@ -22,85 +28,113 @@ from dataclasses import dataclass
 import numpy as np
 
 import greeks
-from pipeline.core.checkpoint import BookEntries
+from pipeline.core.price_book import BookEntries, PriceBook
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.records.ticks import priced_ticks
+from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY, priced_ticks
+
+_SOURCE_CODE = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "carry": FORWARD_CARRY, "": np.nan}
+
+
+@dataclass(frozen=True)
+class PricingRules:
+    """The freshness rules of DESIGN.md. ``fresh_s``: seconds of exchange time a trade or quote stays
+    fresh; ``max_spread``: widest ask - bid, as a fraction of the mid, for a quote to count;
+    ``parity_strikes``: strikes nearest the money the parity forward combines (median);
+    ``near_expiry_s``: seconds before the expiry's 15:30 IST close within which IVs are flagged."""
+
+    fresh_s: float = 60.0
+    max_spread: float = 0.10
+    parity_strikes: int = 5
+    near_expiry_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if not self.fresh_s > 0:
+            raise ValueError(f"fresh_s must be > 0 seconds, got {self.fresh_s!r}")
+        if not 0 < self.max_spread <= 2:
+            raise ValueError(f"max_spread is a fraction of the mid in (0, 2], got {self.max_spread!r}")
+        if self.parity_strikes < 1:
+            raise ValueError(f"parity_strikes must be at least 1, got {self.parity_strikes!r}")
+        if self.near_expiry_s < 0:
+            raise ValueError(f"near_expiry_s must be >= 0 seconds, got {self.near_expiry_s!r}")
 
 
 class OptionPricer:
     """Prices option ticks against a price book of every instrument in ``index``."""
 
-    def __init__(self, index: InstrumentIndex, r: float) -> None:
+    def __init__(self, index: InstrumentIndex, r: float, rules: PricingRules = PricingRules()) -> None:
         self.index = index
         self.r = r
-        self.book = np.full(len(index), np.nan)
+        self.rules = rules
+        self.book = PriceBook(len(index))
         self.chains = ExpiryChains(index)
 
     def rebase(self, index: InstrumentIndex) -> None:
-        """Switch to a refreshed index, keeping the last prices of tokens present in both."""
-        book = np.full(len(index), np.nan)
-        old = self.index.positions(index.tokens)
-        book[old >= 0] = self.book[old[old >= 0]]
-        self.index, self.book, self.chains = index, book, ExpiryChains(index)
+        """Switch to a refreshed index, keeping the book entries of tokens present in both."""
+        self.book = self.book.rebased(self.index.positions(index.tokens))
+        self.index, self.chains = index, ExpiryChains(index)
 
     def book_entries(self, underlying: str) -> BookEntries:
-        """The book's last prices of the underlying's instruments (for a checkpoint)."""
-        own = self.index.underlying == underlying
-        return BookEntries(self.index.tokens[own].copy(), self.book[own].copy())
+        """The book entries of the underlying's instruments (for a checkpoint)."""
+        own = np.flatnonzero(self.index.underlying == underlying)
+        return self.book.entries(own, self.index.tokens[own])
 
     def restore_book(self, entries: BookEntries) -> None:
-        """Put checkpointed prices back (tokens no longer in the index are ignored)."""
+        """Put checkpointed entries back (tokens no longer in the index are ignored)."""
         pos = self.index.positions(entries.tokens)
-        self.book[pos[pos >= 0]] = entries.prices[pos >= 0]
+        self.book.restore(pos[pos >= 0], entries, pos >= 0)
 
     def price(self, ticks: np.ndarray) -> np.ndarray:
-        """``ticks`` (TICK_DTYPE, receive order) -> PRICED_TICK_DTYPE with forward, IV and Greeks for options."""
+        """``ticks`` (TICK_DTYPE, receive order) -> PRICED_TICK_DTYPE with forward, IVs, Greeks and flags
+        for options (NaN for every other instrument)."""
         out = priced_ticks(ticks)
         idx = self.index
         pos = idx.positions(ticks["instrument_token"])
         known = pos >= 0
-        valid_price = known & (ticks["last_price"] > 0)
-        # last write wins: ticks are in receive order, so the book ends at each token's newest price
-        self.book[pos[valid_price]] = ticks["last_price"][valid_price]
-
+        self.book.update(pos, ticks)
         opt = known & np.isin(idx.kind[np.where(known, pos, 0)], (InstrumentKind.CALL, InstrumentKind.PUT))
         if not opt.any():
             return out
         rows = np.flatnonzero(opt)
         p = pos[rows]
-        t = greeks.years_to_expiry(ticks["exchange_ts"][rows], idx.expiry_ts[p])
-        forward = np.full(len(rows), np.nan)
+        now = ticks["exchange_ts"][rows]
+        t = greeks.years_to_expiry(now, idx.expiry_ts[p])
+        forward, source = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
         chain_of = self.chains.chain_of[p]
         for chain in np.unique(chain_of).tolist():
             sel = chain_of == chain
-            forward[sel] = self._forward(self.chains.chains[chain], t[sel])
+            forward[sel], source[sel] = self._forward(self.chains.chains[chain], t[sel], int(now[sel].max()))
         strike = idx.strike[p]
         is_call = idx.kind[p] == InstrumentKind.CALL
-        price = ticks["last_price"][rows]
-        iv = greeks.implied_vol(price, forward, strike, t, self.r, is_call)
+        iv = greeks.implied_vol(ticks["last_price"][rows], forward, strike, t, self.r, is_call)
+        mid = self.book.mids(p, now, self.rules.fresh_s, self.rules.max_spread)
         g = greeks.black76_greeks(forward, strike, t, self.r, iv, is_call)
         out["forward"][rows] = forward
+        out["forward_source"][rows] = source
         out["iv"][rows] = iv
+        out["mid_iv"][rows] = greeks.implied_vol(mid, forward, strike, t, self.r, is_call)
+        out["stale"][rows] = ~self.book.fresh_trade(p, now, self.rules.fresh_s)
+        out["near_expiry"][rows] = (idx.expiry_ts[p] - now) <= self.rules.near_expiry_s
         for name in ("delta", "gamma", "theta", "vega", "rho"):
             out[name][rows] = getattr(g, name)
         return out
 
-    def _forward(self, chain: Chain, t: np.ndarray) -> np.ndarray:
-        """Gather the expiry's future, option and spot prices from the book; the rule is greeks'."""
-        book = self.book
-        futures = book[chain.future_rows]
-        spots = book[chain.spot_rows]
-        calls, puts = book[chain.call_rows], book[chain.put_rows]
-        both = ~np.isnan(calls) & ~np.isnan(puts)
-        known_future = futures[~np.isnan(futures)]
-        known_spot = spots[~np.isnan(spots)]
-        return greeks.forward_for_expiry(
+    def _forward(self, chain: Chain, t: np.ndarray, now: int) -> tuple[np.ndarray, float]:
+        """The expiry's forward at exchange time ``now`` from the fresh prices in the book; the rule is greeks'."""
+        book, rules = self.book, self.rules
+        fresh_future = chain.future_rows[book.fresh_trade(chain.future_rows, now, rules.fresh_s)]
+        spots = book.last_price[chain.spot_rows]
+        known_spot = spots[spots > 0]
+        choice = greeks.forward_for_expiry(
             t, self.r,
-            future_price=known_future[0] if len(known_future) else np.nan,
-            strikes=chain.strikes[both], call_prices=calls[both], put_prices=puts[both],
+            future_price=book.last_price[fresh_future[0]] if len(fresh_future) else np.nan,
+            strikes=chain.strikes,
+            call_prices=book.mids(chain.call_rows, now, rules.fresh_s, rules.max_spread),
+            put_prices=book.mids(chain.put_rows, now, rules.fresh_s, rules.max_spread),
             spot=known_spot[0] if len(known_spot) else np.nan,
+            near=rules.parity_strikes,
         )
+        return choice.forward, _SOURCE_CODE[choice.source]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MODE_LTP, MODE_QUOTE, MODE_FULL = 1, 2, 3
+from pipeline.records.ticks import MODE_FULL, MODE_LTP, MODE_QUOTE  # noqa: F401 - the wire's modes are the ticks'
 
 SEGMENT_CDS = 3
 SEGMENT_BCD = 6

@@ -52,6 +52,7 @@ def ticks_from_kite(decoded: np.ndarray, recv_ts: np.ndarray, fallback_exchange_
     out["last_price"] = decoded["last_price"]
     out["volume"] = decoded["volume_traded"]
     out["oi"] = decoded["oi"]
+    out["last_trade_ts"] = decoded["last_trade_time"]
     out["bid"] = np.where(decoded["bid_quantity"][:, 0] > 0, decoded["bid_price"][:, 0], np.nan)
     out["ask"] = np.where(decoded["ask_quantity"][:, 0] > 0, decoded["ask_price"][:, 0], np.nan)
     return out

@@ -5,7 +5,7 @@ One row per (instrument, interval, bucket). Units: ``bucket`` epoch seconds
 OI contracts, ``last_recv_ts`` epoch microseconds of the newest tick the bar
 is computed from (it versions a bar: a late correction carries a newer one);
 ``correction`` is 1 on a re-emission of a bar already emitted, 0 on its close.
-Greeks at the close as in ``pipeline.records.ticks``. How every column is
+Greeks and freshness fields (``CLOSE_FIELDS``) at the close as in ``pipeline.records.ticks``. How every column is
 computed: ``pipeline.core.bars``.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.records.columnar import decode_batch, encode_batch
 from pipeline.records.kinds import RecordKind
-from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.ticks import CLOSE_FIELDS
 
 BAR_DTYPE = np.dtype(
     [
@@ -35,7 +35,7 @@ BAR_DTYPE = np.dtype(
         ("tick_count", "<i4"),
         ("last_recv_ts", "<i8"),
     ]
-    + [(name, "<f8") for name in GREEK_FIELDS]
+    + [(name, "<f8") for name in CLOSE_FIELDS]
     # 1 when the row re-emits a bar already emitted (a late tick, or its volume baseline moved); 0 for a close
     + [("correction", "u1")]
 )

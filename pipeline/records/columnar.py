@@ -17,7 +17,7 @@ import struct
 import numpy as np
 
 MAGIC = b"SF"
-VERSION = 1
+VERSION = 2  # 2: ticks carry last_trade_ts, priced ticks and bars the freshness fields
 _HEADER = struct.Struct("<2sBBH")
 _COUNT = struct.Struct("<I")
 

@@ -18,12 +18,24 @@ Units and conventions (every field, little-endian):
 - ``volume``: cumulative traded volume of the day (contracts/shares).
 - ``oi``: open interest (contracts), 0 when the mode carries none.
 - ``mode``: 1 ltp, 2 quote, 3 full (as ``pipeline.feed.kite_codec``).
+- ``last_trade_ts``: exchange time of the instrument's last trade, epoch
+  **seconds** (Kite's "last trade time", full mode only); 0 when unknown.
 
 ``PRICED_TICK_DTYPE`` adds what the process agent computes for options
 (NaN otherwise): ``forward`` (rupees), ``iv`` (annualised, 0.15 = 15 %),
 ``delta``/``gamma`` (w.r.t. the forward), ``theta`` (rupees per calendar
 day), ``vega`` (rupees per volatility point, 0.01), ``rho`` (rupees per
 percentage point of r).
+
+It also adds what the freshness rules of DESIGN.md ("Fresh", "IV") decide,
+in ``CLOSE_FIELDS`` after the Greeks: ``mid_iv`` (the IV of the mid of best
+bid and ask, NaN when not two-sided, too wide or not fresh),
+``forward_source`` (``FORWARD_SOURCES`` code: 1 future, 2 parity, 3 carry;
+NaN when no forward), ``stale`` (1.0 when the option's last trade is older
+than the freshness age, else 0.0) and ``near_expiry`` (1.0 in the last
+minutes before 15:30 IST on expiry day). The codes and flags are held as
+float64 so that every field a bar takes from its last tick travels as one float
+matrix (``pipeline.core.bars``); the sinks turn them into text and booleans.
 """
 
 from __future__ import annotations
@@ -32,6 +44,9 @@ import numpy as np
 
 from pipeline.records.columnar import BatchFormatError, decode_batch, encode_batch
 from pipeline.records.kinds import RecordKind
+
+#: ``mode`` values (Kite's subscription modes; only full mode carries depth, OI and the last trade time).
+MODE_LTP, MODE_QUOTE, MODE_FULL = 1, 2, 3
 
 TICK_DTYPE = np.dtype(
     [
@@ -44,12 +59,20 @@ TICK_DTYPE = np.dtype(
         ("oi", "<i8"),
         ("bid", "<f8"),
         ("ask", "<f8"),
+        ("last_trade_ts", "<i8"),
     ]
 )
 
 GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho")
 
-PRICED_TICK_DTYPE = np.dtype(TICK_DTYPE.descr + [(name, "<f8") for name in GREEK_FIELDS])
+#: Float codes of ``forward_source`` (DESIGN.md "Pricing model": which forward priced the option).
+FORWARD_SOURCES = {1: "future", 2: "parity", 3: "carry"}
+FORWARD_FUTURE, FORWARD_PARITY, FORWARD_CARRY = 1.0, 2.0, 3.0
+
+#: What a bar takes from its last tick: the Greeks, then the freshness fields.
+CLOSE_FIELDS = (*GREEK_FIELDS, "mid_iv", "forward_source", "stale", "near_expiry")
+
+PRICED_TICK_DTYPE = np.dtype(TICK_DTYPE.descr + [(name, "<f8") for name in CLOSE_FIELDS])
 
 # A clock record on the ``ticks`` topic: no tick, only "the exchange clock of this underlying has reached
 # ``exchange_ts``" (epoch seconds), sent by the ingestor while an underlying is quiet, so bars close on time.
@@ -95,18 +118,26 @@ def decode_priced_ticks(payload: bytes) -> tuple[str, np.ndarray]:
 
 
 def priced_ticks(ticks: np.ndarray) -> np.ndarray:
-    """Copy ``ticks`` into a ``PRICED_TICK_DTYPE`` array with all Greek fields NaN."""
+    """Copy ``ticks`` into a ``PRICED_TICK_DTYPE`` array with all ``CLOSE_FIELDS`` NaN."""
     out = np.empty(len(ticks), dtype=PRICED_TICK_DTYPE)
     for name in TICK_DTYPE.names:
         out[name] = ticks[name]
-    for name in GREEK_FIELDS:
+    for name in CLOSE_FIELDS:
         out[name] = np.nan
     return out
 
 
 __all__ = [
     "CLOCK_DTYPE",
+    "CLOSE_FIELDS",
+    "FORWARD_CARRY",
+    "FORWARD_FUTURE",
+    "FORWARD_PARITY",
+    "FORWARD_SOURCES",
     "GREEK_FIELDS",
+    "MODE_FULL",
+    "MODE_LTP",
+    "MODE_QUOTE",
     "PRICED_TICK_DTYPE",
     "TICK_DTYPE",
     "decode_priced_ticks",

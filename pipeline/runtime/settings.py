@@ -101,6 +101,10 @@ class Settings(BaseSettings):
 
     # --- analytics ---
     risk_free_rate: float = Field(0.065, ge=-0.05, le=0.5, description="annual, continuously compounded")
+    fresh_s: float = Field(60.0, gt=0, le=3600, description="exchange-time seconds a trade or quote stays fresh: older futures and quotes never set a forward, options whose last trade is older are flagged stale")
+    max_spread: float = Field(0.10, gt=0, le=2, description="widest ask - bid, as a fraction of the mid, for a quote's mid to count (mid_iv, parity)")
+    parity_strikes: int = Field(5, ge=1, le=50, description="strikes nearest the money whose fresh mids the parity forward combines (median)")
+    near_expiry_s: float = Field(1800.0, ge=0, le=86400, description="IVs within this many seconds before 15:30 IST on expiry day are flagged near_expiry")
     bar_intervals_s: tuple[int, ...] = (60, 300, 900)
     bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
     late_window_s: int = Field(60, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted. The worker keeps every tick of this window (40 bytes each) in memory and in its checkpoints: at 10,000 ticks/s, 60 s is ~48 MB, 300 s ~144 MB")

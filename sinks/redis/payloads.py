@@ -17,7 +17,7 @@ import orjson
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS, InstrumentKind
 from pipeline.records.rollups import row_dicts
-from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.ticks import CLOSE_FIELDS, FORWARD_SOURCES, GREEK_FIELDS
 from pipeline.records.time_units import label_of
 from sinks.redis.channels import Channels
 
@@ -73,6 +73,22 @@ def dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+def source_list(codes: np.ndarray) -> list[str | None]:
+    """``forward_source`` float codes -> their names (``FORWARD_SOURCES``), None where unknown."""
+    return [FORWARD_SOURCES.get(int(c)) if c == c else None for c in np.asarray(codes, np.float64).tolist()]
+
+
+def flag_list(values: np.ndarray) -> list[bool | None]:
+    """0/1 float flags -> booleans, None where NaN (not an option)."""
+    return [None if v != v else v != 0 for v in np.asarray(values, np.float64).tolist()]
+
+
+def freshness_columns(rows: np.ndarray) -> list[tuple[str, list]]:
+    """The freshness fields of priced ticks or bars as JSON-ready columns (``pipeline.records.ticks``)."""
+    return [("mid_iv", float_list(rows["mid_iv"])), ("forward_source", source_list(rows["forward_source"])),
+            ("stale", flag_list(rows["stale"])), ("near_expiry", flag_list(rows["near_expiry"]))]
+
+
 def tick_objects(ticks: np.ndarray, index: InstrumentIndex | None) -> list[dict[str, Any]]:
     """PRICED_TICK_DTYPE (or TICK_DTYPE) rows -> JSON-ready dicts, column-wise where it matters."""
     n = len(ticks)
@@ -107,9 +123,11 @@ def tick_objects(ticks: np.ndarray, index: InstrumentIndex | None) -> list[dict[
     ]
     base_names = [name for name, _ in base]
     base_rows = zip(*(col for _, col in base), strict=True)
-    has_greeks = all(name in ticks.dtype.names for name in GREEK_FIELDS)
-    greek_names = list(GREEK_FIELDS)
-    greek_rows = zip(*(float_list(ticks[name]) for name in GREEK_FIELDS), strict=True) if has_greeks else None
+    has_greeks = all(name in ticks.dtype.names for name in CLOSE_FIELDS)
+    option_cols = [(name, float_list(ticks[name])) for name in GREEK_FIELDS] + freshness_columns(ticks) \
+        if has_greeks else []
+    greek_names = [name for name, _ in option_cols]
+    greek_rows = zip(*(col for _, col in option_cols), strict=True) if has_greeks else None
     out = []
     for i, row in enumerate(base_rows):
         obj = dict(zip(base_names, row, strict=True))
@@ -142,6 +160,8 @@ def bar_objects(bars: np.ndarray, index: InstrumentIndex | None = None) -> list[
     cols += [(name, bars[name].tolist()) for name in _BAR_INTS]
     cols += [(name, float_list(bars[name])) for name in _BAR_FLOATS]
     cols += [(name, float_list(bars[name])) for name in GREEK_FIELDS if name in bars.dtype.names]
+    if "mid_iv" in bars.dtype.names:
+        cols += freshness_columns(bars)
     if "correction" in bars.dtype.names:
         cols.append(("correction", (bars["correction"] != 0).tolist()))
     names = [name for name, _ in cols]

@@ -66,9 +66,10 @@ def test_forward_from_parity_recovers_forward():
 
 
 def test_forward_for_expiry_prefers_the_same_expiry_future():
-    f = greeks.forward_for_expiry(np.array([0.01, 0.02]), 0.065, future_price=24650.0,
-                                  strikes=[24500.0], call_prices=[300.0], put_prices=[150.0], spot=24500.0)
+    f, source = greeks.forward_for_expiry(np.array([0.01, 0.02]), 0.065, future_price=24650.0,
+                                          strikes=[24500.0], call_prices=[300.0], put_prices=[150.0], spot=24500.0)
     np.testing.assert_array_equal(f, [24650.0, 24650.0])
+    assert source == "future"
 
 
 def test_forward_for_expiry_uses_parity_at_the_strike_nearest_the_money():
@@ -79,15 +80,31 @@ def test_forward_for_expiry_uses_parity_at_the_strike_nearest_the_money():
     calls = greeks.black76_price(true_f, strikes, t, r, 0.13, True)
     puts = greeks.black76_price(true_f, strikes, t, r, 0.13, False)
     puts[1] = np.nan  # 24500 is nearest the money but has no put quote: 25000 is used
-    f = greeks.forward_for_expiry(np.array([t]), r, strikes=strikes, call_prices=calls, put_prices=puts,
-                                  spot=24580.0)
+    f, source = greeks.forward_for_expiry(np.array([t]), r, strikes=strikes, call_prices=calls, put_prices=puts,
+                                          spot=24580.0, near=1)
+    assert source == "parity"
     assert f[0] == pytest.approx(25000.0 + (calls[2] - puts[2]) / disc, rel=1e-12)
     assert f[0] == pytest.approx(true_f, rel=1e-9)
 
 
+def test_forward_for_expiry_parity_is_the_median_of_the_nearest_strikes_so_one_bad_pair_cannot_move_it():
+    t, r, true_f = 0.02, 0.065, 24600.0
+    strikes = np.arange(24300.0, 24951.0, 50.0)
+    calls = greeks.black76_price(true_f, strikes, t, r, 0.13, True)
+    puts = greeks.black76_price(true_f, strikes, t, r, 0.13, False)
+    calls[6] += 40.0  # the pair nearest the money is off by 40 rupees
+    one, _ = greeks.forward_for_expiry(np.array([t]), r, strikes=strikes, call_prices=calls, put_prices=puts,
+                                       spot=24550.0, near=1)
+    five, _ = greeks.forward_for_expiry(np.array([t]), r, strikes=strikes, call_prices=calls, put_prices=puts,
+                                        spot=24550.0, near=5)
+    assert abs(one[0] - true_f) > 30
+    assert five[0] == pytest.approx(true_f, abs=1e-6)
+
+
 def test_forward_for_expiry_falls_back_to_spot_carry_then_nan():
     t = np.array([0.1])
-    f = greeks.forward_for_expiry(t, 0.05, spot=20000.0, strikes=[20000.0], call_prices=[100.0],
-                                  put_prices=[0.0])
-    assert f[0] == pytest.approx(20000.0 * math.exp(0.005), rel=1e-15)
-    assert np.isnan(greeks.forward_for_expiry(t, 0.05)[0])
+    f, source = greeks.forward_for_expiry(t, 0.05, spot=20000.0, strikes=[20000.0], call_prices=[100.0],
+                                          put_prices=[0.0])
+    assert f[0] == pytest.approx(20000.0 * math.exp(0.005), rel=1e-15) and source == "carry"
+    f, source = greeks.forward_for_expiry(t, 0.05)
+    assert np.isnan(f[0]) and source == ""

@@ -8,7 +8,7 @@ import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.instruments import InstrumentIndex
-from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.ticks import CLOSE_FIELDS, FORWARD_FUTURE, FORWARD_PARITY, GREEK_FIELDS, PRICED_TICK_DTYPE
 
 EXPIRY = dt.date(2030, 1, 31)
 SPOT, FUT, CALL, PUT = 256265, 1001, 2001, 2002
@@ -50,6 +50,10 @@ def bars(interval_s: int = 60, tokens=(CALL,), bucket: int = 1_900_000_020, last
         out[name] = 0.1
     out["forward"] = 22100.0
     out["iv"] = 0.15
+    out["mid_iv"] = 0.149
+    out["forward_source"] = FORWARD_PARITY
+    out["stale"] = 0.0
+    out["near_expiry"] = 0.0
     return out
 
 
@@ -65,10 +69,14 @@ def ticks(tokens=(SPOT, FUT, CALL, PUT), recv_start: int = 1_900_000_000_000_001
     out["oi"] = 500
     out["bid"] = out["last_price"] - 0.05
     out["ask"] = np.nan
-    for name in GREEK_FIELDS:
+    for name in CLOSE_FIELDS:
         out[name] = np.nan
     options = np.isin(out["instrument_token"], [CALL, PUT])
     out["forward"][options] = 22100.0
+    out["forward_source"][options] = FORWARD_FUTURE
     out["iv"][options] = 0.14
+    out["mid_iv"][options] = 0.141
+    out["stale"][options] = 0.0
+    out["near_expiry"][options] = 0.0
     out["delta"][options] = 0.5
     return out

@@ -24,8 +24,11 @@ def _bars(tokens, bucket, interval_s=60, seed=0) -> np.ndarray:
     out["instrument_token"] = tokens
     out["interval_s"] = interval_s
     out["bucket"] = bucket
-    for name in ("open", "high", "low", "close", "vwap", *GREEK_FIELDS):
+    for name in ("open", "high", "low", "close", "vwap", *GREEK_FIELDS, "mid_iv"):
         out[name] = rng.uniform(-5, 500, n)
+    out["forward_source"] = rng.integers(1, 4, n)
+    out["stale"] = rng.integers(0, 2, n)
+    out["near_expiry"] = rng.integers(0, 2, n)
     for name in ("volume", "oi", "oi_open", "oi_high", "oi_low"):
         out[name] = rng.integers(0, 10**12, n)
     out["tick_count"] = rng.integers(1, 1000, n)

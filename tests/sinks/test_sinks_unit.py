@@ -107,9 +107,11 @@ def test_tick_objects_options_carry_greeks_and_json_is_valid():
     assert call["type"] == "CE" and call["strike"] == 22000.0 and call["expiry"] == "2030-01-31"
     assert call["iv"] == 0.14 and call["gamma"] is None and call["ask"] is None
     assert call["symbol"] == "NIFTY30JAN22000CE"
+    assert (call["mid_iv"], call["forward_source"], call["stale"], call["near_expiry"]) == (0.141, "future", False, False)
     assert by_token[h.PUT]["type"] == "PE"
     assert by_token[h.FUT]["type"] == "FUT" and "iv" not in by_token[h.FUT]
     assert by_token[h.SPOT]["type"] == "INDEX" and "expiry" not in by_token[h.SPOT]
+    assert "stale" not in by_token[h.SPOT] and "mid_iv" not in by_token[h.FUT]
     text = dumps({"ticks": objs})
     assert "NaN" not in text
     assert _strict_loads(text)["ticks"][0]["recv_ts"] == int(h.ticks()["recv_ts"][0])

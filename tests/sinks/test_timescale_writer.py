@@ -29,6 +29,8 @@ async def test_write_bars_fresh_rows_converted(writer, pool, pg_schema):
     bars = h.bars(60, tokens=(h.CALL, h.PUT))
     bars["vwap"][0] = np.nan
     bars["iv"][1] = np.nan
+    bars["stale"][1] = 1.0
+    bars["forward_source"][1] = np.nan
     assert await writer.write_bars(60, bars) == 2
     rows = await _rows(pool, f'SELECT * FROM "{pg_schema}".bars_1m ORDER BY instrument_token')
     assert len(rows) == 2
@@ -38,6 +40,8 @@ async def test_write_bars_fresh_rows_converted(writer, pool, pg_schema):
     assert call["vwap"] is None and put["vwap"] == 99.5
     assert put["iv"] is None and call["iv"] == 0.15
     assert call["close"] == 100.0 and call["volume"] == 1500 and call["tick_count"] == 42 and call["oi_low"] == 7900
+    assert (call["mid_iv"], call["forward_source"], call["stale"], call["near_expiry"]) == (0.149, "parity", False, False)
+    assert put["stale"] is True and put["forward_source"] is None
 
 
 async def test_write_bars_older_redelivery_does_not_overwrite_newer(writer, pool, pg_schema):
@@ -119,6 +123,7 @@ async def test_write_bars_empty_returns_zero(writer):
 
 async def test_write_ticks_replay_idempotent(writer, pool, pg_schema):
     ticks = h.ticks()
+    ticks["last_trade_ts"][2] = 1_899_999_990
     assert await writer.write_ticks(ticks) == 4
     assert await writer.write_ticks(ticks) == 0
     assert await writer.write_ticks(np.concatenate([ticks, ticks])) == 0
@@ -128,6 +133,9 @@ async def test_write_ticks_replay_idempotent(writer, pool, pg_schema):
     assert spot["iv"] is None and spot["ask"] is None and call["iv"] == 0.14
     assert call["recv_ts"] == dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=1_900_000_000_000_003)
     assert call["exchange_ts"] == dt.datetime.fromtimestamp(1_900_000_000, UTC)
+    assert call["last_trade_ts"] == dt.datetime.fromtimestamp(1_899_999_990, UTC) and spot["last_trade_ts"] is None
+    assert (call["mid_iv"], call["forward_source"], call["stale"]) == (0.141, "future", False)
+    assert spot["mid_iv"] is None and spot["forward_source"] is None and spot["stale"] is None
 
 
 async def test_write_instruments_upsert_updates_existing(writer, pool, pg_schema):

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.core.bars.builder import (
-    N_GREEKS,
+    N_CLOSE_FIELDS,
     aggregate_groups,
     as_priced,
     group_ends,
@@ -44,7 +44,7 @@ from pipeline.core.bars.builder import (
 from pipeline.core.bars.late_store import ClosedBucket, LateTickStore, retained_copy
 from pipeline.core.bars.slots import NO_TS, SlotTable
 from pipeline.core.bars.watermark import Watermark
-from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.ticks import CLOSE_FIELDS
 
 
 class BarAggregator:
@@ -293,8 +293,8 @@ class BarAggregator:
         gstart[1:] = (slot[1:] != slot[:-1]) | (bucket[1:] != bucket[:-1])
         starts = np.flatnonzero(gstart)
         ends = group_ends(starts, n)
-        greeks = np.empty((len(starts), N_GREEKS))
-        for j, name in enumerate(GREEK_FIELDS):
+        greeks = np.empty((len(starts), N_CLOSE_FIELDS))
+        for j, name in enumerate(CLOSE_FIELDS):
             greeks[:, j] = t[name][ends]
         bars = aggregate_groups(t["last_price"], t["oi"], t["recv_ts"], inc, starts, prev_recv[starts], greeks)
         bars["instrument_token"] = self._slots.token[slot[starts]]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.ticks import CLOSE_FIELDS, PRICED_TICK_DTYPE
 from pipeline.records.time_units import IST_OFFSET_SECONDS, SECONDS_PER_DAY
 
-N_GREEKS = len(GREEK_FIELDS)
+N_CLOSE_FIELDS = len(CLOSE_FIELDS)
 
 
 def trading_day(exchange_ts: np.ndarray | int) -> np.ndarray | int:
@@ -77,7 +77,7 @@ def aggregate_groups(
 
     ``inc``: each tick's volume increment; ``base_recv``: per group the ``recv_ts`` of the volume
     baseline (the instrument's previous tick), which versions the bar too; ``greeks``: per group
-    the Greeks of its last tick, shape (groups, len(GREEK_FIELDS)).
+    the Greeks of its last tick, shape (groups, len(CLOSE_FIELDS)).
     """
     ends = group_ends(starts, len(price))
     out = np.zeros(len(starts), BAR_DTYPE)
@@ -96,7 +96,7 @@ def aggregate_groups(
         out["vwap"] = np.where(volume > 0, pv / np.where(volume > 0, volume, 1), np.nan)
     out["tick_count"] = ends - starts + 1
     out["last_recv_ts"] = np.maximum(np.maximum.reduceat(recv, starts), base_recv)
-    for j, name in enumerate(GREEK_FIELDS):
+    for j, name in enumerate(CLOSE_FIELDS):
         out[name] = greeks[:, j]
     return out
 

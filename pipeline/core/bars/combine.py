@@ -29,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.ticks import CLOSE_FIELDS
 
-_LAST = ("close", "oi", *GREEK_FIELDS)  # fields taken from the last fine bar
+_LAST = ("close", "oi", *CLOSE_FIELDS)  # fields taken from the last fine bar
 
 
 class BarCombiner:

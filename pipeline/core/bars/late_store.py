@@ -18,13 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.core.bars.builder import (
-    N_GREEKS,
+    N_CLOSE_FIELDS,
     aggregate_groups,
     running_volume,
     trading_day,
 )
 from pipeline.core.bars.slots import NO_TS, SlotTable
-from pipeline.records.ticks import GREEK_FIELDS
+from pipeline.records.ticks import CLOSE_FIELDS
 
 RETAINED_DTYPE = np.dtype(
     [("exchange_ts", "<i8"), ("recv_ts", "<i8"), ("last_price", "<f8"), ("volume", "<i8"), ("oi", "<i8")]
@@ -43,7 +43,7 @@ class Group(NamedTuple):
     """One instrument's part of a closed bucket."""
 
     ticks: np.ndarray  # RETAINED_DTYPE, event order
-    greeks: np.ndarray  # of the last tick, len(GREEK_FIELDS)
+    greeks: np.ndarray  # of the last tick, len(CLOSE_FIELDS)
     m_end: int  # running maximum of the day's cumulative volume at the last tick
 
 
@@ -76,7 +76,7 @@ class ClosedBucket:
 
     @classmethod
     def empty(cls) -> ClosedBucket:
-        return cls(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, RETAINED_DTYPE), np.empty((0, N_GREEKS)),
+        return cls(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, RETAINED_DTYPE), np.empty((0, N_CLOSE_FIELDS)),
                    np.empty(0, np.int64))
 
     def get(self, slot: int) -> Group | None:
@@ -186,7 +186,7 @@ class LateTickStore:
             if cur is None or (int(all_ticks["exchange_ts"][-1]), int(all_ticks["recv_ts"][-1])) != (
                     int(cur.ticks["exchange_ts"][-1]), int(cur.ticks["recv_ts"][-1])):
                 last = ticks[hi - 1]  # the last tick is one of the new ones (the newest by event order)
-                greeks = np.array([last[g] for g in GREEK_FIELDS], np.float64)
+                greeks = np.array([last[g] for g in CLOSE_FIELDS], np.float64)
             closed.override[slot] = Group(all_ticks, greeks, -1)  # m_end: set by _rebuild
             merged.add((slot, b))
         return merged, first_seen, before

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE, TICK_DTYPE
+from pipeline.records.ticks import CLOSE_FIELDS, PRICED_TICK_DTYPE, TICK_DTYPE
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ class Reference:
         names = ticks.dtype.names
         for row in ticks:
             tick = {name: row[name].item() for name in names}
-            for g in GREEK_FIELDS:
+            for g in CLOSE_FIELDS:
                 tick.setdefault(g, math.nan)
             self.stats["ticks"] += 1
             ex, tok, recv = tick["exchange_ts"], tick["instrument_token"], tick["recv_ts"]
@@ -115,7 +115,7 @@ class Reference:
                     "tick_count": len(items),
                     "last_recv_ts": max(recvs),
                 }
-                for g in GREEK_FIELDS:
+                for g in CLOSE_FIELDS:
                     bar[g] = last[g]
                 out[(tok, b)] = bar
         return out
@@ -167,7 +167,7 @@ def ticks(rows: list[tuple], dtype: np.dtype = PRICED_TICK_DTYPE) -> np.ndarray:
         out[i]["oi"] = r[5] if len(r) > 5 else 0
         out[i]["bid"] = out[i]["ask"] = np.nan
     if dtype == PRICED_TICK_DTYPE:
-        for j, g in enumerate(GREEK_FIELDS):
+        for j, g in enumerate(CLOSE_FIELDS):
             out[g] = out["last_price"] / 100 + j
     return out
 
@@ -654,8 +654,8 @@ def test_tick_dtype_without_greeks_gives_nan_greeks() -> None:
     agg.add_ticks(ticks([(2, T0915 + 2, 2, 10.0, 0)]))
     agg.flush()
     one, two = sink.rows()
-    assert all(math.isnan(one[g]) for g in GREEK_FIELDS)
-    assert [two[g] for g in GREEK_FIELDS] == pytest.approx([0.1 + j for j in range(len(GREEK_FIELDS))])
+    assert all(math.isnan(one[g]) for g in CLOSE_FIELDS)
+    assert [two[g] for g in CLOSE_FIELDS] == pytest.approx([0.1 + j for j in range(len(CLOSE_FIELDS))])
 
 
 def test_one_on_bars_call_per_add_ticks_with_everything_it_closed() -> None:

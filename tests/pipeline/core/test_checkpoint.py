@@ -94,8 +94,9 @@ def test_restore_replaces_only_the_checkpointed_underlyings() -> None:
     assert other.restore(blob, other_pricer) == ["NIFTY"]
     assert set(other.states) == {"NIFTY"}
     nifty = index.underlying == "NIFTY"
-    np.testing.assert_array_equal(other_pricer.book[nifty], pricer.book[nifty])
-    assert np.isnan(other_pricer.book[~nifty]).all()
+    for name in ("last_price", "trade_ts", "volume", "bid", "ask", "quote_ts"):
+        np.testing.assert_array_equal(getattr(other_pricer.book, name)[nifty], getattr(pricer.book, name)[nifty])
+    assert np.isnan(other_pricer.book.last_price[~nifty]).all() and (other_pricer.book.trade_ts[~nifty] == 0).all()
     other.drop(["NIFTY"])
     assert other.states == {}
 
