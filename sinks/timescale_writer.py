@@ -107,7 +107,7 @@ _INSTRUMENT_COLUMNS = [
 ]
 
 _SIDE = [("close", "float8"), ("volume", "bigint"), ("oi", "bigint"), ("oi_change", "bigint"),
-         ("iv", "float8"), ("delta", "float8")]
+         ("iv", "float8"), ("delta", "float8"), ("mid_iv", "float8")]
 _STRIKE_COLUMNS = [
     ("underlying", "text"), ("expiry", "date"), ("strike", "float8"), ("bucket", "timestamptz"),
     ("forward", "float8"),
@@ -119,7 +119,7 @@ _CHAIN_COLUMNS = [
     ("underlying", "text"), ("expiry", "date"), ("bucket", "timestamptz"),
     ("total_call_oi", "bigint"), ("total_put_oi", "bigint"), ("pcr", "float8"), ("max_pain", "float8"),
     ("atm_strike", "float8"), ("atm_iv", "float8"), ("forward", "float8"),
-    ("call_volume", "bigint"), ("put_volume", "bigint"),
+    ("call_volume", "bigint"), ("put_volume", "bigint"), ("strikes_listed", "bigint"), ("strikes_covered", "bigint"),
     ("last_recv_ts", "timestamptz"),
 ]
 _UTC = dt.timezone.utc

@@ -17,7 +17,7 @@ import asyncpg
 from aiohttp import web
 from loguru import logger
 
-from pipeline.feed.ingestor import Ingestor, IngestStats, shards_for, universe_index
+from pipeline.feed.ingestor import Ingestor, IngestStats, plan_universe
 from pipeline.feed.instruments import load_instruments
 from pipeline.feed.kite_codec import warm_up_codec
 from pipeline.feed.sharding import ShardingError
@@ -68,17 +68,17 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
     warm_up_codec()  # compile the frame kernel now, not on the first live frame
     accounts = list(settings.kite_accounts_all()) or [KiteAccount(api_key="strikeflow", access_token="simulator")]
     rows = await asyncio.to_thread(load_instruments, settings, accounts[0], api_url)
-    index = universe_index(rows, settings)
+    universe = plan_universe(rows, settings, len(accounts))
+    index, shards = universe.subscribed, universe.shards
     if len(index) == 0:
         raise ShardingError(f"no instruments of {', '.join(settings.underlyings)} in the instruments master")
     instruments_task = None
     if pg_dsn:
-        chosen = set(index.tokens.tolist())
+        listed = set(universe.listed.tokens.tolist())  # every listed strike: the rollups count coverage from it
         instruments_task = asyncio.create_task(
-            _store_instruments(pg_dsn, settings.pg_schema, [r for r in rows if int(r["instrument_token"]) in chosen]))
+            _store_instruments(pg_dsn, settings.pg_schema, [r for r in rows if int(r["instrument_token"]) in listed]))
         # the worker prices from this table: give it a head start, but never wait on a dead database
         await asyncio.wait({instruments_task}, timeout=10)
-    shards = shards_for(index, settings, len(accounts))
     topic_task = asyncio.create_task(ensure_topic_eventually(
         kafka_url, settings.ticks_topic, settings.topic_partitions, settings.topic_replication_factor))
     producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)

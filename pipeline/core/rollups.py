@@ -23,7 +23,7 @@ last known close, oi, iv and delta, and with volume 0 and oi_change 0.
 Strike row (``STRIKE_BAR_DTYPE``, one per (expiry, strike, bucket) with at
 least one side known at ``b``; prefix ``call_``/``put_``):
 
-- close, oi (at the bar's close), iv, delta: of the side's state at ``b``;
+- close, oi (at the bar's close), iv, delta, mid_iv: of the side's state at ``b``;
 - volume: the side's bar volume in ``b`` (0 when it did not trade in ``b``);
 - oi_change: oi at this bucket's close minus oi at the instrument's previous
   bucket close known to the rollup; for the instrument's first known bar:
@@ -44,7 +44,12 @@ Chain row (``CHAIN_BAR_DTYPE``, one per (expiry, bucket)):
   to the lowest strike; NaN when the expiry's total OI is 0;
 - atm_strike: the listed strike nearest the forward (ties: lowest); NaN when
   the forward is NaN;
-- atm_iv: mean of the ATM call's and put's iv that are known (NaN if neither);
+- atm_iv: :func:`atm_iv` at the forward, from sides that are fresh in ``b``
+  (ticked in ``b``, ``stale`` 0 at their close), each side's ``mid_iv`` where it has
+  one, else its ``iv``: a carried-forward or stale IV never enters it;
+- strikes_listed: distinct strikes the instrument index lists for the expiry;
+  strikes_covered: strikes whose call and put OI are both known (PCR, max pain and
+  the totals are over the known ones: fewer covered than listed = partial);
 - call_volume / put_volume: sums of the bucket's option bar volumes.
 
 Versioning: a row's ``last_recv_ts`` is the max ``last_recv_ts`` of the bars
@@ -102,7 +107,7 @@ _HIST_DTYPE = np.dtype(
     [
         ("token", "<u4"), ("bucket", "<i8"), ("kind", "u1"), ("strike", "<f8"), ("expiry_ts", "<i8"),
         ("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_open", "<i8"), ("iv", "<f8"),
-        ("delta", "<f8"), ("forward", "<f8"), ("last_recv_ts", "<i8"),
+        ("delta", "<f8"), ("forward", "<f8"), ("last_recv_ts", "<i8"), ("mid_iv", "<f8"), ("stale", "<f8"),
     ]
 )
 _NO_TS = np.iinfo(np.int64).min
@@ -133,6 +138,43 @@ def max_pain(strikes: np.ndarray, call_oi: np.ndarray, put_oi: np.ndarray) -> fl
 def pcr(total_put_oi: int, total_call_oi: int) -> float:
     """Put-call ratio of open interest; NaN when there is no call OI."""
     return float(total_put_oi) / float(total_call_oi) if total_call_oi else float("nan")
+
+
+def atm_strike(strikes: np.ndarray, forward: float) -> float:
+    """The strike of ``strikes`` (ascending) nearest ``forward`` (ties: the lower); NaN without either."""
+    if len(strikes) == 0 or not np.isfinite(forward):
+        return float("nan")
+    return float(strikes[int(np.argmin(np.abs(strikes - forward)))])  # first minimum: the lower on ties
+
+
+def atm_iv(strikes: np.ndarray, forward: float, call_iv: np.ndarray, put_iv: np.ndarray) -> float:
+    """IV at the forward (DESIGN.md "ATM IV"), from out-of-the-money sides: between the listed strikes
+    ``K_lo < F < K_hi`` bracketing it, linear in strike from the put's IV at ``K_lo`` to the call's at
+    ``K_hi``; when only one of the two is known, that one; at ``F`` equal to a listed strike, the mean of
+    the call and put known there. NaN when F is outside the listed strikes or nothing usable is known.
+    ``call_iv``/``put_iv`` are aligned with ``strikes`` (ascending), NaN where a side may not be used
+    (missing, stale): the caller decides freshness."""
+    if len(strikes) == 0 or not np.isfinite(forward):
+        return float("nan")
+    hi = int(np.searchsorted(strikes, forward))
+    if hi < len(strikes) and strikes[hi] == forward:
+        return _nanmean(np.array([call_iv[hi], put_iv[hi]]))
+    if hi == 0 or hi == len(strikes):
+        return float("nan")
+    lo = hi - 1
+    below, above = float(put_iv[lo]), float(call_iv[hi])
+    if np.isnan(below) or np.isnan(above):
+        return above if np.isnan(below) else below  # NaN when both are
+    w = (forward - strikes[lo]) / (strikes[hi] - strikes[lo])
+    return below + w * (above - below)
+
+
+def listed_strikes(index: InstrumentIndex, underlying: str | None, expiry_ts: int) -> int:
+    """How many distinct strikes ``index`` lists for the options of (``underlying``, ``expiry_ts``)."""
+    m = np.isin(index.kind, (InstrumentKind.CALL, InstrumentKind.PUT)) & (index.expiry_ts == expiry_ts)
+    if underlying is not None:
+        m &= index.underlying == underlying
+    return len(np.unique(index.strike[m]))
 
 
 def _nanmedian(values: np.ndarray) -> float:
@@ -173,6 +215,7 @@ class OIRollup:
         self.retain_s = float(retain_s)
         self._hist = np.empty(0, _HIST_DTYPE)  # sorted by (token, bucket), unique
         self._expiry_name: dict[int, str] = {}
+        self._listed: dict[int, int] = {}  # expiry_ts -> strikes the index lists (both sides or one)
         self._newest_bucket: int | None = None
         self._start_bucket: int | None = None  # bars older than this are dropped (set by start())
         self._first_complete: int | None = None  # rows older than this are suppressed (set by start())
@@ -257,11 +300,12 @@ class OIRollup:
         out["kind"] = index.kind[p]
         out["strike"] = index.strike[p]
         out["expiry_ts"] = index.expiry_ts[p]
-        for name in ("close", "volume", "oi", "oi_open", "iv", "delta", "forward", "last_recv_ts"):
+        for name in ("close", "volume", "oi", "oi_open", "iv", "delta", "forward", "last_recv_ts", "mid_iv", "stale"):
             out[name] = b[name]
         ets, first = np.unique(out["expiry_ts"], return_index=True)
         for e, name in zip(ets.tolist(), index.expiry[p[first]].tolist(), strict=True):
             self._expiry_name.setdefault(e, name)
+            self._listed[e] = listed_strikes(index, self.underlying, e)
         return out
 
     def _affected(self, new: np.ndarray, old: np.ndarray) -> list[tuple[int, int]]:
@@ -309,7 +353,7 @@ class OIRollup:
         for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
             m = cur["kind"] == kind
             at = inv[m]
-            for name in ("close", "iv", "delta"):
+            for name in ("close", "iv", "delta", "mid_iv"):
                 rows[f"{side}_{name}"] = np.nan
                 rows[f"{side}_{name}"][at] = cur[name][m]
             for name, values in (("volume", volume), ("oi", cur["oi"]), ("oi_change", oi_change)):
@@ -324,12 +368,10 @@ class OIRollup:
         c["pcr"] = pcr(total_put, total_call)
         c["max_pain"] = max_pain(strikes, side_oi["call"], side_oi["put"])
         c["forward"] = forward
-        if np.isnan(forward):
-            c["atm_strike"] = c["atm_iv"] = np.nan
-        else:
-            a = int(np.argmin(np.abs(strikes - forward)))  # first minimum: lowest strike on ties
-            c["atm_strike"] = strikes[a]
-            c["atm_iv"] = _nanmean(np.array([rows["call_iv"][a], rows["put_iv"][a]]))
+        c["atm_strike"] = atm_strike(strikes, forward)
+        c["atm_iv"] = atm_iv(strikes, forward, *_fresh_ivs(cur, traded, inv, len(strikes)))
+        c["strikes_listed"] = self._listed.get(expiry_ts, 0)
+        c["strikes_covered"] = int(((rows["call_oi"] != MISSING_INT) & (rows["put_oi"] != MISSING_INT)).sum())
         c["call_volume"] = int(volume[cur["kind"] == InstrumentKind.CALL].sum())
         c["put_volume"] = int(volume[cur["kind"] == InstrumentKind.PUT].sum())
         c["last_recv_ts"] = int(fed_ts.max())
@@ -356,6 +398,18 @@ class OIRollup:
         self._hist = h[~(old & next_is_old_same)]
 
 
+def _fresh_ivs(cur: np.ndarray, traded: np.ndarray, inv: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(call, put) IVs per strike that the ATM interpolation may use: sides fresh in the bucket (ticked in it,
+    not stale at their close), each its ``mid_iv`` where it has one, else its ``iv``; NaN elsewhere."""
+    out = []
+    for kind in (InstrumentKind.CALL, InstrumentKind.PUT):
+        m = (cur["kind"] == kind) & traded & (cur["stale"] == 0)
+        side = np.full(n, np.nan)
+        side[inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
+        out.append(side)
+    return out[0], out[1]
+
+
 def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     """Union sorted by (token, bucket); per (token, bucket) the newest ``last_recv_ts`` wins (a tie: the new bar)."""
     both = np.concatenate([old, new]) if len(old) else new
@@ -366,4 +420,4 @@ def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return both[keep]
 
 
-__all__ = ["OIRollup", "max_pain", "pcr"]
+__all__ = ["OIRollup", "atm_iv", "atm_strike", "listed_strikes", "max_pain", "pcr"]

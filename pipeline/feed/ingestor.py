@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import time
 from collections.abc import Sequence
@@ -189,10 +190,51 @@ class Ingestor:
                 self.stats.clock_records += 1
 
 
-def universe_index(rows: list[dict], settings: Settings) -> InstrumentIndex:
-    return InstrumentIndex.from_rows(
-        select_universe(rows, settings.underlyings, settings.expiries, settings.strikes_around_atm)
-    )
+@dataclass(frozen=True)
+class Universe:
+    """What the ingestor stores and subscribes: ``listed`` every instrument of the chosen expiries (stored,
+    so the rollups know every listed strike), ``subscribed`` what fits the connections, and their shards."""
+
+    listed: InstrumentIndex
+    subscribed: InstrumentIndex
+    shards: list[Shard]
+    strikes_each_side: int | None  # None = every listed strike
+
+
+def plan_universe(rows: list[dict], settings: Settings, n_accounts: int, today: dt.date | None = None) -> Universe:
+    """The universe to store and subscribe (DESIGN.md "PCR": over every listed strike).
+
+    With ``strikes_around_atm`` set, exactly that many strikes each side (a ShardingError when the
+    connections cannot hold them). Unset: every listed strike; when that needs more connections than
+    the accounts allow, the most strikes each side that fit, the farthest dropped first, with a warning
+    (the chain rows' ``strikes_covered`` then falls short of ``strikes_listed``).
+    """
+    def pick(k: int | None) -> InstrumentIndex:
+        return InstrumentIndex.from_rows(select_universe(rows, settings.underlyings, settings.expiries, k, today))
+
+    listed = pick(None)
+    if settings.strikes_around_atm is not None:
+        chosen = pick(settings.strikes_around_atm)
+        return Universe(listed, chosen, shards_for(chosen, settings, n_accounts), settings.strikes_around_atm)
+    try:
+        return Universe(listed, listed, shards_for(listed, settings, n_accounts), None)
+    except ShardingError:
+        pass
+    lo, hi = 0, max(len(np.unique(listed.strike)), 1)  # k = lo fits (or nothing does), k = hi does not
+    shards_for(pick(0), settings, n_accounts)  # not even the money fits: the ShardingError says why
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            shards_for(pick(mid), settings, n_accounts)
+            lo = mid
+        except ShardingError:
+            hi = mid
+    chosen = pick(lo)
+    logger.warning("the connection budget ({} account(s) x {} connections x {} tokens) holds {} of {} listed "
+                   "instruments: subscribing {} strikes each side of the money; add accounts for the full chain",
+                   n_accounts, settings.kite_max_connections_per_key, settings.kite_max_tokens_per_connection,
+                   len(chosen), len(listed), lo)
+    return Universe(listed, chosen, shards_for(chosen, settings, n_accounts), lo)
 
 
 def shards_for(index: InstrumentIndex, settings: Settings, n_accounts: int) -> list[Shard]:

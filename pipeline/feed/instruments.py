@@ -73,13 +73,13 @@ def select_universe(
     rows: Sequence[Mapping[str, Any]],
     underlyings: Sequence[str],
     expiries: int,
-    strikes_around_atm: int,
+    strikes_around_atm: int | None,
     today: dt.date | None = None,
 ) -> list[Mapping[str, Any]]:
     """The instruments to subscribe: per underlying, its index row, its futures of the chosen
     expiries (and the nearest future in any case), and the options of the ``expiries`` nearest
     option expiries on or after ``today`` with ``strikes_around_atm`` strikes each side of the
-    money (both CE and PE).
+    money (both CE and PE); ``None`` = every listed strike of those expiries.
 
     The money is the index row's ``last_price`` in the master (a snapshot of the day), else
     the nearest future's, else the middle listed strike. ``today`` defaults to the IST date.
@@ -111,6 +111,9 @@ def select_universe(
             chain = [r for r in options if parse_date(r["expiry"]) == expiry]
             strikes = sorted({float(r["strike"]) for r in chain})
             if not strikes:
+                continue
+            if strikes_around_atm is None:
+                selected.extend(chain)
                 continue
             anchor = spot if spot is not None else strikes[len(strikes) // 2]
             atm = min(range(len(strikes)), key=lambda i: abs(strikes[i] - anchor))

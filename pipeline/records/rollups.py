@@ -20,7 +20,8 @@ from pipeline.records.kinds import RecordKind
 MISSING_INT = np.iinfo(np.int64).min  # an int column of a side with no known bar (NULL downstream)
 
 _KEY = [("underlying", "S24"), ("expiry", "S10"), ("interval_s", "<i4"), ("bucket", "<i8")]
-_SIDE = [("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_change", "<i8"), ("iv", "<f8"), ("delta", "<f8")]
+_SIDE = [("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_change", "<i8"), ("iv", "<f8"), ("delta", "<f8"),
+         ("mid_iv", "<f8")]
 
 STRIKE_BAR_DTYPE = np.dtype(
     _KEY
@@ -41,6 +42,8 @@ CHAIN_BAR_DTYPE = np.dtype(
         ("forward", "<f8"),
         ("call_volume", "<i8"),
         ("put_volume", "<i8"),
+        ("strikes_listed", "<i8"),
+        ("strikes_covered", "<i8"),
         ("last_recv_ts", "<i8"),
     ]
 )

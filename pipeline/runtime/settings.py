@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # --- universe ---
     underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
     expiries: int = Field(2, ge=1, le=12, description="nearest expiries per underlying")
-    strikes_around_atm: int = Field(10, ge=0, le=200, description="strikes each side of the money")
+    strikes_around_atm: int | None = Field(None, ge=0, le=500, description="strikes each side of the money to subscribe; unset (the default) = every listed strike of the chosen expiries, so PCR, max pain and OI totals cover the whole chain, narrowed from the farthest strikes only when the connection budget cannot hold them (logged; chain rows show strikes_covered < strikes_listed)")
 
     # --- analytics ---
     risk_free_rate: float = Field(0.065, ge=-0.05, le=0.5, description="annual, continuously compounded")

@@ -6,7 +6,9 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   ``{"underlying": "NIFTY", "ticks": [{"token", "symbol", "exchange_ts" (epoch s),
   "recv_ts" (epoch µs), "last_price", "volume", "oi", "bid", "ask"}, ...]}``;
   option ticks also carry ``"expiry"`` ("YYYY-MM-DD"), ``"strike"``, ``"type"``
-  ("CE"/"PE") and ``"forward", "iv", "delta", "gamma", "theta", "vega", "rho"``.
+  ("CE"/"PE") and ``"forward", "iv", "delta", "gamma", "theta", "vega", "rho"``,
+  ``"mid_iv"``, ``"forward_source"`` ("future"/"parity"/"carry"), ``"stale"`` and
+  ``"near_expiry"`` (booleans; see ``pipeline.core.pricing``).
   Futures carry ``"expiry"`` and ``"type": "FUT"``, the index ``"type": "INDEX"``.
 - ``tick:<instrument_token>`` — only with ``per_instrument=True``: the latest published
   tick of each instrument in the batch (same object as in the batch message).
@@ -26,7 +28,7 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   ``pipeline.core.rollups``): ``{"underlying", "expiry", "interval_s", "timeframe",
   "bucket" (epoch s), "total_call_oi", "total_put_oi", "pcr", "max_pain",
   "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
-  "last_recv_ts" (epoch µs)}``.
+  "strikes_listed", "strikes_covered", "last_recv_ts" (epoch µs)}``.
 
 Every message carries ``"schema_version"``; bar objects carry ``"correction"``
 (true when the bar replaces one published before). Missing numbers (NaN) are

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 BAR_COLUMNS = {"bucket", "instrument_token", "open", "high", "low", "close", "volume", "oi", "oi_open", "oi_high",
                "oi_low", "vwap", "tick_count", "forward", "iv", "delta", "gamma", "theta", "vega", "rho",
                "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry"}
-SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta"}
+SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta", "mid_iv"}
 EXPECTED = {
     "instruments": {"instrument_token", "exchange_token", "tradingsymbol", "name", "expiry", "strike", "tick_size",
                     "lot_size", "instrument_type", "segment", "exchange", "last_price", "updated_at"},
@@ -25,7 +25,8 @@ EXPECTED = {
     **{f"strike_bars_{tf}": {"underlying", "expiry", "strike", "bucket", "forward", "last_recv_ts"}
        | {f"call_{c}" for c in SIDE} | {f"put_{c}" for c in SIDE} for tf in ("1m", "5m", "15m")},
     **{f"chain_bars_{tf}": {"underlying", "expiry", "bucket", "total_call_oi", "total_put_oi", "pcr", "max_pain",
-                            "atm_strike", "atm_iv", "forward", "call_volume", "put_volume", "last_recv_ts"}
+                            "atm_strike", "atm_iv", "forward", "call_volume", "put_volume", "last_recv_ts",
+                            "strikes_listed", "strikes_covered"}
        for tf in ("1m", "5m", "15m")},
 }
 PRIMARY_KEYS = {

@@ -54,7 +54,9 @@ async def test_rollup_rows_written_read_back_late_version_wins(pg_dsn, pg_schema
     assert (c["underlying"], c["expiry"], c["bucket"]) == ("NIFTY", h.EXPIRY, bucket)
     assert c["total_call_oi"] == 9500 and c["total_put_oi"] == 12000
     assert c["pcr"] == pytest.approx(12000 / 9500) and c["max_pain"] == 22000.0
-    assert c["atm_strike"] == 22000.0 and c["atm_iv"] == pytest.approx(0.15) and c["forward"] == 22100.0
+    assert c["atm_strike"] == 22000.0 and c["forward"] == 22100.0
+    assert c["atm_iv"] is None  # the forward is above the only listed strike: no two strikes bracket it
+    assert (c["strikes_listed"], c["strikes_covered"]) == (1, 1) and s["call_mid_iv"] == pytest.approx(0.149)
     assert c["call_volume"] == 1500 and c["put_volume"] == 1500
     assert c["last_recv_ts"] == dt.datetime.fromtimestamp(1_900_000_099, UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.core.rollups import OIRollup, max_pain
+from pipeline.core.rollups import OIRollup, atm_iv, max_pain
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.columnar import BatchFormatError
 from pipeline.records.instruments import InstrumentIndex
@@ -47,7 +47,7 @@ def _index(strikes=STRIKES, expiries=(EXPIRY,), underlying="NIFTY") -> Instrumen
 
 
 def _bars(tokens, bucket=T0, *, oi=1000, oi_open=None, close=100.0, volume=50, iv=0.15, delta=0.5,
-          forward=22040.0, recv=None, interval_s=60) -> np.ndarray:
+          forward=22040.0, recv=None, interval_s=60, mid_iv=np.nan, stale=0.0) -> np.ndarray:
     n = len(tokens)
     out = np.zeros(n, BAR_DTYPE)
     out["instrument_token"] = tokens
@@ -60,6 +60,8 @@ def _bars(tokens, bucket=T0, *, oi=1000, oi_open=None, close=100.0, volume=50, i
     out["iv"] = iv
     out["delta"] = delta
     out["forward"] = forward
+    out["mid_iv"] = mid_iv
+    out["stale"] = stale
     out["last_recv_ts"] = (bucket + 59) * 1_000_000 if recv is None else recv
     return out
 
@@ -215,22 +217,66 @@ def test_older_redelivery_does_not_replace_newer_bar():
 # ------------------------------------------------------------------ ATM, forward
 
 
-def test_atm_strike_nearest_forward_iv_mean_of_known_sides():
+def test_atm_iv_interpolates_from_the_otm_put_below_to_the_otm_call_above():
     index = _index()
-    tokens = [_token(22100.0, "CE"), _token(22100.0, "PE"), _token(22000.0, "CE")]
-    bars = _bars(tokens, forward=np.array([22080.0, 22090.0, 22060.0]), iv=np.array([0.10, 0.20, 0.5]))
+    tokens = [_token(22000.0, "PE"), _token(22100.0, "CE"), _token(22000.0, "CE"), _token(22100.0, "PE")]
+    bars = _bars(tokens, forward=np.array([22040.0, 22040.0, 22030.0, 22050.0]),
+                 iv=np.array([0.20, 0.10, 0.5, 0.9]))  # the in-the-money sides (0.5, 0.9) never enter
     strike, chain = OIRollup("NIFTY", 60).update(bars, index)
-    assert chain["forward"][0] == 22080.0  # median of the bucket's bars
-    assert (strike["forward"] == 22080.0).all()
-    assert chain["atm_strike"][0] == 22100.0 and chain["atm_iv"][0] == pytest.approx(0.15)
+    assert chain["forward"][0] == 22040.0  # median of the bucket's bars
+    assert (strike["forward"] == 22040.0).all()
+    w = (22040.0 - 22000.0) / 100.0
+    assert chain["atm_strike"][0] == 22000.0
+    assert chain["atm_iv"][0] == pytest.approx(0.20 + w * (0.10 - 0.20))
 
 
-def test_atm_iv_only_known_side_and_tie_lowest_strike():
+def test_atm_iv_leaves_out_a_stale_side_and_uses_the_fresh_one():
+    """The issue's case: a fresh 0.20 and a stale 0.13 gave 0.165; the stale one is reported, not used."""
     index = _index()
     bars = _bars([_token(22000.0, "PE"), _token(22100.0, "CE")], forward=22050.0,
-                 iv=np.array([0.18, np.nan]))
+                 iv=np.array([0.20, 0.13]), stale=np.array([0.0, 1.0]))
+    strike, chain = OIRollup("NIFTY", 60).update(bars, index)
+    assert chain["atm_iv"][0] == pytest.approx(0.20)
+    assert _by_strike(strike)[22100.0]["call_iv"] == 0.13
+
+
+def test_atm_iv_leaves_out_a_side_carried_forward_from_an_older_bucket():
+    index = _index()
+    rollup = OIRollup("NIFTY", 60)
+    rollup.update(_bars([_token(22100.0, "CE")], T0, forward=22050.0, iv=0.13), index)
+    _, chain = rollup.update(_bars([_token(22000.0, "PE")], T0 + 60, forward=22050.0, iv=0.20), index)
+    assert chain["atm_iv"][0] == pytest.approx(0.20)
+
+
+def test_atm_iv_prefers_each_sides_mid_iv():
+    index = _index()
+    bars = _bars([_token(22000.0, "PE"), _token(22100.0, "CE")], forward=22050.0,
+                 iv=np.array([0.30, 0.30]), mid_iv=np.array([0.16, np.nan]))
     _, chain = OIRollup("NIFTY", 60).update(bars, index)
+    assert chain["atm_iv"][0] == pytest.approx(0.16 + 0.5 * (0.30 - 0.16))
+
+
+def test_atm_iv_at_a_listed_strike_is_the_mean_of_its_sides_and_ties_go_to_the_lower_strike():
+    index = _index()
+    at = _bars([_token(22000.0, "PE"), _token(22000.0, "CE")], forward=22000.0, iv=np.array([0.18, 0.14]))
+    _, chain = OIRollup("NIFTY", 60).update(at, index)
+    assert chain["atm_strike"][0] == 22000.0 and chain["atm_iv"][0] == pytest.approx(0.16)
+    tie = _bars([_token(22000.0, "PE"), _token(22100.0, "CE")], forward=22050.0, iv=np.array([0.18, np.nan]))
+    _, chain = OIRollup("NIFTY", 60).update(tie, index)
     assert chain["atm_strike"][0] == 22000.0 and chain["atm_iv"][0] == pytest.approx(0.18)
+
+
+def test_atm_iv_outside_the_listed_strikes_is_nan():
+    assert np.isnan(atm_iv(np.array(STRIKES), 21800.0, np.array([0.1, 0.1, 0.1]), np.array([0.1, 0.1, 0.1])))
+    assert np.isnan(atm_iv(np.array(STRIKES), 22050.0, np.full(3, np.nan), np.full(3, np.nan)))
+
+
+def test_chain_rows_count_listed_and_covered_strikes():
+    index = _index(strikes=(21800.0, 21900.0, 22000.0, 22100.0, 22200.0))
+    tokens = [_token(21900.0, "CE"), _token(21900.0, "PE"), _token(22000.0, "CE"), _token(22000.0, "PE"),
+              _token(22100.0, "CE")]  # 22100's put and 21800/22200 never ticked
+    _, chain = OIRollup("NIFTY", 60).update(_bars(tokens), index)
+    assert (chain["strikes_listed"][0], chain["strikes_covered"][0]) == (5, 2)
 
 
 def test_forward_unknown_atm_nan():
@@ -287,7 +333,7 @@ def test_prune_keeps_baseline_for_carry_forward():
 def test_encode_decode_roundtrip_both_arrays():
     strike, chain = OIRollup("NIFTY", 60).update(_chain_bars([1, 2, 3], [4, 5, 6]), _index())
     key, s, c = decode_rollups(encode_rollups("NIFTY", strike, chain))
-    assert key == "NIFTY" and (s == strike).all() and (c == chain).all()
+    assert key == "NIFTY" and s.tobytes() == strike.tobytes() and c.tobytes() == chain.tobytes()  # NaN-safe
     key, s, c = decode_rollups(encode_rollups("NIFTY", strike[:0], chain[:0]))
     assert len(s) == 0 and len(c) == 0
 

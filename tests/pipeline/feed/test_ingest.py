@@ -16,9 +16,8 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline.feed.ingestor import (
     Ingestor,
-    shards_for,
+    plan_universe,
     split_by_underlying,
-    universe_index,
 )
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
@@ -53,12 +52,11 @@ async def start_ingest(kafka_url: str, unique_name: str):  # noqa: ANN201
                                     "underlyings": ("NIFTY",), "expiries": 1, "strikes_around_atm": 2,
                                     "kite_silence_timeout_s": 1.0, **overrides})
         accounts = accounts or [KiteAccount(api_key="k", access_token="t")]
-        index = universe_index(simulator.rows, settings)
+        universe = plan_universe(simulator.rows, settings, len(accounts))
         await ensure_topic(kafka_url, settings.ticks_topic, 2)
         producer = TickProducer(kafka_url, settings.ticks_topic, 1 << 20)
         await producer.start()
-        ingestor = Ingestor(settings, index, shards_for(index, settings, len(accounts)), accounts, producer,
-                            f"ws://{addr}")
+        ingestor = Ingestor(settings, universe.subscribed, universe.shards, accounts, producer, f"ws://{addr}")
         run = Running(ingestor, asyncio.create_task(ingestor.run()), producer)
         running.append(run)
         return run

@@ -1,14 +1,19 @@
 import datetime as dt
 
+import numpy as np
 import pytest
 
+from pipeline.feed.ingestor import plan_universe
 from pipeline.feed.instruments import (
     INSTRUMENT_COLUMNS,
     instruments_csv,
     parse_instruments_csv,
     select_universe,
 )
+from pipeline.feed.sharding import ShardingError
 from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import InstrumentKind
+from pipeline.runtime.settings import Settings, load_settings
 from pipeline.sim.market import (
     DEFAULT_UNDERLYINGS,
     build_instruments,
@@ -91,3 +96,38 @@ def test_selected_universe_builds_an_instrument_index_with_both_underlyings() ->
     chosen = select_universe(_rows(), ["NIFTY", "BANKNIFTY"], expiries=1, strikes_around_atm=2, today=START)
     index = InstrumentIndex.from_rows(chosen)
     assert set(index.underlying.tolist()) == {"NIFTY", "BANKNIFTY"}
+
+
+def test_select_universe_without_a_strike_count_takes_every_listed_strike() -> None:
+    chosen = select_universe(_rows(), ["NIFTY"], expiries=2, strikes_around_atm=None, today=START)
+    options = [r for r in chosen if r["instrument_type"] in ("CE", "PE")]
+    assert len(options) == 2 * 41 * 2  # 2 expiries x every listed strike (20 each side + the money) x CE/PE
+
+
+def _settings(**overrides) -> Settings:  # noqa: ANN003
+    return load_settings(underlyings=("NIFTY",), expiries=2, **overrides)
+
+
+def test_plan_universe_by_default_subscribes_and_stores_the_full_chain() -> None:
+    universe = plan_universe(_rows(), _settings(), 1, today=START)
+    assert universe.strikes_each_side is None
+    np.testing.assert_array_equal(universe.subscribed.tokens, universe.listed.tokens)
+    assert len(np.unique(universe.listed.strike[universe.listed.strike > 0])) == 41
+
+
+def test_plan_universe_over_the_connection_budget_narrows_from_the_farthest_strikes() -> None:
+    settings = _settings(kite_max_tokens_per_connection=100, kite_max_connections_per_key=1)
+    universe = plan_universe(_rows(), settings, 1, today=START)
+    options = np.isin(universe.subscribed.kind, (InstrumentKind.CALL, InstrumentKind.PUT))
+    k = universe.strikes_each_side
+    assert k is not None and options.sum() == 2 * 2 * (2 * k + 1)
+    assert sum(len(s.tokens) for s in universe.shards) <= 100
+    wider = select_universe(_rows(), ["NIFTY"], 2, k + 1, today=START)
+    assert len(wider) > 100  # one more strike each side would not fit
+    assert len(universe.listed) > len(universe.subscribed)  # the listed chain is still stored: coverage shows
+
+
+def test_plan_universe_with_an_explicit_strike_count_that_does_not_fit_raises() -> None:
+    settings = _settings(kite_max_tokens_per_connection=50, kite_max_connections_per_key=1, strikes_around_atm=20)
+    with pytest.raises(ShardingError, match="connections"):
+        plan_universe(_rows(), settings, 1, today=START)
