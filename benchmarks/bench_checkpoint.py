@@ -38,7 +38,7 @@ from pipeline.sim.market import (  # noqa: E402
     session_start_ts,
 )
 
-DAY = dt.date(2026, 11, 24)
+DAY = dt.date(2026, 11, 25)
 
 
 def _run(seconds: int, rate: int) -> tuple[TickProcessor, OptionPricer, int, float]:

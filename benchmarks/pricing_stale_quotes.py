@@ -35,7 +35,7 @@ from pipeline.records.kinds import InstrumentKind  # noqa: E402
 from pipeline.records.ticks import FORWARD_SOURCES, MODE_FULL, TICK_DTYPE  # noqa: E402
 from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts  # noqa: E402
 
-DAY, R, VOL = dt.date(2026, 11, 23), 0.065, 0.15
+DAY, R, VOL = dt.date(2026, 12, 28), 0.065, 0.15  # Monday; Tuesday 29th is a weekly and the monthly expiry
 T0 = int(session_start_ts(DAY)) + 600
 T1 = T0 + 180
 SPOT0, SPOT1 = 24500.0, 24560.0

@@ -114,10 +114,12 @@ class BenchRun:
 
     def _start_pipeline(self, services: LocalServices, env: dict[str, str]) -> None:
         u = self.universe
-        start = dt.datetime.now(dt.timezone.utc).isoformat()  # exchange time = wall time (bar latency)
+        start = dt.datetime.now(dt.timezone.utc).isoformat()  # exchange time = wall time (bar latency), so the
+        # market trades around the clock rather than only in the session hours of the day it happens to be
         sim = self._spawn("simulator", ["simulate", "--port", "0", "--speed", "1", "--rate", str(self.args.rate),
-                                        "--start", start, "--underlyings", ",".join(u.underlyings),
-                                        "--expiries", str(u.expiries), "--strikes", str(u.strikes)], env)
+                                        "--start", start, "--around-the-clock", "--underlyings",
+                                        ",".join(u.underlyings), "--expiries", str(u.expiries),
+                                        "--strikes", str(u.strikes)], env)
         port = int(_wait_for_line(sim, r"listening on ws://[\d.]+:(\d+)", 60).group(1))
         self.urls["simulator"] = f"http://{LOOPBACK}:{port}"
         for i in range(self.args.workers):

@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="ticks per wall second over all connections")
     parser.add_argument("--step-ms", type=float, default=50.0, help="wall milliseconds between market steps")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST today)")
+    parser.add_argument("--around-the-clock", action="store_true",
+                        help="trade at any hour on any day (no pre-open, close or holidays): for runs whose "
+                             "exchange time is the wall time, such as `strikeflow bench`")
+    parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST of today, or of the last trading day before it)")
     parser.add_argument("--max-tokens", type=int, default=3000, help="instruments per connection")
     parser.add_argument("--max-connections", type=int, default=3, help="connections per api_key")
     parser.add_argument("--drop-every", type=float, default=0.0, help="fault: drop all connections every S seconds")
@@ -55,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         host=args.host, port=args.port, api_key=args.api_key, access_token=args.access_token,
         underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",")), expiries=args.expiries,
         strikes=args.strikes, speed=args.speed, rate=args.rate, step_s=args.step_ms / 1000, seed=args.seed,
-        start=start, max_tokens=args.max_tokens,
+        start=start, around_the_clock=args.around_the_clock, max_tokens=args.max_tokens,
         max_connections=args.max_connections, drop_every_s=args.drop_every, refuse_for_s=args.refuse_for,
         malformed_every=args.malformed_every, replay=args.replay, record=args.record,
     )

@@ -21,9 +21,17 @@ What it models, and the units:
   real feed: the index and futures often, options by a Gaussian in
   standardised moneyness ``ln(K/F) / (vol sqrt(t))`` (near the money often,
   far strikes rarely, the farthest almost never) and less for later expiries.
-- Trading: each tick of an instrument is a trade of a whole number of lots;
-  cumulative day volume only increases; OI moves in multiples of the lot and
-  never below 0; five depth levels each side one tick apart around the price.
+- Trading: in the continuous session (09:15-15:30 IST) an instrument's tick
+  is a trade of a whole number of lots with probability ``trade_share``, else
+  only its quote moves (``last_price`` stays the last trade's, the five depth
+  levels each side sit one tick apart around the model price, which follows
+  the index). Cumulative day volume only increases within a day and starts
+  from 0 on the next (yesterday's last trade becomes the close); OI moves in
+  multiples of the lot and never below 0.
+- Session and calendar (``exchange_calendar``): the index moves in the
+  pre-open (09:00-09:08, no derivatives trading) and the session; nothing
+  ticks outside them. Expiries on an NSE holiday move to the previous trading
+  day (the shipped holiday list, ``nse_holidays.csv``).
 
 Time enters only as the ``now`` argument (epoch seconds of exchange time), so a
 seed and a start time give the same market on every run.
@@ -43,6 +51,7 @@ import greeks
 from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL
 from pipeline.records.instruments import expiry_close_ts, positions_in
 from pipeline.records.time_units import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
+from pipeline.sim.exchange_calendar import Phase, phase_at, previous_trading_day, trading_date
 
 TICK_SIZE = 0.05
 NFO_SEGMENT = 2
@@ -89,11 +98,12 @@ def _last_weekday(year: int, month: int, weekday: int) -> dt.date:
 
 
 def monthly_expiries(start: dt.date, n: int, weekday: int = TUESDAY) -> list[dt.date]:
-    """The next ``n`` monthly expiries (the month's last ``weekday``, Tuesday by default) on or after ``start``."""
+    """The next ``n`` monthly expiries (the month's last ``weekday``, Tuesday by default, moved to the
+    previous trading day when it is a holiday) on or after ``start``."""
     out: list[dt.date] = []
     year, month = start.year, start.month
     while len(out) < n:
-        day = _last_weekday(year, month, weekday)
+        day = previous_trading_day(_last_weekday(year, month, weekday))
         if day >= start:
             out.append(day)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
@@ -101,11 +111,18 @@ def monthly_expiries(start: dt.date, n: int, weekday: int = TUESDAY) -> list[dt.
 
 
 def option_expiries(start: dt.date, n: int, weekly: bool, weekday: int = TUESDAY) -> list[dt.date]:
-    """The next ``n`` option expiries: every ``weekday`` when ``weekly``, else monthly."""
+    """The next ``n`` option expiries on or after ``start``: every ``weekday`` when ``weekly``, else monthly;
+    one that falls on a holiday moves to the previous trading day (``exchange_calendar``)."""
     if not weekly:
         return monthly_expiries(start, n, weekday)
-    first = start + dt.timedelta(days=(weekday - start.weekday()) % 7)
-    return [first + dt.timedelta(weeks=i) for i in range(n)]
+    out: list[dt.date] = []
+    day = start - dt.timedelta(days=(start.weekday() - weekday) % 7)  # this week's, maybe before start
+    while len(out) < n:
+        shifted = previous_trading_day(day)
+        if shifted >= start:
+            out.append(shifted)
+        day += dt.timedelta(weeks=1)
+    return out
 
 
 def _symbol(name: str, expiry: dt.date, monthly: bool, tail: str) -> str:
@@ -167,12 +184,16 @@ class Market:
 
     skew = -3.0
     curvature = 40.0
+    trade_share = 0.5  # of an instrument's ticks in the session, the share that are trades (the rest: quotes)
     jumps_per_day = 3.0
     jump_size = 0.004
 
     def __init__(self, rows: Sequence[dict], specs: Sequence[UnderlyingSpec], start_ts: float, *, seed: int = 1,
-                 r: float = 0.065) -> None:
+                 r: float = 0.065, around_the_clock: bool = False) -> None:
+        """``around_the_clock``: trade at any hour on any day (no session phases, no holidays; a new IST
+        date still starts a new trading day), for runs whose exchange time is the wall time."""
         self.rng = np.random.default_rng(seed)
+        self.around_the_clock = around_the_clock
         self.r = r
         self.now = float(start_ts)
         self.specs = {s.name: s for s in specs}
@@ -204,6 +225,8 @@ class Market:
         self.turnover = self.volume * self.price
         self.last_qty = np.where(self.is_index, 0, self.lot)
         self.last_trade_ts = np.full(n, int(start_ts), dtype=np.int64)
+        self.last_trade_price = self.price.copy()  # what last_price shows: the quotes move without trades
+        self.day = trading_date(start_ts)
         moneyness = np.where(self.is_option, np.log(np.where(self.strike > 0, self.strike, 1) / self._spot_of()), 0.0)
         base_lots = np.where(self.is_option, 2000 * np.exp(-(moneyness / 0.03) ** 2) + 50, 5000)
         self.oi = np.where(self.is_index, 0, self.lot * self.rng.poisson(base_lots)).astype(np.int64)
@@ -218,7 +241,8 @@ class Market:
     def _liquidity(self) -> np.ndarray:
         """Relative tick rates (any scale): index and futures 20, an at-the-money option of the nearest
         expiry about 10, falling as a Gaussian in standardised moneyness and by half per later expiry,
-        with a floor of 0.002 (a far strike ticks a few times an hour at a realistic rate)."""
+        with a floor of 0.002 (a far strike ticks a few times an hour at a realistic rate). In the
+        pre-open only the index ticks; outside the session nothing does."""
         spot = self._spot_of()
         t = np.maximum(self.expiry_ts - self.now, 6 * 3600) / SECONDS_PER_YEAR
         vol = np.array([self.atm_vol[u] for u in self.underlying])
@@ -226,6 +250,11 @@ class Market:
             z = np.where(self.is_option, np.log(np.where(self.strike > 0, self.strike, 1) / spot) / (vol * np.sqrt(t)),
                          0.0)
         option = 10.0 * np.exp(-0.5 * (z / 0.8) ** 2) * 0.5 ** self._expiry_rank + 0.002
+        phase = self.phase()
+        if phase is Phase.CLOSED:
+            return np.zeros(len(self.tokens))  # the feed is quiet outside the session
+        if phase is Phase.PRE_OPEN:
+            return np.where(self.is_index, 20.0, 0.0)  # only the index moves: no derivatives trading
         return np.where(self.is_option, option, 20.0)
 
     def __len__(self) -> int:
@@ -254,10 +283,15 @@ class Market:
         self.price = price
 
     def advance(self, now: float) -> None:
-        """Move the market to exchange time ``now`` (epoch seconds; earlier times are ignored)."""
+        """Move the market to exchange time ``now`` (epoch seconds; earlier times are ignored). The index
+        moves only in the pre-open and the continuous session; a new IST date starts a new trading day."""
         dt_s = now - self.now
         if dt_s <= 0:
             return
+        if trading_date(now) != self.day:
+            self._new_day(trading_date(now))
+        if self.phase(now) is Phase.CLOSED:
+            dt_s = 0.0  # the index is not computed outside the session: prices stand still
         years = dt_s / SECONDS_PER_YEAR
         for name, spec in self.specs.items():
             shock = spec.atm_vol * math.sqrt(years) * self.rng.standard_normal()
@@ -275,11 +309,36 @@ class Market:
         self.day_high = np.maximum(self.day_high, self.price)
         self.day_low = np.minimum(self.day_low, self.price)
 
+    def phase(self, ts: float | None = None) -> Phase:
+        """The session phase at exchange time ``ts`` (default: now); always open around the clock."""
+        return Phase.OPEN if self.around_the_clock else phase_at(self.now if ts is None else ts)
+
+    def _new_day(self, day: dt.date) -> None:
+        """A new trading day: cumulative volume from 0, yesterday's last trade is the previous close."""
+        self.day = day
+        self.prev_close = np.where(self.is_index, self.price, self.last_trade_price)
+        self.volume[:] = 0
+        self.turnover[:] = 0
+        self.day_open, self.day_high, self.day_low = self.price.copy(), self.price.copy(), self.price.copy()
+        self.oi_high, self.oi_low = self.oi.copy(), self.oi.copy()
+
+    def tick(self, rows: np.ndarray) -> np.ndarray:
+        """Instruments at positions ``rows`` update now: in the continuous session each one trades with
+        probability ``trade_share`` (else only its quote moves, as Kite sends depth changes without
+        trades); outside it nothing trades. Returns the rows that traded."""
+        if self.phase() is not Phase.OPEN:
+            return rows[:0]
+        traded = rows[self.rng.random(len(rows)) < self.trade_share]
+        self.trade(traded)
+        return traded
+
     def trade(self, rows: np.ndarray) -> None:
-        """Instruments at positions ``rows`` trade now: volume grows by whole lots, OI moves by lots."""
+        """Instruments at positions ``rows`` trade now at their model price: volume grows by whole lots,
+        OI moves by lots."""
         rows = rows[~self.is_index[rows]]
         if not len(rows):
             return
+        self.last_trade_price[rows] = self.price[rows]
         lots = self.rng.geometric(0.35, len(rows))
         qty = lots * self.lot[rows]
         self.volume[rows] += qty
@@ -299,7 +358,8 @@ class Market:
         out["instrument_token"] = self.tokens[rows]
         out["tradable"] = ~self.is_index[rows]
         out["mode"] = modes
-        price = self.price[rows]
+        fair = self.price[rows]  # the model price: the quotes sit around it
+        price = np.where(self.is_index[rows], fair, self.last_trade_price[rows])
         out["last_price"] = price
         quote = modes >= 2
         tradable = ~self.is_index[rows]
@@ -326,7 +386,7 @@ class Market:
         out["exchange_timestamp"] = np.where(full, int(self.now), 0)
         spread = 1 + self.rng.integers(0, 3, n)
         level = np.arange(5)
-        bid0 = np.maximum(price - TICK_SIZE * np.ceil(spread / 2), 0.0)
+        bid0 = np.maximum(fair - TICK_SIZE * np.ceil(spread / 2), 0.0)
         bids = np.maximum(bid0[:, None] - TICK_SIZE * level, 0.0)
         asks = (bid0 + TICK_SIZE * spread)[:, None] + TICK_SIZE * level
         ftc = ft[:, None]

@@ -53,6 +53,7 @@ from pipeline.feed.kite_wire import HEARTBEAT, MODE_FULL, MODE_LTP, MODE_QUOTE
 from pipeline.records.time_units import IST
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from pipeline.sim.capture import CaptureWriter, read_capture
+from pipeline.sim.exchange_calendar import previous_trading_day
 from pipeline.sim.faults import FaultWindows
 from pipeline.sim.market import (
     DEFAULT_UNDERLYINGS,
@@ -79,6 +80,7 @@ class SimConfig:
     step_s: float = 0.05  # wall seconds between market steps (each sends one or more frames per connection)
     seed: int = 1
     start: float | None = None
+    around_the_clock: bool = False  # no session hours or holidays (exchange time = wall time runs)
     max_tokens: int = 3000
     max_connections: int = 3
     drop_every_s: float = 0.0
@@ -101,11 +103,11 @@ class Simulator:
         self.config = config
         self.clock = clock
         start = config.start if config.start is not None else session_start_ts(
-            dt.datetime.fromtimestamp(clock.time(), IST).date())
+            previous_trading_day(dt.datetime.fromtimestamp(clock.time(), IST).date()))
         specs = [DEFAULT_UNDERLYINGS[u] for u in config.underlyings]
         self.rows = build_instruments(specs, dt.datetime.fromtimestamp(start, IST).date(), config.expiries,
                                       config.strikes)
-        self.market = Market(self.rows, specs, start, seed=config.seed)
+        self.market = Market(self.rows, specs, start, seed=config.seed, around_the_clock=config.around_the_clock)
         self.start_ts = start
         self.clients: list[Client] = []
         self.known = set(self.market.tokens.tolist())
@@ -221,6 +223,8 @@ class Simulator:
                 continue
             weights = [self.market.liquidity[self.market.positions(tokens)] for _, tokens in subscribed]
             total = sum(float(w.sum()) for w in weights)
+            if total <= 0:
+                continue  # outside the session: the feed is quiet (heartbeats only)
             for (client, tokens), weight in zip(subscribed, weights, strict=True):
                 # ticks of each instrument this step: Poisson at its share of the rate; one frame per round,
                 # so an instrument appears at most once per frame
@@ -237,9 +241,10 @@ class Simulator:
         logger.info("simulator rate set to {} ticks/s", rate)
 
     async def _send_ticks(self, client: Client, tokens: np.ndarray) -> None:
-        """Let ``tokens`` trade now and send their state to ``client`` in its modes, one frame."""
+        """Let ``tokens`` tick now (trades or quote moves) and send their state to ``client`` in its modes,
+        one frame."""
         pos = self.market.positions(tokens)
-        self.market.trade(pos)
+        self.market.tick(pos)
         modes = np.array([client.modes[int(t)] for t in tokens], dtype=np.uint8)
         ticks = self.market.snapshot(pos, modes)
         frame = encode_frame(ticks)

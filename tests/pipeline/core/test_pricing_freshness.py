@@ -21,7 +21,7 @@ from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_
 
 pytestmark = pytest.mark.unit
 
-DAY = dt.date(2026, 11, 23)
+DAY = dt.date(2026, 12, 28)  # a Monday: the weekly expiry (Tuesday 29th) is the monthly one, with a future
 R = 0.065
 VOL = 0.15
 T0 = int(session_start_ts(DAY)) + 600  # 09:25 IST

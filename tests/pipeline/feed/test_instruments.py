@@ -63,9 +63,15 @@ def test_sensex_derivatives_on_bfo_expire_on_thursdays_and_its_index_is_bse_265(
     assert {r["instrument_token"] & 0xFF for r in derivatives} == {5}
 
 
-def test_expiry_calendar_weekly_tuesdays_and_last_tuesday_monthlies() -> None:
-    assert option_expiries(START, 3, weekly=True) == [dt.date(2026, 11, 24), dt.date(2026, 12, 1), dt.date(2026, 12, 8)]
-    assert monthly_expiries(START, 2) == [dt.date(2026, 11, 24), dt.date(2026, 12, 29)]
+def test_expiry_calendar_weekly_tuesdays_and_last_tuesday_monthlies_moved_off_holidays() -> None:
+    # Tuesday 24 November 2026 is an NSE holiday (Guru Nanak Jayanti): that expiry is on Monday the 23rd
+    assert option_expiries(START, 3, weekly=True) == [dt.date(2026, 11, 23), dt.date(2026, 12, 1), dt.date(2026, 12, 8)]
+    assert monthly_expiries(START, 2) == [dt.date(2026, 11, 23), dt.date(2026, 12, 29)]
+    # Tuesday 20 October 2026 (Dussehra) likewise; a Tuesday after a holiday Monday stays
+    assert option_expiries(dt.date(2026, 10, 19), 1, weekly=True) == [dt.date(2026, 10, 19)]
+    assert option_expiries(dt.date(2026, 9, 14), 1, weekly=True) == [dt.date(2026, 9, 15)]
+    # SENSEX (Thursday): Thursday 26 March 2026 (Ram Navami) moves to Wednesday the 25th
+    assert option_expiries(dt.date(2026, 3, 23), 1, weekly=True, weekday=3) == [dt.date(2026, 3, 25)]
     assert monthly_expiries(dt.date(2026, 11, 25), 1) == [dt.date(2026, 12, 29)]
     assert option_expiries(START, 2, weekly=True, weekday=3) == [dt.date(2026, 11, 26), dt.date(2026, 12, 3)]
     assert monthly_expiries(START, 1, weekday=3) == [dt.date(2026, 11, 26)]

@@ -16,6 +16,7 @@ from pipeline.sim.market import (
 pytestmark = pytest.mark.unit
 
 DAY = dt.date(2026, 11, 23)
+NEXT_TRADING_DAY = dt.date(2026, 11, 25)  # the 24th is an NSE holiday (Guru Nanak Jayanti)
 
 
 def _market(seed: int = 7) -> Market:
@@ -53,9 +54,10 @@ def test_volume_never_decreases_and_oi_moves_in_lots() -> None:
 
 
 def test_option_prices_respect_no_arbitrage_bounds_and_parity() -> None:
+    """The model prices (what the quotes sit around and every trade is done at) are arbitrage-free."""
     market = _market()
     _run(market, 50)
-    snap = market.snapshot(np.arange(len(market)))
+    snap = {"last_price": market.price.copy()}
     t = (market.expiry_ts - market.now) / (365 * 86400)
     spot = np.array([market.spot[u] for u in market.underlying])
     forward = spot * np.exp(market.r * t)
@@ -74,6 +76,50 @@ def test_option_prices_respect_no_arbitrage_bounds_and_parity() -> None:
         rhs = disc[c] * (forward[c] - market.strike[c])
         if min(snap["last_price"][c], snap["last_price"][p]) > 0.05:
             assert abs(lhs - rhs) <= 0.05 + 1e-9
+
+
+def test_quotes_move_with_the_index_between_trades_and_last_price_stays_the_last_trade() -> None:
+    market = _market()
+    rows = np.flatnonzero(market.is_option)[:10]
+    market.trade(rows)
+    traded_at = market.snapshot(rows, MODE_FULL)
+    market.advance(market.now + 600)  # ten minutes, no trade of these rows
+    later = market.snapshot(rows, MODE_FULL)
+    np.testing.assert_array_equal(later["last_price"], traded_at["last_price"])
+    np.testing.assert_array_equal(later["last_trade_time"], traded_at["last_trade_time"])
+    mids = (later["bid_price"][:, 0] + later["ask_price"][:, 0]) / 2
+    assert (np.abs(mids - market.price[rows]) <= 0.1 + 1e-9).all()  # the quotes follow the model price
+    assert (later["bid_price"][:, 0] != traded_at["bid_price"][:, 0]).any()
+
+
+def test_ticks_outside_the_session_never_trade_and_a_new_day_resets_volume() -> None:
+    market = _market()
+    rows = np.flatnonzero(~market.is_index)
+    market.trade(rows)
+    assert (market.volume[rows] > 0).all()
+    close = session_start_ts(DAY) + 6 * 3600 + 15 * 60 + 1  # 15:30:01 IST
+    market.advance(close)
+    assert market.liquidity.sum() == 0  # the feed is quiet after the close
+    assert len(market.tick(rows)) == 0
+    last = market.last_trade_price.copy()
+    next_open = session_start_ts(NEXT_TRADING_DAY)
+    market.advance(next_open)
+    assert (market.volume[rows] == 0).all()
+    np.testing.assert_array_equal(market.prev_close[rows], last[rows])
+    assert len(market.tick(rows)) > 0
+
+
+def test_a_holiday_has_no_session() -> None:
+    market = _market()
+    market.advance(session_start_ts(dt.date(2026, 11, 24)) + 3600)  # 10:15 IST on the holiday
+    assert market.liquidity.sum() == 0 and len(market.tick(np.flatnonzero(~market.is_index))) == 0
+
+
+def test_pre_open_moves_only_the_index() -> None:
+    market = _market()
+    market.advance(session_start_ts(NEXT_TRADING_DAY) - 10 * 60)  # 09:05 IST the next trading day
+    assert (market.liquidity[~market.is_index] == 0).all() and (market.liquidity[market.is_index] > 0).all()
+    assert len(market.tick(np.flatnonzero(~market.is_index))) == 0
 
 
 def test_depth_brackets_the_price_with_bids_below_asks() -> None:
@@ -115,3 +161,14 @@ def test_every_default_underlying_builds_a_chain_with_positive_strikes() -> None
     assert {r["name"] for r in rows if r["segment"] != "INDICES"} == set(DEFAULT_UNDERLYINGS)
     assert all(r["strike"] > 0 for r in rows if r["instrument_type"] in ("CE", "PE"))
     assert len({r["instrument_token"] for r in rows}) == len(rows)
+
+
+def test_around_the_clock_trades_at_night_and_on_holidays() -> None:
+    specs = [DEFAULT_UNDERLYINGS["NIFTY"]]
+    rows = build_instruments(specs, DAY, n_expiries=1, strikes_each_side=2)
+    night_on_a_holiday = session_start_ts(dt.date(2026, 11, 24)) - 8 * 3600  # 01:15 IST
+    market = Market(rows, specs, night_on_a_holiday, seed=3, around_the_clock=True)
+    assert market.liquidity.sum() > 0
+    assert len(market.tick(np.flatnonzero(~market.is_index))) > 0
+    closed = Market(rows, specs, night_on_a_holiday, seed=3)
+    assert closed.liquidity.sum() == 0
