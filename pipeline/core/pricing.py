@@ -117,6 +117,7 @@ class OptionPricer:
         out["near_expiry"][rows] = (idx.expiry_ts[p] - now) <= self.rules.near_expiry_s
         for name in ("delta", "gamma", "theta", "vega", "rho"):
             out[name][rows] = getattr(g, name)
+        out["spot_delta"][rows] = g.delta * np.exp(self.r * t)  # dF/dS = e^{rt} under cost of carry
         return out
 
     def _forward(self, chain: Chain, t: np.ndarray, now: int) -> tuple[np.ndarray, float]:

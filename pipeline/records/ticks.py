@@ -25,7 +25,9 @@ Units and conventions (every field, little-endian):
 (NaN otherwise): ``forward`` (rupees), ``iv`` (annualised, 0.15 = 15 %),
 ``delta``/``gamma`` (w.r.t. the forward), ``theta`` (rupees per calendar
 day), ``vega`` (rupees per volatility point, 0.01), ``rho`` (rupees per
-percentage point of r).
+percentage point of r, the forward held fixed), ``spot_delta`` (with respect to
+the index, F = S e^{rt}: ``delta * e^{rt}``, N(d1) for a call, N(d1) - 1 for a
+put: what broker screens call delta).
 
 It also adds what the freshness rules of DESIGN.md ("Fresh", "IV") decide,
 in ``CLOSE_FIELDS`` after the Greeks: ``mid_iv`` (the IV of the mid of best
@@ -63,7 +65,7 @@ TICK_DTYPE = np.dtype(
     ]
 )
 
-GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho")
+GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho", "spot_delta")
 
 #: Float codes of ``forward_source`` (DESIGN.md "Pricing model": which forward priced the option).
 FORWARD_SOURCES = {1: "future", 2: "parity", 3: "carry"}

@@ -5,6 +5,7 @@
 --   forward_source  'future' | 'parity' | 'carry': which rule gave the forward the option was priced on
 --   stale           the option's last trade is older than the freshness age: iv reported, not used downstream
 --   near_expiry     within the configured minutes before 15:30 IST on expiry day
+--   spot_delta      delta with respect to the index (F = S e^{rt}): what broker screens call delta
 -- Bars take them from their last tick, like the Greeks. The option_bars views gain them at the end.
 ALTER TABLE {schema}.ticks ADD COLUMN IF NOT EXISTS last_trade_ts timestamptz;
 
@@ -17,7 +18,8 @@ BEGIN
             ADD COLUMN IF NOT EXISTS mid_iv         double precision,
             ADD COLUMN IF NOT EXISTS forward_source text,
             ADD COLUMN IF NOT EXISTS stale          boolean,
-            ADD COLUMN IF NOT EXISTS near_expiry    boolean', tf);
+            ADD COLUMN IF NOT EXISTS near_expiry    boolean,
+            ADD COLUMN IF NOT EXISTS spot_delta     double precision', tf);
     END LOOP;
     FOREACH tf IN ARRAY ARRAY['1m', '5m', '15m'] LOOP
         EXECUTE format('CREATE OR REPLACE VIEW {schema}.%I AS
@@ -27,7 +29,7 @@ BEGIN
                    b.tick_count, b.forward, b.iv, b.delta, b.gamma, b.theta, b.vega, b.rho,
                    CASE WHEN b.forward > 0 AND i.strike > 0 THEN ln(i.strike / b.forward) END AS moneyness,
                    b.last_recv_ts,
-                   b.mid_iv, b.forward_source, b.stale, b.near_expiry
+                   b.mid_iv, b.forward_source, b.stale, b.near_expiry, b.spot_delta
             FROM {schema}.%I b
             JOIN {schema}.instruments i USING (instrument_token)
             WHERE i.instrument_type IN (''CE'', ''PE'')', 'option_bars_' || tf, 'bars_' || tf);

@@ -6,7 +6,7 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   ``{"underlying": "NIFTY", "ticks": [{"token", "symbol", "exchange_ts" (epoch s),
   "recv_ts" (epoch µs), "last_price", "volume", "oi", "bid", "ask"}, ...]}``;
   option ticks also carry ``"expiry"`` ("YYYY-MM-DD"), ``"strike"``, ``"type"``
-  ("CE"/"PE") and ``"forward", "iv", "delta", "gamma", "theta", "vega", "rho"``,
+  ("CE"/"PE") and ``"forward", "iv", "delta", "gamma", "theta", "vega", "rho", "spot_delta"``,
   ``"mid_iv"``, ``"forward_source"`` ("future"/"parity"/"carry"), ``"stale"`` and
   ``"near_expiry"`` (booleans; see ``pipeline.core.pricing``).
   Futures carry ``"expiry"`` and ``"type": "FUT"``, the index ``"type": "INDEX"``.

@@ -13,14 +13,14 @@ pytestmark = pytest.mark.integration
 
 BAR_COLUMNS = {"bucket", "instrument_token", "open", "high", "low", "close", "volume", "oi", "oi_open", "oi_high",
                "oi_low", "vwap", "tick_count", "forward", "iv", "delta", "gamma", "theta", "vega", "rho",
-               "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry"}
+               "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry", "spot_delta"}
 SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta", "mid_iv"}
 EXPECTED = {
     "instruments": {"instrument_token", "exchange_token", "tradingsymbol", "name", "expiry", "strike", "tick_size",
                     "lot_size", "instrument_type", "segment", "exchange", "last_price", "updated_at"},
     "ticks": {"exchange_ts", "recv_ts", "instrument_token", "last_price", "volume", "oi", "bid", "ask", "forward",
               "iv", "delta", "gamma", "theta", "vega", "rho", "last_trade_ts", "mid_iv", "forward_source", "stale",
-              "near_expiry"},
+              "near_expiry", "spot_delta"},
     **{f"bars_{tf}": BAR_COLUMNS for tf in ("1m", "5m", "15m")},
     **{f"strike_bars_{tf}": {"underlying", "expiry", "strike", "bucket", "forward", "last_recv_ts"}
        | {f"call_{c}" for c in SIDE} | {f"put_{c}" for c in SIDE} for tf in ("1m", "5m", "15m")},
@@ -58,7 +58,7 @@ async def test_migrate_fresh_schema_creates_tables_and_views(pg_dsn, pg_schema):
         for table, expected in EXPECTED.items():
             assert columns.get(table) == expected, table
         for tf in ("1m", "5m", "15m"):
-            assert {"mid_iv", "forward_source", "stale", "near_expiry", "moneyness"} <= columns[f"option_bars_{tf}"]
+            assert {"mid_iv", "forward_source", "stale", "near_expiry", "spot_delta", "moneyness"} <= columns[f"option_bars_{tf}"]
         views = {r["table_name"] for r in await conn.fetch(
             "SELECT table_name FROM information_schema.views WHERE table_schema = $1", pg_schema)}
         assert VIEWS <= views

@@ -193,3 +193,18 @@ def test_near_expiry_flags_the_last_minutes_before_the_close() -> None:
 def test_bad_pricing_rules_raise_value_error(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         PricingRules(**kwargs)
+
+
+def test_spot_delta_is_n_d1_for_a_call_and_n_d1_minus_one_for_a_put() -> None:
+    feed, pricer = Feed(), OptionPricer(INDEX, R)
+    f = _forward_at(SPOT, T0)
+    call, put = feed.option(24600.0, True, T0, f), feed.option(24600.0, False, T0, f)
+    priced = pricer.price(np.concatenate([feed.tick(SPOT_TOKEN, T0, SPOT), call, put]))
+    c, p = _priced_row(priced, int(call["instrument_token"][0])), _priced_row(priced, int(put["instrument_token"][0]))
+    t = (FUT_EXPIRY - T0) / (365 * 86400)
+    for row, is_call in ((c, True), (p, False)):
+        sigma = row["iv"]
+        d1 = (math.log(row["forward"] / 24600.0) + 0.5 * sigma * sigma * t) / (sigma * math.sqrt(t))
+        n_d1 = 0.5 * (1 + math.erf(d1 / math.sqrt(2)))
+        assert row["spot_delta"] == pytest.approx(n_d1 if is_call else n_d1 - 1, abs=1e-9)
+        assert row["delta"] == pytest.approx(row["spot_delta"] * math.exp(-R * t), abs=1e-12)
