@@ -26,6 +26,7 @@ from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.settings import ConfigError, KiteAccount, Settings, redact_url
 from sinks.instrument_store import write_instruments
+from sinks.migrate import schema_problem
 
 
 async def _serve_metrics(ingestor: Ingestor, host: str, port: int) -> web.AppRunner:
@@ -119,6 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.kafka_url:
         raise ConfigError("configuration error: STRIKEFLOW_KAFKA_URL: not set; ingest needs kafka://host:9092")
+    if settings.pg_dsn:
+        problem = asyncio.run(schema_problem(settings.pg_dsn.get_secret_value(), settings.pg_schema))
+        if problem:
+            raise ConfigError(problem)
     try:
         asyncio.run(ingest_main(
             settings,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 
 import faust
 
 from agents.app import create_app
 from pipeline.runtime.settings import ConfigError, Settings
+from sinks.migrate import schema_problem
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -18,6 +20,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"configuration error: {name}: not set; the worker needs Kafka, PostgreSQL and Redis "
                               "(or run `strikeflow demo`, which starts them)")
     _check_port_free("STRIKEFLOW_WEB_PORT", settings.web_host, settings.web_port)
+    problem = asyncio.run(schema_problem(settings.pg_dsn.get_secret_value(), settings.pg_schema))
+    if problem:
+        raise ConfigError(problem)
     app = create_app(settings)
     # Web bind address and port come from the app's configuration (127.0.0.1 unless configured).
     level = {"TRACE": "debug", "SUCCESS": "info", "CRITICAL": "crit", "WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())

@@ -188,3 +188,16 @@ SELECT underlying, expiry, strike,
        CASE WHEN avg(forward) > 0 AND strike > 0 THEN ln(strike / avg(forward)) END AS moneyness
 FROM latest
 GROUP BY underlying, expiry, strike;
+-- rollback
+DROP VIEW IF EXISTS {schema}.strike_oi_distribution;
+DROP VIEW IF EXISTS {schema}.pcr_1m;
+DROP VIEW IF EXISTS {schema}.pcr_5m;
+DROP VIEW IF EXISTS {schema}.pcr_15m;
+DROP VIEW IF EXISTS {schema}.option_bars_1m;
+DROP VIEW IF EXISTS {schema}.option_bars_5m;
+DROP VIEW IF EXISTS {schema}.option_bars_15m;
+DROP TABLE IF EXISTS {schema}.chain_bars_1m, {schema}.chain_bars_5m, {schema}.chain_bars_15m;
+DROP TABLE IF EXISTS {schema}.strike_bars_1m, {schema}.strike_bars_5m, {schema}.strike_bars_15m;
+DROP TABLE IF EXISTS {schema}.bars_1m, {schema}.bars_5m, {schema}.bars_15m;
+DROP TABLE IF EXISTS {schema}.ticks;
+DROP TABLE IF EXISTS {schema}.instruments;

@@ -73,3 +73,23 @@ SELECT {timescaledb}.create_hypertable('{schema}.chain_bars_15m', 'bucket',
 ALTER TABLE {schema}.chain_bars_15m SET (timescaledb.compress,
     timescaledb.compress_segmentby = 'underlying, expiry', timescaledb.compress_orderby = 'bucket DESC');
 SELECT {timescaledb}.add_compression_policy('{schema}.chain_bars_15m', INTERVAL '30 days', if_not_exists => TRUE);
+-- rollback
+-- TimescaleDB cannot turn a hypertable back into a plain table in place: the rollback removes the
+-- policies and the compression (decompressing every chunk first); the tables stay hypertables until
+-- 0001's rollback drops them.
+DO $$
+DECLARE
+    t text;
+    c regclass;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ticks', 'bars_1m', 'bars_5m', 'bars_15m', 'strike_bars_1m', 'strike_bars_5m',
+                             'strike_bars_15m', 'chain_bars_1m', 'chain_bars_5m', 'chain_bars_15m'] LOOP
+        PERFORM {timescaledb}.remove_retention_policy(('{schema}.' || t)::regclass, if_exists => TRUE);
+        PERFORM {timescaledb}.remove_compression_policy(('{schema}.' || t)::regclass, if_exists => TRUE);
+        FOR c IN SELECT {timescaledb}.show_chunks(('{schema}.' || t)::regclass) LOOP
+            PERFORM {timescaledb}.decompress_chunk(c, if_compressed => TRUE);
+        END LOOP;
+        EXECUTE format('ALTER TABLE {schema}.%I SET (timescaledb.compress = false)', t);
+    END LOOP;
+END
+$$;

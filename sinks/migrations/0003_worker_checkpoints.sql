@@ -15,3 +15,5 @@ CREATE TABLE IF NOT EXISTS {schema}.worker_checkpoints (
 -- Stored uncompressed: the state is mostly numpy arrays that pglz barely shrinks, and compressing
 -- megabytes at every checkpoint costs seconds.
 ALTER TABLE {schema}.worker_checkpoints ALTER COLUMN state SET STORAGE EXTERNAL;
+-- rollback
+DROP TABLE IF EXISTS {schema}.worker_checkpoints;

@@ -36,3 +36,37 @@ BEGIN
     END LOOP;
 END
 $$;
+-- rollback
+-- the views read the new columns: put 0001's back first
+DROP VIEW IF EXISTS {schema}.option_bars_1m;
+DROP VIEW IF EXISTS {schema}.option_bars_5m;
+DROP VIEW IF EXISTS {schema}.option_bars_15m;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ticks', 'bars_1m', 'bars_5m', 'bars_15m'] LOOP
+        EXECUTE format('ALTER TABLE {schema}.%I DROP COLUMN IF EXISTS mid_iv, DROP COLUMN IF EXISTS forward_source,
+            DROP COLUMN IF EXISTS stale, DROP COLUMN IF EXISTS near_expiry, DROP COLUMN IF EXISTS spot_delta', t);
+    END LOOP;
+END
+$$;
+ALTER TABLE {schema}.ticks DROP COLUMN IF EXISTS last_trade_ts;
+DO $$
+DECLARE
+    tf text;
+BEGIN
+    FOREACH tf IN ARRAY ARRAY['1m', '5m', '15m'] LOOP  -- 0001's option_bars views
+        EXECUTE format('CREATE VIEW {schema}.%I AS
+            SELECT b.bucket, b.instrument_token, i.tradingsymbol, i.name AS underlying, i.expiry, i.strike,
+                   i.instrument_type AS option_type,
+                   b.open, b.high, b.low, b.close, b.volume, b.oi, b.oi_open, b.oi_high, b.oi_low, b.vwap,
+                   b.tick_count, b.forward, b.iv, b.delta, b.gamma, b.theta, b.vega, b.rho,
+                   CASE WHEN b.forward > 0 AND i.strike > 0 THEN ln(i.strike / b.forward) END AS moneyness,
+                   b.last_recv_ts
+            FROM {schema}.%I b
+            JOIN {schema}.instruments i USING (instrument_token)
+            WHERE i.instrument_type IN (''CE'', ''PE'')', 'option_bars_' || tf, 'bars_' || tf);
+    END LOOP;
+END
+$$;

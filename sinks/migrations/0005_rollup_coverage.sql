@@ -17,3 +17,16 @@ BEGIN
     END LOOP;
 END
 $$;
+-- rollback
+DO $$
+DECLARE
+    tf text;
+BEGIN
+    FOREACH tf IN ARRAY ARRAY['1m', '5m', '15m'] LOOP
+        EXECUTE format('ALTER TABLE {schema}.%I DROP COLUMN IF EXISTS call_mid_iv, DROP COLUMN IF EXISTS put_mid_iv',
+                       'strike_bars_' || tf);
+        EXECUTE format('ALTER TABLE {schema}.%I DROP COLUMN IF EXISTS strikes_listed,
+                        DROP COLUMN IF EXISTS strikes_covered', 'chain_bars_' || tf);
+    END LOOP;
+END
+$$;

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import asyncpg
 import pytest
 
-from sinks.migrate import migrate
+from sinks.migrate import load_migrations, migrate, schema_problem, status
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +40,7 @@ PRIMARY_KEYS = {
     "instruments": ["instrument_token"],
 }
 VIEWS = {"option_bars_1m", "option_bars_5m", "option_bars_15m", "pcr_1m", "pcr_5m", "pcr_15m",
-         "strike_oi_distribution"}
+         "strike_oi_distribution", "option_chain_latest"}
 
 
 async def _columns(conn: asyncpg.Connection, schema: str) -> dict[str, set[str]]:
@@ -112,3 +115,87 @@ async def test_migrate_missing_schema_created(pg_dsn, unique_name):
 async def test_migrate_bad_schema_name_raises(pg_dsn):
     with pytest.raises(ValueError):
         await migrate(pg_dsn, 'x"; DROP TABLE y; --')
+
+
+async def _objects(conn: asyncpg.Connection, schema: str) -> tuple[set[str], set[str]]:
+    """(tables and views, functions) in ``schema``."""
+    relations = {r["relname"] for r in await conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'p', 'i')", schema)}
+    functions = {r["proname"] for r in await conn.fetch(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1", schema)}
+    return relations, functions
+
+
+async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(pg_dsn, pg_schema):
+    await migrate(pg_dsn, pg_schema)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        relations, functions = await _objects(conn, pg_schema)
+        assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
+        assert {"strike_distribution", "moneyness_series"} <= functions
+        report = await migrate(pg_dsn, pg_schema, to=0)
+        assert "rolled back 0006_analyst_functions, 0005_rollup_coverage" in report
+        assert await _objects(conn, pg_schema) == (set(), set())
+        await migrate(pg_dsn, pg_schema)
+        columns = await _columns(conn, pg_schema)
+        for table, expected in EXPECTED.items():
+            assert columns.get(table) == expected, table
+    finally:
+        await conn.close()
+
+
+async def test_migrate_to_a_version_rolls_back_only_the_newer_ones_and_keeps_data(pg_dsn, pg_schema):
+    await migrate(pg_dsn, pg_schema)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'INSERT INTO "{pg_schema}".chain_bars_1m (underlying, expiry, bucket, pcr, strikes_listed, '
+                           "last_recv_ts) VALUES ('NIFTY', '2030-01-31', '2030-01-01 04:00+00', 0.9, 40, now())")
+        await migrate(pg_dsn, pg_schema, to=3)
+        columns = await _columns(conn, pg_schema)
+        assert "mid_iv" not in columns["bars_1m"] and "strikes_listed" not in columns["chain_bars_1m"]
+        assert "spot_delta" not in columns["option_bars_1m"] and "moneyness" in columns["option_bars_1m"]
+        assert await conn.fetchval(f'SELECT pcr FROM "{pg_schema}".chain_bars_1m') == 0.9
+        states = {s.name: s.state for s in await status(pg_dsn, pg_schema)}
+        assert states["0003_worker_checkpoints"] == "applied"
+        assert states["0004_pricing_freshness"] == states["0006_analyst_functions"] == "pending"
+        await migrate(pg_dsn, pg_schema)
+        assert (await _columns(conn, pg_schema))["chain_bars_1m"] == EXPECTED["chain_bars_1m"]
+    finally:
+        await conn.close()
+
+
+async def test_migrate_to_an_unknown_version_changes_nothing_and_says_which_exist(pg_dsn, pg_schema):
+    await migrate(pg_dsn, pg_schema)
+    with pytest.raises(ValueError, match="no migration version 42: versions are 0"):
+        await migrate(pg_dsn, pg_schema, to=42)
+    assert all(s.state in ("applied", "needs timescaledb") for s in await status(pg_dsn, pg_schema))
+
+
+async def test_status_of_a_fresh_schema_lists_every_version_pending(pg_dsn, pg_schema):
+    rows = await status(pg_dsn, pg_schema)
+    assert [r.name for r in rows] == [m.name for m in load_migrations()]
+    assert {r.state for r in rows} <= {"pending", "needs timescaledb"} and all(r.applied_at is None for r in rows)
+
+
+async def test_schema_problem_names_the_missing_migrations_until_migrated(pg_dsn, pg_schema):
+    problem = await schema_problem(pg_dsn, pg_schema)
+    assert problem is not None and "0001_init" in problem and "run `strikeflow migrate`" in problem
+    await migrate(pg_dsn, pg_schema)
+    assert await schema_problem(pg_dsn, pg_schema) is None
+    assert await schema_problem("postgresql://nobody@127.0.0.1:1/none", pg_schema, timeout_s=1) is None
+
+
+def test_every_migration_has_a_rollback_part():
+    assert all(m.rollback and m.rollback.strip() for m in load_migrations())
+
+
+async def test_ingest_against_a_schema_behind_stops_with_one_line(pg_dsn, pg_schema):
+    env = {**os.environ, "STRIKEFLOW_KAFKA_URL": "kafka://127.0.0.1:1", "STRIKEFLOW_PG_DSN": pg_dsn,
+           "STRIKEFLOW_PG_SCHEMA": pg_schema}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline.commands.cli", "ingest", env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = [line for line in err.decode().splitlines() if line.strip() and "schema check" not in line]
+    assert proc.returncode == 2
+    assert len(lines) == 1 and "run `strikeflow migrate`" in lines[0] and "0001_init" in lines[0]
