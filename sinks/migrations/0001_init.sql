@@ -196,8 +196,15 @@ DROP VIEW IF EXISTS {schema}.pcr_15m;
 DROP VIEW IF EXISTS {schema}.option_bars_1m;
 DROP VIEW IF EXISTS {schema}.option_bars_5m;
 DROP VIEW IF EXISTS {schema}.option_bars_15m;
-DROP TABLE IF EXISTS {schema}.chain_bars_1m, {schema}.chain_bars_5m, {schema}.chain_bars_15m;
-DROP TABLE IF EXISTS {schema}.strike_bars_1m, {schema}.strike_bars_5m, {schema}.strike_bars_15m;
-DROP TABLE IF EXISTS {schema}.bars_1m, {schema}.bars_5m, {schema}.bars_15m;
+-- one table per statement: TimescaleDB drops a hypertable only on its own
+DROP TABLE IF EXISTS {schema}.chain_bars_1m;
+DROP TABLE IF EXISTS {schema}.chain_bars_5m;
+DROP TABLE IF EXISTS {schema}.chain_bars_15m;
+DROP TABLE IF EXISTS {schema}.strike_bars_1m;
+DROP TABLE IF EXISTS {schema}.strike_bars_5m;
+DROP TABLE IF EXISTS {schema}.strike_bars_15m;
+DROP TABLE IF EXISTS {schema}.bars_1m;
+DROP TABLE IF EXISTS {schema}.bars_5m;
+DROP TABLE IF EXISTS {schema}.bars_15m;
 DROP TABLE IF EXISTS {schema}.ticks;
 DROP TABLE IF EXISTS {schema}.instruments;
