@@ -2,11 +2,11 @@
 
 Every write is one transaction on one pooled connection:
 
-1. ``COPY`` the batch (binary, ``copy_records_to_table``) into a session-local
-   staging table (``CREATE TEMP TABLE IF NOT EXISTS .. ON COMMIT DELETE ROWS``)
-   whose columns are the raw numpy columns: epoch seconds/microseconds as
-   bigint, floats with NaN. Building the records is one ``.tolist()`` per
-   column, no per-row Python conversion.
+1. Binary ``COPY`` of the batch into a session-local staging table (``CREATE
+   TEMP TABLE IF NOT EXISTS .. ON COMMIT DELETE ROWS``) whose columns are the
+   raw numpy columns (epoch seconds/microseconds as bigint, floats with NaN):
+   bars and ticks as one numpy-built payload (``sinks.pg_copy``), rollups and
+   instruments as records.
 2. One ``INSERT .. SELECT .. ON CONFLICT`` from the staging table into the real
    table, converting in SQL: epoch seconds -> ``timestamptz`` (UTC), epoch
    microseconds -> ``timestamptz`` (exact, integer arithmetic), NaN -> NULL.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.ticks import FORWARD_SOURCES, GREEK_FIELDS, PRICED_TICK_DTYPE
 from pipeline.records.time_units import label_of, parse_date
 from sinks.migrate import check_schema_name, quote_ident
+from sinks.pg_copy import binary_copy
 
 TABLE_INTERVALS_S = (60, 300, 900)  # the intervals the migrations create tables for
 BAR_TABLES = {interval: f"bars_{label_of(interval)}" for interval in TABLE_INTERVALS_S}
@@ -122,8 +124,7 @@ _CHAIN_COLUMNS = [
     ("call_volume", "bigint"), ("put_volume", "bigint"), ("strikes_listed", "bigint"), ("strikes_covered", "bigint"),
     ("last_recv_ts", "timestamptz"),
 ]
-_UTC = dt.timezone.utc
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_UTC, _EPOCH = dt.timezone.utc, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 _STAGE_BARS = "_strikeflow_stage_bars"
 _STAGE_TICKS = "_strikeflow_stage_ticks"
@@ -187,11 +188,6 @@ def instruments_upsert_sql(schema: str) -> str:
         f"SELECT {cols}, now() FROM {_STAGE_INSTRUMENTS}\n"
         f"ON CONFLICT (instrument_token) DO UPDATE SET {updates}, updated_at = now()"
     )
-
-
-def _records(array: np.ndarray, names: list[str]) -> list[tuple]:
-    """Rows for binary COPY: one ``tolist()`` per column (NaN stays NaN; SQL turns it into NULL)."""
-    return list(zip(*(array[name].tolist() for name in names), strict=True))
 
 
 def _rowcount(status: str) -> int:
@@ -309,8 +305,6 @@ class TimescaleWriter:
         self._bars_sql = {interval: bars_upsert_sql(schema, table) for interval, table in BAR_TABLES.items()}
         self._ticks_sql = ticks_insert_sql(schema)
         self._instruments_sql = instruments_upsert_sql(schema)
-        self._bar_names = [c[0] for c in _BAR_COLUMNS]
-        self._tick_names = [c[0] for c in _TICK_COLUMNS]
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -327,6 +321,15 @@ class TimescaleWriter:
             status = await conn.execute(sql)
         return _rowcount(status)
 
+    async def _copy_and_insert(self, stage: str, columns: list[tuple[str, str]], payload: bytes, sql: str) -> int:
+        """``_stage_and_insert`` for a binary COPY payload (``sinks.pg_copy``) instead of records."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_stage_ddl(stage, columns))
+            await conn.copy_to_table(stage, source=io.BytesIO(payload), columns=[c[0] for c in columns],
+                                     format="binary")
+            status = await conn.execute(sql)
+        return _rowcount(status)
+
     async def write_bars(self, interval_s: int, bars: np.ndarray) -> int:
         """Upsert closed bars (BAR_DTYPE) into bars_1m/5m/15m; returns rows inserted or updated."""
         interval_s = int(interval_s)
@@ -338,10 +341,9 @@ class TimescaleWriter:
             return 0
         if np.any(bars["interval_s"] != interval_s):
             raise ValueError(f"bars of other intervals in a write_bars({interval_s}) batch")
-        ddl = _stage_ddl(_STAGE_BARS, [(c[0], c[1]) for c in _BAR_COLUMNS])
-        bars = newest_versions(bars)
-        return await self._stage_and_insert(_STAGE_BARS, ddl, self._bar_names, _records(bars, self._bar_names),
-                                            self._bars_sql[interval_s])
+        staged = [(c[0], c[1]) for c in _BAR_COLUMNS]
+        return await self._copy_and_insert(_STAGE_BARS, staged, binary_copy(newest_versions(bars), staged),
+                                           self._bars_sql[interval_s])
 
     async def write_ticks(self, ticks: np.ndarray) -> int:
         """Insert priced ticks (PRICED_TICK_DTYPE); replays are ignored. Returns rows inserted."""
@@ -349,9 +351,8 @@ class TimescaleWriter:
             raise ValueError(f"write_ticks needs a PRICED_TICK_DTYPE array, got {ticks.dtype}")
         if len(ticks) == 0:
             return 0
-        ddl = _stage_ddl(_STAGE_TICKS, [(c[0], c[1]) for c in _TICK_COLUMNS])
-        return await self._stage_and_insert(_STAGE_TICKS, ddl, self._tick_names, _records(ticks, self._tick_names),
-                                            self._ticks_sql)
+        staged = [(c[0], c[1]) for c in _TICK_COLUMNS]
+        return await self._copy_and_insert(_STAGE_TICKS, staged, binary_copy(ticks, staged), self._ticks_sql)
 
     async def write_instruments(self, rows: list[Mapping[str, Any]]) -> int:
         """Upsert Kite instrument dicts on instrument_token (the last row of a duplicated token wins)."""

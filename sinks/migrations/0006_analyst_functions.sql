@@ -40,7 +40,11 @@ BEGIN
 END
 $fn$;
 
--- Per bucket, each side's metric at offsets -strikes..+strikes from that bucket's ATM strike (0 = ATM).
+-- Per bucket, each side's metric at offsets -strikes..+strikes from that bucket's ATM strike (0 = ATM),
+-- counted in the expiry's strikes that have rows in the range; a cell whose strike has no row in that
+-- bucket has NULL values. gamma, theta and vega are not in the strike rollup: they come from the option's
+-- own bar of the bucket (NULL when it did not tick in it). Index probes only: the strikes once, then one
+-- primary-key lookup per (bucket, offset).
 CREATE OR REPLACE FUNCTION {schema}.moneyness_series(underlying text, expiry date, metric text,
                                                       from_ts timestamptz, to_ts timestamptz,
                                                       timeframe text DEFAULT '1m', strikes integer DEFAULT 5)
@@ -51,6 +55,7 @@ DECLARE
     strike_tbl text := {schema}._timeframe_table('strike_bars', timeframe);
     chain_tbl text := {schema}._timeframe_table('chain_bars', timeframe);
     bars_tbl text := {schema}._timeframe_table('bars', timeframe);
+    cells text;
 BEGIN
     IF metric IS NULL OR metric NOT IN ('iv', 'delta', 'gamma', 'theta', 'vega', 'oi', 'oi_change', 'close', 'volume') THEN
         RAISE EXCEPTION 'unknown metric %: use one of iv, delta, gamma, theta, vega, oi, oi_change, close, volume',
@@ -59,36 +64,31 @@ BEGIN
     IF strikes IS NULL OR strikes < 0 THEN
         RAISE EXCEPTION 'strikes must be >= 0, got %', coalesce(strikes::text, 'NULL') USING ERRCODE = '22023';
     END IF;
+    cells := format(
+        'WITH ks AS (SELECT k.strike, row_number() OVER (ORDER BY k.strike)::int AS rn
+                     FROM (SELECT DISTINCT s.strike FROM %1$s s
+                           WHERE s.underlying = $1 AND s.expiry = $2 AND s.bucket >= $3 AND s.bucket <= $4) k),
+              atm AS (SELECT c.bucket, ks.rn AS atm_rn FROM %2$s c JOIN ks ON ks.strike = c.atm_strike
+                      WHERE c.underlying = $1 AND c.expiry = $2 AND c.bucket >= $3 AND c.bucket <= $4),
+              cells AS (SELECT a.bucket, ks.rn - a.atm_rn AS off, ks.strike
+                        FROM atm a JOIN ks ON ks.rn BETWEEN a.atm_rn - $5 AND a.atm_rn + $5)', strike_tbl, chain_tbl);
     IF metric IN ('gamma', 'theta', 'vega') THEN
-        -- not in the strike rollup: the option's own bar of the bucket (NULL when it did not tick in it)
-        RETURN QUERY EXECUTE format(
-            'WITH ranked AS (
-                 SELECT s.bucket, s.strike, row_number() OVER (PARTITION BY s.bucket ORDER BY s.strike)::int AS rn,
-                        c.atm_strike
-                 FROM %1$s s JOIN %2$s c USING (underlying, expiry, bucket)
-                 WHERE s.underlying = $1 AND s.expiry = $2 AND s.bucket >= $3 AND s.bucket <= $4),
-             atm AS (SELECT r.bucket, min(r.rn) FILTER (WHERE r.strike = r.atm_strike) AS atm_rn FROM ranked r GROUP BY r.bucket)
-             SELECT r.bucket, (r.rn - a.atm_rn)::int, r.strike, cb.%3$I, pb.%3$I
-             FROM ranked r JOIN atm a USING (bucket)
-             LEFT JOIN {schema}.instruments ci ON ci.name = $1 AND ci.expiry = $2 AND ci.strike = r.strike AND ci.instrument_type = ''CE''
-             LEFT JOIN {schema}.instruments pi ON pi.name = $1 AND pi.expiry = $2 AND pi.strike = r.strike AND pi.instrument_type = ''PE''
-             LEFT JOIN %4$s cb ON cb.instrument_token = ci.instrument_token AND cb.bucket = r.bucket
-             LEFT JOIN %4$s pb ON pb.instrument_token = pi.instrument_token AND pb.bucket = r.bucket
-             WHERE abs(r.rn - a.atm_rn) <= $5
-             ORDER BY r.bucket, 2', strike_tbl, chain_tbl, metric, bars_tbl)
+        RETURN QUERY EXECUTE cells || format(',
+              toks AS (SELECT i.strike, max(i.instrument_token) FILTER (WHERE i.instrument_type = ''CE'') AS ce,
+                              max(i.instrument_token) FILTER (WHERE i.instrument_type = ''PE'') AS pe
+                       FROM {schema}.instruments i WHERE i.name = $1 AND i.expiry = $2 GROUP BY i.strike)
+         SELECT x.bucket, x.off, x.strike, cb.%1$I, pb.%1$I
+         FROM cells x LEFT JOIN toks t ON t.strike = x.strike
+         LEFT JOIN %2$s cb ON cb.instrument_token = t.ce AND cb.bucket = x.bucket
+         LEFT JOIN %2$s pb ON pb.instrument_token = t.pe AND pb.bucket = x.bucket
+         ORDER BY 1, 2', metric, bars_tbl)
         USING underlying, expiry, from_ts, to_ts, strikes;
     ELSE
-        RETURN QUERY EXECUTE format(
-            'WITH ranked AS (
-                 SELECT s.bucket, s.strike, s.%3$I::double precision AS cv, s.%4$I::double precision AS pv,
-                        row_number() OVER (PARTITION BY s.bucket ORDER BY s.strike)::int AS rn, c.atm_strike
-                 FROM %1$s s JOIN %2$s c USING (underlying, expiry, bucket)
-                 WHERE s.underlying = $1 AND s.expiry = $2 AND s.bucket >= $3 AND s.bucket <= $4),
-             atm AS (SELECT r.bucket, min(r.rn) FILTER (WHERE r.strike = r.atm_strike) AS atm_rn FROM ranked r GROUP BY r.bucket)
-             SELECT r.bucket, (r.rn - a.atm_rn)::int, r.strike, r.cv, r.pv
-             FROM ranked r JOIN atm a USING (bucket)
-             WHERE abs(r.rn - a.atm_rn) <= $5
-             ORDER BY r.bucket, 2', strike_tbl, chain_tbl, 'call_' || metric, 'put_' || metric)
+        RETURN QUERY EXECUTE cells || format('
+         SELECT x.bucket, x.off, x.strike, s.%2$I::double precision, s.%3$I::double precision
+         FROM cells x LEFT JOIN %1$s s
+           ON s.underlying = $1 AND s.expiry = $2 AND s.strike = x.strike AND s.bucket = x.bucket
+         ORDER BY 1, 2', strike_tbl, 'call_' || metric, 'put_' || metric)
         USING underlying, expiry, from_ts, to_ts, strikes;
     END IF;
 END

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import sink_helpers as h
 from pipeline.core.rollups import OIRollup
 from pipeline.records.time_units import label_of
 from sinks.migrate import check_schema_name, load_migrations, render
+from sinks.pg_copy import binary_copy
 from sinks.redis.channels import Channels
 from sinks.redis.conflation import BoundedRowQueue, latest_per_instrument
 from sinks.redis.forward_gate import forward_ticks_call
@@ -214,3 +216,19 @@ def test_newest_versions_keeps_most_ticks_then_newest_then_last_emitted() -> Non
     kept = newest_versions(np.concatenate([a, volume_fix, other]))
     assert sorted(zip(kept["instrument_token"].tolist(), kept["volume"].tolist())) == sorted([(h.CALL, 7), (h.PUT, 1500)])
     assert newest_versions(np.concatenate([more, a]))["tick_count"].tolist() == [43]
+
+
+def test_binary_copy_lays_out_header_rows_and_trailer_in_network_order():
+    rows = np.zeros(2, [("a", "<i8"), ("b", "<f8"), ("c", "<i4")])
+    rows["a"], rows["b"], rows["c"] = [1, -2], [0.5, np.nan], [7, 8]
+    payload = binary_copy(rows, [("a", "bigint"), ("b", "float8"), ("c", "integer")])
+    assert payload.startswith(b"PGCOPY\n\xff\r\n\x00" + bytes(8)) and payload.endswith(b"\xff\xff")
+    body = payload[19:-2]
+    assert len(body) == 2 * (2 + (4 + 8) + (4 + 8) + (4 + 4))
+    first = struct.unpack(">hiqidii", body[:34])
+    assert first[:6] == (3, 8, 1, 8, 0.5, 4) and first[6] == 7
+
+
+def test_binary_copy_refuses_variable_width_columns():
+    with pytest.raises(ValueError, match="not text"):
+        binary_copy(np.zeros(1, [("a", "<i8")]), [("a", "text")])
