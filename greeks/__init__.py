@@ -26,17 +26,21 @@ from greeks.black76 import Greeks, black76_greeks, black76_price
 from greeks.expiry import IST, SECONDS_PER_YEAR, expiry_close_ts, years_to_expiry
 from greeks.forward import ExpiryForward, forward_for_expiry, forward_from_parity
 from greeks.implied_vol import implied_vol
+from greeks.vol_index import ExpiryVariance, expiry_variance, vol_index
 
 __all__ = [
     "IST",
     "SECONDS_PER_YEAR",
     "ExpiryForward",
+    "ExpiryVariance",
     "Greeks",
     "black76_greeks",
     "black76_price",
     "expiry_close_ts",
+    "expiry_variance",
     "forward_for_expiry",
     "forward_from_parity",
     "implied_vol",
+    "vol_index",
     "years_to_expiry",
 ]
