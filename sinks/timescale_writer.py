@@ -109,7 +109,7 @@ _INSTRUMENT_COLUMNS = [
 ]
 
 _SIDE = [("close", "float8"), ("volume", "bigint"), ("oi", "bigint"), ("oi_change", "bigint"),
-         ("iv", "float8"), ("delta", "float8"), ("mid_iv", "float8")]
+         ("iv", "float8"), ("delta", "float8"), ("mid_iv", "float8"), ("gex", "float8"), ("buildup", "text")]
 _STRIKE_COLUMNS = [
     ("underlying", "text"), ("expiry", "date"), ("strike", "float8"), ("bucket", "timestamptz"),
     ("forward", "float8"),
@@ -122,12 +122,12 @@ _CHAIN_COLUMNS = [
     ("total_call_oi", "bigint"), ("total_put_oi", "bigint"), ("pcr", "float8"), ("max_pain", "float8"),
     ("atm_strike", "float8"), ("atm_iv", "float8"), ("forward", "float8"),
     ("call_volume", "bigint"), ("put_volume", "bigint"), ("strikes_listed", "bigint"), ("strikes_covered", "bigint"),
+    ("rr25", "float8"), ("bf25", "float8"), ("gex", "float8"), ("gex_flip", "float8"),
     ("last_recv_ts", "timestamptz"),
 ]
 _UTC, _EPOCH = dt.timezone.utc, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
-_STAGE_BARS = "_strikeflow_stage_bars"
-_STAGE_TICKS = "_strikeflow_stage_ticks"
+_STAGE_BARS, _STAGE_TICKS = "_strikeflow_stage_bars", "_strikeflow_stage_ticks"
 _STAGE_INSTRUMENTS = "_strikeflow_stage_instruments"
 
 
@@ -211,10 +211,10 @@ def _opt_int(value: Any) -> int | None:
     return int(value)
 
 
-def _opt_str(value: Any) -> str | None:
+def _opt_str(value: Any) -> str | None:  # "" (a build-up label that does not apply) is None
     if isinstance(value, bytes):
-        return value.decode()
-    return None if value is None else str(value)
+        value = value.decode()
+    return None if value is None or value == "" else str(value)
 
 
 def instrument_record(row: Mapping[str, Any]) -> tuple:

@@ -98,9 +98,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.chain_analytics import BUILDUPS, atm_iv, atm_strike, buildup, gamma_exposure, gex_flip, wing_ivs
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, MISSING_INT, STRIKE_BAR_DTYPE
+from pipeline.records.time_units import SECONDS_PER_YEAR
 
 # What the rollup keeps per option bar (self-contained: no index needed later).
 _HIST_DTYPE = np.dtype(
@@ -108,6 +110,7 @@ _HIST_DTYPE = np.dtype(
         ("token", "<u4"), ("bucket", "<i8"), ("kind", "u1"), ("strike", "<f8"), ("expiry_ts", "<i8"),
         ("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_open", "<i8"), ("iv", "<f8"),
         ("delta", "<f8"), ("forward", "<f8"), ("last_recv_ts", "<i8"), ("mid_iv", "<f8"), ("stale", "<f8"),
+        ("gamma", "<f8"),
     ]
 )
 _NO_TS = np.iinfo(np.int64).min
@@ -140,35 +143,6 @@ def pcr(total_put_oi: int, total_call_oi: int) -> float:
     return float(total_put_oi) / float(total_call_oi) if total_call_oi else float("nan")
 
 
-def atm_strike(strikes: np.ndarray, forward: float) -> float:
-    """The strike of ``strikes`` (ascending) nearest ``forward`` (ties: the lower); NaN without either."""
-    if len(strikes) == 0 or not np.isfinite(forward):
-        return float("nan")
-    return float(strikes[int(np.argmin(np.abs(strikes - forward)))])  # first minimum: the lower on ties
-
-
-def atm_iv(strikes: np.ndarray, forward: float, call_iv: np.ndarray, put_iv: np.ndarray) -> float:
-    """IV at the forward (DESIGN.md "ATM IV"), from out-of-the-money sides: between the listed strikes
-    ``K_lo < F < K_hi`` bracketing it, linear in strike from the put's IV at ``K_lo`` to the call's at
-    ``K_hi``; when only one of the two is known, that one; at ``F`` equal to a listed strike, the mean of
-    the call and put known there. NaN when F is outside the listed strikes or nothing usable is known.
-    ``call_iv``/``put_iv`` are aligned with ``strikes`` (ascending), NaN where a side may not be used
-    (missing, stale): the caller decides freshness."""
-    if len(strikes) == 0 or not np.isfinite(forward):
-        return float("nan")
-    hi = int(np.searchsorted(strikes, forward))
-    if hi < len(strikes) and strikes[hi] == forward:
-        return _nanmean(np.array([call_iv[hi], put_iv[hi]]))
-    if hi == 0 or hi == len(strikes):
-        return float("nan")
-    lo = hi - 1
-    below, above = float(put_iv[lo]), float(call_iv[hi])
-    if np.isnan(below) or np.isnan(above):
-        return above if np.isnan(below) else below  # NaN when both are
-    w = (forward - strikes[lo]) / (strikes[hi] - strikes[lo])
-    return below + w * (above - below)
-
-
 def listed_strikes(index: InstrumentIndex, underlying: str | None, expiry_ts: int) -> int:
     """How many distinct strikes ``index`` lists for the options of (``underlying``, ``expiry_ts``)."""
     m = np.isin(index.kind, (InstrumentKind.CALL, InstrumentKind.PUT)) & (index.expiry_ts == expiry_ts)
@@ -180,11 +154,6 @@ def listed_strikes(index: InstrumentIndex, underlying: str | None, expiry_ts: in
 def _nanmedian(values: np.ndarray) -> float:
     values = values[~np.isnan(values)]
     return float(np.median(values)) if len(values) else float("nan")
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else float("nan")
 
 
 # --------------------------------------------------------------------------
@@ -300,7 +269,8 @@ class OIRollup:
         out["kind"] = index.kind[p]
         out["strike"] = index.strike[p]
         out["expiry_ts"] = index.expiry_ts[p]
-        for name in ("close", "volume", "oi", "oi_open", "iv", "delta", "forward", "last_recv_ts", "mid_iv", "stale"):
+        for name in ("close", "volume", "oi", "oi_open", "iv", "delta", "forward", "last_recv_ts", "mid_iv", "stale",
+                     "gamma"):
             out[name] = b[name]
         ets, first = np.unique(out["expiry_ts"], return_index=True)
         for e, name in zip(ets.tolist(), index.expiry[p[first]].tolist(), strict=True):
@@ -370,6 +340,9 @@ class OIRollup:
         c["forward"] = forward
         c["atm_strike"] = atm_strike(strikes, forward)
         c["atm_iv"] = atm_iv(strikes, forward, *_fresh_ivs(cur, traded, inv, len(strikes)))
+        prev_close = np.where(traded & has_prev, h["close"][prev_i], np.nan)
+        _chain_analytics(rows, c, cur, (traded, has_prev), (prev_close, prev_oi), inv,
+                         (expiry_ts - bucket) / SECONDS_PER_YEAR)
         c["strikes_listed"] = self._listed.get(expiry_ts, 0)
         c["strikes_covered"] = int(((rows["call_oi"] != MISSING_INT) & (rows["put_oi"] != MISSING_INT)).sum())
         c["call_volume"] = int(volume[cur["kind"] == InstrumentKind.CALL].sum())
@@ -398,6 +371,38 @@ class OIRollup:
         self._hist = h[~(old & next_is_old_same)]
 
 
+def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray, ticked: tuple[np.ndarray, np.ndarray],
+                     previous: tuple[np.ndarray, np.ndarray], inv: np.ndarray, t: float) -> None:
+    """GEX, build-up and 25-delta skew of one (expiry, bucket) into its strike rows and chain row
+    (``pipeline.core.chain_analytics``). ``ticked``: (has a bar in the bucket, has a bar before);
+    ``previous``: (close, OI) of each option's previous bar; ``t``: years from the bucket to expiry."""
+    forward = float(chain["forward"][0])
+    traded, has_prev = ticked
+    prev_close, prev_oi = previous
+    compared = traded & has_prev
+    fresh = traded & (cur["stale"] == 0)
+    fresh_iv = np.where(np.isfinite(cur["mid_iv"]), cur["mid_iv"], cur["iv"])
+    codes = buildup(np.where(compared, cur["close"] - prev_close, 0), np.where(compared, cur["oi"] - prev_oi, 0))
+    wings = []
+    for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
+        m = cur["kind"] == kind
+        gamma = np.full(len(rows), np.nan)
+        gamma[inv[m]] = cur["gamma"][m]
+        oi = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
+        rows[f"{side}_gex"] = gamma_exposure(oi, gamma, forward, kind == InstrumentKind.CALL)
+        labels = np.full(len(rows), b"", dtype=rows.dtype[f"{side}_buildup"])
+        labels[inv[m]] = np.array([BUILDUPS[c].encode() for c in codes[m].tolist()], dtype=labels.dtype)
+        rows[f"{side}_buildup"] = labels
+        iv = np.full(len(rows), np.nan)
+        iv[inv[m & fresh]] = fresh_iv[m & fresh]
+        wings.append((cur["delta"][m & fresh], fresh_iv[m & fresh], iv, oi))
+    chain["gex"] = float(np.nansum(rows["call_gex"]) + np.nansum(rows["put_gex"]))
+    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, 0.0, wings[0][3], wings[1][3], wings[0][2], wings[1][2])
+    c25, p25 = wing_ivs(wings[0][0], wings[0][1], wings[1][0], wings[1][1])
+    chain["rr25"] = c25 - p25
+    chain["bf25"] = (c25 + p25) / 2 - float(chain["atm_iv"][0])
+
+
 def _fresh_ivs(cur: np.ndarray, traded: np.ndarray, inv: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(call, put) IVs per strike that the ATM interpolation may use: sides fresh in the bucket (ticked in it,
     not stale at their close), each its ``mid_iv`` where it has one, else its ``iv``; NaN elsewhere."""
@@ -420,4 +425,4 @@ def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return both[keep]
 
 
-__all__ = ["OIRollup", "atm_iv", "atm_strike", "listed_strikes", "max_pain", "pcr"]
+__all__ = ["OIRollup", "listed_strikes", "max_pain", "pcr"]

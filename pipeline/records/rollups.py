@@ -21,7 +21,7 @@ MISSING_INT = np.iinfo(np.int64).min  # an int column of a side with no known ba
 
 _KEY = [("underlying", "S24"), ("expiry", "S10"), ("interval_s", "<i4"), ("bucket", "<i8")]
 _SIDE = [("close", "<f8"), ("volume", "<i8"), ("oi", "<i8"), ("oi_change", "<i8"), ("iv", "<f8"), ("delta", "<f8"),
-         ("mid_iv", "<f8")]
+         ("mid_iv", "<f8"), ("gex", "<f8"), ("buildup", "S14")]
 
 STRIKE_BAR_DTYPE = np.dtype(
     _KEY
@@ -44,6 +44,10 @@ CHAIN_BAR_DTYPE = np.dtype(
         ("put_volume", "<i8"),
         ("strikes_listed", "<i8"),
         ("strikes_covered", "<i8"),
+        ("rr25", "<f8"),
+        ("bf25", "<f8"),
+        ("gex", "<f8"),
+        ("gex_flip", "<f8"),
         ("last_recv_ts", "<i8"),
     ]
 )
@@ -76,7 +80,7 @@ def row_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
         col = rows[name]
         kind = col.dtype.kind
         if kind == "S":
-            values = [v.decode() for v in col.tolist()]
+            values = [v.decode() or None for v in col.tolist()]  # b"" (a label that does not apply) -> None
         elif kind == "f":
             values = [None if v != v else v for v in col.tolist()]
         elif kind in "iu":

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 BAR_COLUMNS = {"bucket", "instrument_token", "open", "high", "low", "close", "volume", "oi", "oi_open", "oi_high",
                "oi_low", "vwap", "tick_count", "forward", "iv", "delta", "gamma", "theta", "vega", "rho",
                "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry", "spot_delta"}
-SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta", "mid_iv"}
+SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta", "mid_iv", "gex", "buildup"}
 EXPECTED = {
     "instruments": {"instrument_token", "exchange_token", "tradingsymbol", "name", "expiry", "strike", "tick_size",
                     "lot_size", "instrument_type", "segment", "exchange", "last_price", "updated_at"},
@@ -29,7 +29,7 @@ EXPECTED = {
        | {f"call_{c}" for c in SIDE} | {f"put_{c}" for c in SIDE} for tf in ("1m", "5m", "15m")},
     **{f"chain_bars_{tf}": {"underlying", "expiry", "bucket", "total_call_oi", "total_put_oi", "pcr", "max_pain",
                             "atm_strike", "atm_iv", "forward", "call_volume", "put_volume", "last_recv_ts",
-                            "strikes_listed", "strikes_covered"}
+                            "strikes_listed", "strikes_covered", "rr25", "bf25", "gex", "gex_flip"}
        for tf in ("1m", "5m", "15m")},
 }
 PRIMARY_KEYS = {
@@ -135,7 +135,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0006_analyst_functions, 0005_rollup_coverage" in report
+        assert "rolled back 0007_chain_analytics, 0006_analyst_functions, 0005_rollup_coverage" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.core.rollups import OIRollup, atm_iv, max_pain
+from pipeline.core.chain_analytics import atm_iv
+from pipeline.core.rollups import OIRollup, max_pain
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.columnar import BatchFormatError
 from pipeline.records.instruments import InstrumentIndex
@@ -483,3 +484,27 @@ def test_start_mid_bucket_unseeded_warmup_suppressed():
     fresh.start(T0 + 30)  # the stored bars could not be read
     assert len(fresh.update(stream[0], index)[1]) == 0 and fresh.suppressed > 0
     assert set(fresh.update(stream[1], index)[1]["bucket"].tolist()) == {T0 + 60}
+
+
+def test_rollup_rows_carry_gex_buildup_and_skew_from_their_bars() -> None:
+    index = _index()
+    rollup = OIRollup("NIFTY", 60)
+    tokens = [_token(22000.0, "CE"), _token(22000.0, "PE"), _token(22100.0, "CE")]
+    first = _bars(tokens, T0, oi=1000, close=100.0, forward=22050.0)
+    rollup.update(first, index)
+    bars = _bars(tokens, T0 + 60, oi=np.array([1200, 900, 1000]), close=np.array([110.0, 90.0, 100.0]),
+                 forward=22050.0, delta=np.array([0.25, -0.25, 0.2]), iv=np.array([0.16, 0.19, 0.15]))
+    bars["gamma"] = [0.0004, 0.0005, 0.0003]
+    strike, chain = rollup.update(bars, index)
+    row = _by_strike(strike)[22000.0]
+    assert row["call_gex"] == pytest.approx(1200 * 0.0004 * 22050.0**2 * 0.01)
+    assert row["put_gex"] == pytest.approx(-900 * 0.0005 * 22050.0**2 * 0.01)
+    assert (row["call_buildup"], row["put_buildup"]) == (b"long_buildup", b"long_unwinding")
+    other = _by_strike(strike)[22100.0]
+    assert other["call_buildup"] == b"" and np.isnan(other["put_gex"])  # price down, OI flat: no label
+    assert chain["gex"][0] == pytest.approx(row["call_gex"] + row["put_gex"] + other["call_gex"])
+    assert chain["rr25"][0] == pytest.approx(0.16 - 0.19)
+    assert chain["atm_iv"][0] == pytest.approx(0.17)  # 0.19 at 22000 (put) to 0.15 at 22100 (call), at 22050
+    assert chain["bf25"][0] == pytest.approx((0.16 + 0.19) / 2 - 0.17)
+    first_rows = row_dicts(OIRollup("NIFTY", 60).update(first, index)[0])
+    assert first_rows[0]["call_buildup"] is None  # no previous bar: no label

@@ -1,0 +1,117 @@
+"""Per-bucket chain analytics of the OI rollups: gamma exposure, OI build-up, 25-delta skew (pure numpy).
+
+Definitions (DESIGN.md "Definitions"):
+
+- ATM strike: the listed strike nearest the forward; ATM IV: interpolated at the forward between the two
+  listed strikes bracketing it, from the out-of-the-money sides (``atm_iv``).
+
+- GEX per strike and side: ``call_gex = +call OI x call gamma x F^2 x 0.01``, ``put_gex = -put OI x put
+  gamma x F^2 x 0.01``: rupees of delta change per 1 % move, with dealers long calls and short puts
+  (the common convention); OI in units as Kite reports it, gamma per rupee of F (Black-76). ``gex``
+  is their sum over the expiry's strikes.
+- ``gex_flip``: the forward level where the expiry's total GEX changes sign: the total recomputed with
+  every option's gamma at its own IV with the forward set to each listed strike, interpolated linearly
+  between the two strikes around the sign change nearest the current forward; NaN when it never changes.
+- Build-up per strike and side against the option's previous bar: price up and OI up 'long_buildup',
+  price down and OI up 'short_buildup', price up and OI down 'short_covering', price down and OI down
+  'long_unwinding'; none when either change is zero or there is no previous bar.
+- rr25 = IV(25-delta call) - IV(25-delta put), bf25 = their mean - ATM IV, each IV interpolated linearly
+  in forward delta among the expiry's fresh options (NaN when 0.25 / -0.25 is outside their deltas).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import greeks
+
+BUILDUPS = ("", "long_buildup", "short_buildup", "short_covering", "long_unwinding")
+
+
+def atm_strike(strikes: np.ndarray, forward: float) -> float:
+    """The strike of ``strikes`` (ascending) nearest ``forward`` (ties: the lower); NaN without either."""
+    if len(strikes) == 0 or not np.isfinite(forward):
+        return float("nan")
+    return float(strikes[int(np.argmin(np.abs(strikes - forward)))])  # first minimum: the lower on ties
+
+
+def atm_iv(strikes: np.ndarray, forward: float, call_iv: np.ndarray, put_iv: np.ndarray) -> float:
+    """IV at the forward (DESIGN.md "ATM IV"), from out-of-the-money sides: between the listed strikes
+    ``K_lo < F < K_hi`` bracketing it, linear in strike from the put's IV at ``K_lo`` to the call's at
+    ``K_hi``; when only one of the two is known, that one; at ``F`` equal to a listed strike, the mean of
+    the call and put known there. NaN when F is outside the listed strikes or nothing usable is known.
+    ``call_iv``/``put_iv`` are aligned with ``strikes`` (ascending), NaN where a side may not be used
+    (missing, stale): the caller decides freshness."""
+    if len(strikes) == 0 or not np.isfinite(forward):
+        return float("nan")
+    hi = int(np.searchsorted(strikes, forward))
+    if hi < len(strikes) and strikes[hi] == forward:
+        known = np.array([call_iv[hi], put_iv[hi]])
+        known = known[~np.isnan(known)]
+        return float(known.mean()) if len(known) else float("nan")
+    if hi == 0 or hi == len(strikes):
+        return float("nan")
+    lo = hi - 1
+    below, above = float(put_iv[lo]), float(call_iv[hi])
+    if np.isnan(below) or np.isnan(above):
+        return above if np.isnan(below) else below  # NaN when both are
+    w = (forward - strikes[lo]) / (strikes[hi] - strikes[lo])
+    return below + w * (above - below)
+
+
+def gamma_exposure(oi: np.ndarray, gamma: np.ndarray, forward: float, is_call: bool) -> np.ndarray:
+    """Per strike: +/- OI x gamma x F^2 x 0.01 (calls +, puts -); NaN where OI or gamma is unknown."""
+    sign = 1.0 if is_call else -1.0
+    return sign * np.asarray(oi, np.float64) * np.asarray(gamma, np.float64) * forward * forward * 0.01
+
+
+def gex_flip(strikes: np.ndarray, forward: float, t: float, r: float, call_oi: np.ndarray, put_oi: np.ndarray,
+             call_iv: np.ndarray, put_iv: np.ndarray) -> float:
+    """The forward level where total GEX changes sign (module docstring); NaN when it does not or when the
+    inputs say nothing (no forward, t <= 0, fewer than two strikes)."""
+    if len(strikes) < 2 or not np.isfinite(forward) or not t > 0:
+        return float("nan")
+    levels = strikes[:, None]  # forward set to each listed strike
+    totals = np.zeros(len(strikes))
+    for oi, iv, is_call in ((call_oi, call_iv, True), (put_oi, put_iv, False)):
+        ok = np.isfinite(iv) & (np.asarray(oi, np.float64) > 0)
+        if not ok.any():
+            continue
+        # gamma of every option (columns) with the forward at each level (rows)
+        g = greeks.black76_greeks(levels, strikes[ok][None, :], t, r, iv[ok][None, :], is_call).gamma
+        sign = 1.0 if is_call else -1.0
+        totals += sign * np.nansum(np.asarray(oi, np.float64)[ok][None, :] * g, axis=1) * strikes * strikes * 0.01
+    sign = np.sign(totals)
+    cross = np.flatnonzero((sign[:-1] * sign[1:] < 0))
+    if cross.size == 0:
+        return float("nan")
+    i = cross[int(np.argmin(np.abs((strikes[cross] + strikes[cross + 1]) / 2 - forward)))]
+    w = totals[i] / (totals[i] - totals[i + 1])
+    return float(strikes[i] + w * (strikes[i + 1] - strikes[i]))
+
+
+def buildup(price_change: np.ndarray, oi_change: np.ndarray) -> np.ndarray:
+    """Codes into ``BUILDUPS`` (0 = none) per option from its close and OI change against its previous bar."""
+    dp, doi = np.asarray(price_change, np.float64), np.asarray(oi_change, np.float64)
+    out = np.zeros(len(dp), np.int64)
+    out[(dp > 0) & (doi > 0)] = 1
+    out[(dp < 0) & (doi > 0)] = 2
+    out[(dp > 0) & (doi < 0)] = 3
+    out[(dp < 0) & (doi < 0)] = 4
+    return out
+
+
+def wing_ivs(call_delta: np.ndarray, call_iv: np.ndarray, put_delta: np.ndarray, put_iv: np.ndarray
+             ) -> tuple[float, float]:
+    """(IV of the 25-delta call, IV of the -25-delta put), each interpolated linearly in delta among the
+    given options (NaN entries ignored); NaN when the target delta is outside those deltas."""
+    out = []
+    for delta, iv, target in ((call_delta, call_iv, 0.25), (put_delta, put_iv, -0.25)):
+        ok = np.isfinite(delta) & np.isfinite(iv)
+        d, v = np.asarray(delta)[ok], np.asarray(iv)[ok]
+        if d.size == 0 or not d.min() <= target <= d.max():
+            out.append(float("nan"))
+            continue
+        order = np.argsort(d, kind="stable")
+        out.append(float(np.interp(target, d[order], v[order])))
+    return out[0], out[1]
