@@ -153,3 +153,4 @@ def _count(result: ProcessResult) -> None:
     metrics.TICKS_PROCESSED.labels(result.underlying).inc(len(priced))
     if len(priced):
         metrics.EVENT_LAG.labels(result.underlying).set(time.time() - priced["recv_ts"].max() / 1e6)
+        metrics.TICK_AGE.touch(result.underlying, float(priced["recv_ts"].max()) / 1e6)

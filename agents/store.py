@@ -42,11 +42,16 @@ async def _write_with_retry(what: str, write: Callable[[], Awaitable[int]]) -> N
     await retry_forever(write, retry_on=Exception, on_failure=failed, start_s=0.5, max_s=RETRY_MAX_S)
 
 
-def _decode_all(payloads: list[bytes], decode: Callable[[bytes], tuple[object, Any]], topic: str) -> list[Any]:
+def _decode_all(payloads: list[bytes], decode: Callable[[bytes], tuple[object, Any]], topic: str,
+                keys: set[str] | None = None) -> list[Any]:
+    """The decoded arrays of ``payloads`` (bad records counted and skipped); their keys go into ``keys``."""
     arrays = []
     for payload in payloads:
         try:
-            arrays.append(decode(payload)[1])
+            key, array = decode(payload)
+            arrays.append(array)
+            if keys is not None:
+                keys.add(str(key))
         except BatchFormatError as exc:
             metrics.BAD_BATCHES.labels(topic).inc()
             logger.warning("skipping a bad {} record: {}", topic, exc)
@@ -58,7 +63,8 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
     async def store_bars(stream: faust.StreamT) -> None:
         res = await resources.get()
         async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
-            arrays = _decode_all(payloads, decode_bars, settings.bars_topic)
+            underlyings: set[str] = set()
+            arrays = _decode_all(payloads, decode_bars, settings.bars_topic, underlyings)
             if not arrays:
                 continue
             bars = np.concatenate(arrays)
@@ -66,6 +72,8 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
                 chunk = bars[bars["interval_s"] == interval]
                 await _write_with_retry(f"{len(chunk)} bars", lambda c=chunk, i=int(interval): res.writer.write_bars(i, c))
                 metrics.ROWS_WRITTEN.labels(f"bars_{label_of(interval)}").inc(len(chunk))
+            for underlying in underlyings:
+                metrics.BAR_WRITTEN_AGE.touch(underlying)
 
     @app.agent(topics.rollups, name="store-rollups")
     async def store_rollups(stream: faust.StreamT) -> None:

@@ -71,6 +71,9 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
     rows = await asyncio.to_thread(load_instruments, settings, accounts[0], api_url)
     universe = plan_universe(rows, settings, len(accounts))
     index, shards = universe.subscribed, universe.shards
+    metrics.INSTRUMENTS_SUBSCRIBED.set(sum(len(shard.tokens) for shard in shards))
+    metrics.INSTRUMENTS_BUDGET.set(len(accounts) * settings.kite_max_connections_per_key
+                                   * settings.kite_max_tokens_per_connection)
     if len(index) == 0:
         raise ShardingError(f"no instruments of {', '.join(settings.underlyings)} in the instruments master")
     instruments_task = None

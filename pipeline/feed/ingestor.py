@@ -95,6 +95,7 @@ class Ingestor:
             return
         self.stats.frames += 1
         metrics.FRAMES.labels(connection).inc()
+        metrics.FEED_DATA_AGE.touch(connection)
         full = decoded["mode"] == MODE_FULL
         if not full.all():
             # Kite streams a new token in quote mode until our mode message lands; those packets

@@ -18,6 +18,8 @@ from prometheus_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.runtime.freshness import AgeGauge
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # ingest
@@ -36,6 +38,12 @@ PRODUCE_BUFFER_BYTES = Gauge(
     "strikeflow_produce_buffer_bytes", "Tick batches waiting for Kafka", registry=REGISTRY
 )
 PRODUCE_ERRORS = Counter("strikeflow_produce_errors_total", "Failed Kafka sends (retried)", registry=REGISTRY)
+FEED_DATA_AGE = AgeGauge("strikeflow_feed_data_age_seconds", "Seconds since a Kite connection last delivered a data "
+                         "frame (grows while the connection is silent)", "connection", REGISTRY)
+INSTRUMENTS_SUBSCRIBED = Gauge("strikeflow_instruments_subscribed", "Instruments the ingestor subscribes",
+                               registry=REGISTRY)
+INSTRUMENTS_BUDGET = Gauge("strikeflow_instruments_budget", "Instruments the accounts allow (accounts x connections "
+                           "x tokens per connection)", registry=REGISTRY)
 
 # process
 TICKS_PROCESSED = Counter("strikeflow_ticks_processed_total", "Ticks through the process agent", ["underlying"], registry=REGISTRY)
@@ -53,6 +61,8 @@ ROLLUP_ROWS = Counter(
 EVENT_LAG = Gauge(
     "strikeflow_process_lag_seconds", "Wall time minus receive time of the last processed tick", ["underlying"], registry=REGISTRY
 )
+TICK_AGE = AgeGauge("strikeflow_tick_age_seconds", "Seconds since the receive time of the newest tick the worker "
+                    "processed of an underlying (grows while its ticks stop coming)", "underlying", REGISTRY)
 CHECKPOINTS = Counter("strikeflow_checkpoints_total", "Process-agent checkpoints by result (saved, failed, restored, "
                       "refused: not restorable here, none: no checkpoint to restore)", ["result"], registry=REGISTRY)
 CHECKPOINT_BYTES = Gauge("strikeflow_checkpoint_bytes", "Size of the newest checkpoint of a ticks partition",
@@ -93,6 +103,8 @@ REDIS_NOT_NEWER = Counter("strikeflow_redis_not_newer_ticks_total",
                           "(a replay after a restart or a moved partition)", registry=REGISTRY)
 REDIS_CONFLATED = Gauge("strikeflow_redis_conflated", "Ticks replaced by newer ones before publishing (cumulative)", registry=REGISTRY)
 ROWS_WRITTEN = Counter("strikeflow_rows_written_total", "Rows upserted into PostgreSQL", ["table"], registry=REGISTRY)
+BAR_WRITTEN_AGE = AgeGauge("strikeflow_bar_written_age_seconds", "Seconds since bars of an underlying were last "
+                           "written to the database (grows while no bar is written)", "underlying", REGISTRY)
 SINK_ERRORS = Counter("strikeflow_sink_errors_total", "Failed sink writes (retried)", ["sink"], registry=REGISTRY)
 
 
