@@ -5,6 +5,9 @@
 - every message goes to the host (:class:`ConnectionHost`, the ingestor):
   binary to ``on_binary``, text to ``on_text``;
 - no message at all for ``kite_silence_timeout_s`` = dead socket: reconnect;
+- heartbeats but no data frame for ``kite_mute_timeout_s`` while another connection of the
+  ingestor had data meanwhile = open but mute (a known failure of Kite's feed at high
+  subscription counts): reconnect, counted in ``strikeflow_ws_mute_reconnects_total``;
 - reconnects use exponential backoff (1 s, x2, cap 30 s) with +-20 % jitter,
   reset after a successful handshake; the gap is logged and counted;
 - HTTP 403/429 on the upgrade = rejected account: the host moves the shard to
@@ -51,6 +54,10 @@ class ConnectionHost(Protocol):
     def on_binary(self, connection: str, data: bytes) -> None: ...
 
     def on_text(self, connection: str, data: str) -> None: ...
+
+    def data_elsewhere_since(self, connection: str, since: float) -> bool:
+        """Another connection than ``connection`` received a data frame after ``since`` (monotonic)."""
+        ...
 
     def fail_over(self, connection: Connection, reason: str = "rejected") -> bool: ...
 
@@ -135,7 +142,8 @@ class Connection:
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ing = self.ingestor
-        silence = ing.settings.kite_silence_timeout_s
+        silence, mute = ing.settings.kite_silence_timeout_s, ing.settings.kite_mute_timeout_s
+        last_data = time.monotonic()
         while not ing.stopping.is_set():
             try:
                 msg = await asyncio.wait_for(ws.receive(), silence)
@@ -144,6 +152,14 @@ class Connection:
                 return
             if msg.type == aiohttp.WSMsgType.BINARY:
                 ing.on_binary(self.name, msg.data)
+                now = time.monotonic()
+                if len(msg.data) > 1:
+                    last_data = now
+                elif now - last_data > mute and ing.data_elsewhere_since(self.name, last_data + mute / 2):
+                    logger.warning("connection {}: heartbeats but no data for {:.0f}s while other connections "
+                                   "have data: open but mute, reconnecting", self.name, now - last_data)
+                    metrics.MUTE_RECONNECTS.labels(self.name).inc()
+                    return
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 ing.on_text(self.name, msg.data)
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,

@@ -76,6 +76,7 @@ class Ingestor:
         self.last_message_at = float("-inf")  # monotonic seconds of the newest message of any connection
         self.last_exchange_ts = 0
         self.stats = IngestStats()
+        self.last_data_at: dict[str, float] = {}  # connection -> monotonic time of its last data frame
         self.stopping = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.connections = [Connection(self, s) for s in shards]
@@ -96,6 +97,7 @@ class Ingestor:
         self.stats.frames += 1
         metrics.FRAMES.labels(connection).inc()
         metrics.FEED_DATA_AGE.touch(connection)
+        self.last_data_at[connection] = time.monotonic()
         full = decoded["mode"] == MODE_FULL
         if not full.all():
             # Kite streams a new token in quote mode until our mode message lands; those packets
@@ -135,6 +137,10 @@ class Ingestor:
         for underlying, parts in unsent.items():
             rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self.producer.offer(underlying, encode_ticks(underlying, rows))
+
+    def data_elsewhere_since(self, connection: str, since: float) -> bool:
+        """Another connection received a data frame after ``since`` (monotonic): the feed is alive."""
+        return any(at > since for name, at in self.last_data_at.items() if name != connection)
 
     def on_text(self, connection: str, data: str) -> None:
         try:

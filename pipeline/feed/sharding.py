@@ -21,14 +21,17 @@ class ShardingError(ValueError):
 
 @dataclass
 class Shard:
-    """One WebSocket connection's subscription: ``account`` indexes the account list."""
+    """One WebSocket connection's subscription: ``account`` indexes the account list; ``number`` is the
+    shard's place in the plan, which names it (every shard holds its underlyings' index and futures, so
+    its tokens do not tell two shards apart)."""
 
     account: int
     tokens: list[int] = field(default_factory=list)
+    number: int = 0
 
     @property
     def name(self) -> str:
-        return f"a{self.account}-{min(self.tokens) if self.tokens else 0}"
+        return f"a{self.account}-s{self.number}"
 
 
 def plan_shards(
@@ -68,7 +71,7 @@ def plan_shards(
             f"the universe needs {len(token_sets)} connections but {n_accounts} account(s) allow {capacity}: "
             "add accounts (STRIKEFLOW_KITE_ACCOUNTS) or narrow STRIKEFLOW_STRIKES_AROUND_ATM/STRIKEFLOW_EXPIRIES"
         )
-    return [Shard(account=i % n_accounts, tokens=tokens) for i, tokens in enumerate(token_sets)]
+    return [Shard(account=i % n_accounts, tokens=tokens, number=i) for i, tokens in enumerate(token_sets)]
 
 
 def reassign(shards: Sequence[Shard], failed: int, healthy: Sequence[int], max_connections: int = 3) -> list[Shard]:
@@ -87,5 +90,5 @@ def reassign(shards: Sequence[Shard], failed: int, healthy: Sequence[int], max_c
             raise ShardingError(f"account {failed} was rejected and no other account has a free connection slot")
         target = min(free, key=lambda a: load[a])
         load[target] += 1
-        out.append(Shard(account=target, tokens=list(shard.tokens)))
+        out.append(Shard(account=target, tokens=list(shard.tokens), number=shard.number))
     return out

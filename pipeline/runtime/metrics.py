@@ -33,6 +33,8 @@ PARTIAL_PACKETS = Counter(
 )
 TICKS_INGESTED = Counter("strikeflow_ticks_ingested_total", "Ticks decoded and produced to Kafka", registry=REGISTRY)
 RECONNECTS = Counter("strikeflow_ws_reconnects_total", "WebSocket reconnects", ["connection"], registry=REGISTRY)
+MUTE_RECONNECTS = Counter("strikeflow_ws_mute_reconnects_total", "Connections reconnected because they were open "
+                          "(heartbeats) but sent no data while another connection did", ["connection"], registry=REGISTRY)
 WS_CONNECTED = Gauge("strikeflow_ws_connected", "1 when the connection is up", ["connection"], registry=REGISTRY)
 PRODUCE_BUFFER_BYTES = Gauge(
     "strikeflow_produce_buffer_bytes", "Tick batches waiting for Kafka", registry=REGISTRY

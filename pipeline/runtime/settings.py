@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     kite_max_tokens_per_connection: int = Field(3000, ge=1, le=3000)
     kite_max_connections_per_key: int = Field(3, ge=1, le=3)
     kite_silence_timeout_s: float = Field(5.0, gt=0, description="no data or heartbeat for this long = dead socket")
+    kite_mute_timeout_s: float = Field(30.0, gt=0, description="a connection with heartbeats but no data for this long while another connection of the ingestor has data is open but mute: reconnect it")
 
     # --- universe ---
     underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")

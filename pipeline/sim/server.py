@@ -96,6 +96,7 @@ class Client:
     api_key: str
     modes: dict[int, int] = field(default_factory=dict)  # token -> mode
     frames: int = 0
+    muted_until: float = float("-inf")  # fault: until then (monotonic) data frames are not sent, heartbeats are
 
 
 class Simulator:
@@ -198,7 +199,17 @@ class Simulator:
             modes = np.array([client.modes[t] for t in tokens], dtype=np.uint8)
             await self._send(client, encode_frame(self.market.snapshot(pos, modes)))
 
+    def mute(self, seconds: float, index: int = 0) -> bool:
+        """Fault: the ``index``-th connected client gets heartbeats but no data for ``seconds`` (the socket
+        stays open: Kite's feed at high subscription counts); False when there is no such client."""
+        if not 0 <= index < len(self.clients):
+            return False
+        self.clients[index].muted_until = self.clock.monotonic() + seconds
+        return True
+
     async def _send(self, client: Client, frame: bytes) -> None:
+        if self.clock.monotonic() < client.muted_until:
+            return
         frame = self.faults.corrupt(frame, self.frames_sent + 1)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await client.ws.send_bytes(frame)
@@ -338,6 +349,8 @@ class Simulator:
                 self.faults.malform(int(request.query.get("count", "1")))
             elif kind == "refuse":
                 self.faults.refuse(seconds)
+            elif kind == "mute":
+                return web.json_response({"muted": self.mute(seconds, int(request.query.get("client", "0")))})
             elif kind in ("message", "error"):
                 await self.broadcast_text(kind, request.query.get("text", "simulator notice"))
             else:

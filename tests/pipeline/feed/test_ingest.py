@@ -22,6 +22,7 @@ from pipeline.feed.ingestor import (
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
+from pipeline.runtime import metrics
 from pipeline.runtime.settings import KiteAccount, load_settings
 
 
@@ -65,6 +66,10 @@ async def start_ingest(kafka_url: str, unique_name: str):  # noqa: ANN201
     for run in running:
         if not run.task.done():
             await run.stop()
+
+
+def _mute_reconnects(connection: str) -> float:
+    return metrics.REGISTRY.get_sample_value("strikeflow_ws_mute_reconnects_total", {"connection": connection}) or 0.0
 
 
 def _subscribed(simulator) -> set[int]:  # noqa: ANN001
@@ -305,3 +310,24 @@ async def test_quiet_feed_gets_clock_records_so_bars_can_close(kite_simulator, s
     assert ticks > 0 and len(clocks) >= 3
     assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)  # only forward
     assert clocks[0] > last_tick_ts - 1 and clocks[-1] <= last_tick_ts + 30  # wall-speed estimate past the last tick
+
+
+@pytest.mark.integration
+async def test_a_connection_open_but_mute_is_reconnected_while_the_other_has_data(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    # heartbeats every second keep the silence watchdog (5 s) quiet: only the mute watchdog (3 s) can act
+    run = await start_ingest(simulator, addr, kite_max_tokens_per_connection=8, kite_mute_timeout_s=3.0,
+                             kite_silence_timeout_s=5.0)
+    connections = run.ingestor.connections
+    assert len(connections) == 2
+    assert len({c.name for c in connections}) == 2  # each connection its own metrics and data clock
+    await _until(lambda: len(run.ingestor.last_data_at) == 2, what="data on both connections")
+    muted = simulator.clients[0]
+    before = {c.name: _mute_reconnects(c.name) for c in connections}
+    muted_at = time.monotonic()
+    assert simulator.mute(120.0, 0)  # heartbeats keep coming, data frames do not
+    await _until(lambda: muted not in simulator.clients, timeout=20, what="the mute connection replaced")
+    counted = {c.name: _mute_reconnects(c.name) - before[c.name] for c in connections}
+    assert sorted(counted.values()) == [0, 1]  # the mute one, once; the other was never touched
+    await _until(lambda: all(at > muted_at + 3.0 for at in run.ingestor.last_data_at.values()), timeout=15,
+                 what="data on both connections again")
