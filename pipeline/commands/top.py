@@ -11,16 +11,22 @@ Every ``--interval`` seconds it scrapes the ingestor's and the worker's
   conflated on the live path;
 - consumer lag per topic (messages between the committed offset and the end).
 
-``--once --json`` prints one sample as JSON (for scripts and alerts).
+The line of the stage that holds the flow back is marked (``>>``, and in
+reverse video on a terminal) and named on the last line (:func:`bottleneck`).
+It draws in a plain terminal over SSH (ANSI clear and reverse video only);
+``q`` quits. ``--once --json`` prints one sample as JSON (for scripts and alerts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import termios
 import time
+import tty
 from dataclasses import asdict, dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -103,17 +109,45 @@ async def consumer_lag(kafka_url: str, group: str, topics: list[str]) -> dict[st
         await consumer.stop()
 
 
-def render(view: View) -> str:
-    lines = [
-        f"strikeflow top — {time.strftime('%H:%M:%S')}",
-        f"  ingest   {'up' if view.ingest_up else 'DOWN':<5} ticks in      {view.ticks_in_per_s:>10,.0f}/s"
-        f"   ws connected {view.ws_connected:.0f}   produce buffer {view.produce_buffer_bytes / 2**20:,.1f} MB",
-        f"  worker   {'up' if view.worker_up else 'DOWN':<5} processed     {view.ticks_processed_per_s:>10,.0f}/s"
-        f"   lag {view.process_lag_s:.3f}s",
-        f"  redis          published     {view.redis_msgs_per_s:>10,.0f}/s   conflated {view.conflated:,.0f}",
-        f"  database       rows written  {view.rows_written_per_s:>10,.0f}/s",
-        "  consumer lag   " + ("  ".join(f"{t}: {n:,}" for t, n in sorted(view.consumer_lag.items())) or "n/a"),
+BUFFERING_BYTES = 8 * 2**20  # the ingestor buffering this much for Kafka: the broker is the slow stage
+BEHIND_LAG_S = 2.0  # the worker this far behind receive time: processing is the slow stage
+
+
+def bottleneck(view: View) -> tuple[str, str]:
+    """(stage, why) of the stage holding the flow back, from one view (pure): a process down first, then
+    the feed, Kafka, the worker, Redis; ("", "keeping up") when none is."""
+    if not view.ingest_up:
+        return "ingest", "ingest DOWN: its /metrics does not answer"
+    if not view.worker_up:
+        return "worker", "worker DOWN: its /metrics does not answer"
+    if view.ws_connected < 1:
+        return "ingest", "no Kite connection up: the feed"
+    if view.produce_buffer_bytes > BUFFERING_BYTES:
+        return "ingest", f"ingest buffering {view.produce_buffer_bytes / 2**20:,.0f} MB: Kafka is slow or down"
+    if view.process_lag_s > BEHIND_LAG_S or view.ticks_processed_per_s < 0.9 * view.ticks_in_per_s - 1:
+        return "worker", f"worker {view.process_lag_s:.1f}s behind, processing {view.ticks_processed_per_s:,.0f}/s " \
+                         f"of {view.ticks_in_per_s:,.0f}/s: processing"
+    return "", "keeping up"
+
+
+def render(view: View, on_tty: bool = False) -> str:
+    stage, why = bottleneck(view)
+    rows = [
+        ("ingest", f"ingest   {'up' if view.ingest_up else 'DOWN':<5} ticks in      {view.ticks_in_per_s:>10,.0f}/s"
+                   f"   ws connected {view.ws_connected:.0f}   produce buffer {view.produce_buffer_bytes / 2**20:,.1f} MB"),
+        ("worker", f"worker   {'up' if view.worker_up else 'DOWN':<5} processed     {view.ticks_processed_per_s:>10,.0f}/s"
+                   f"   lag {view.process_lag_s:.3f}s"),
+        ("redis", f"redis          published     {view.redis_msgs_per_s:>10,.0f}/s   conflated {view.conflated:,.0f}"),
+        ("database", f"database       rows written  {view.rows_written_per_s:>10,.0f}/s"),
+        ("kafka", "consumer lag   " + ("  ".join(f"{t}: {n:,}" for t, n in sorted(view.consumer_lag.items())) or "n/a")),
     ]
+    lines = [f"strikeflow top — {time.strftime('%H:%M:%S')}   (q quits)"]
+    for name, text in rows:
+        if name == stage:
+            lines.append(f"\x1b[7m>> {text}\x1b[0m" if on_tty else f">> {text}")
+        else:
+            lines.append(f"   {text}")
+    lines.append(f"bottleneck: {why}")
     return "\n".join(lines)
 
 
@@ -140,19 +174,48 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     args.worker = args.worker or f"http://{settings.web_host}:{settings.web_port}"
 
     async def loop() -> None:
+        quit_pressed = _keys_quit()
         old = await _sample(args, settings)
-        while True:
-            await asyncio.sleep(args.interval)
+        while not quit_pressed.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(quit_pressed.wait(), args.interval)
+            if quit_pressed.is_set():
+                return
             new = await _sample(args, settings)
             view = view_between(old, new)
             if args.json:
                 print(json.dumps(asdict(view)), flush=True)
             else:
-                prefix = "\x1b[2J\x1b[H" if sys.stdout.isatty() else ""
-                print(prefix + render(view), flush=True)
+                on_tty = sys.stdout.isatty()
+                print(("\x1b[2J\x1b[H" if on_tty else "") + render(view, on_tty), flush=True)
             old = new
             if args.once:
                 return
 
-    asyncio.run(loop())
+    saved = _cbreak()
+    try:
+        asyncio.run(loop())
+    finally:
+        if saved is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
     return 0
+
+
+def _cbreak() -> list | None:
+    """Keys without Enter on a terminal (``q`` quits); the old settings, or None when stdin is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+    saved = termios.tcgetattr(sys.stdin.fileno())
+    tty.setcbreak(sys.stdin.fileno())
+    return saved
+
+
+def _keys_quit() -> asyncio.Event:
+    """An event set when ``q`` is pressed on a terminal stdin (never set otherwise)."""
+    pressed = asyncio.Event()
+    if sys.stdin.isatty():
+        def read() -> None:
+            if sys.stdin.read(1).lower() == "q":
+                pressed.set()
+        asyncio.get_running_loop().add_reader(sys.stdin.fileno(), read)
+    return pressed
