@@ -339,9 +339,10 @@ class OIRollup:
         c["max_pain"] = max_pain(strikes, side_oi["call"], side_oi["put"])
         c["forward"] = forward
         c["atm_strike"] = atm_strike(strikes, forward)
-        c["atm_iv"] = atm_iv(strikes, forward, *_fresh_ivs(cur, traded, inv, len(strikes)))
+        fresh_ivs = _fresh_ivs(cur, traded, inv, len(strikes))
+        c["atm_iv"] = atm_iv(strikes, forward, *fresh_ivs)
         prev_close = np.where(traded & has_prev, h["close"][prev_i], np.nan)
-        _chain_analytics(rows, c, cur, (traded, has_prev), (prev_close, prev_oi), inv,
+        _chain_analytics(rows, c, cur, (traded & has_prev, prev_close, prev_oi), inv, fresh_ivs,
                          (expiry_ts - bucket) / SECONDS_PER_YEAR)
         c["strikes_listed"] = self._listed.get(expiry_ts, 0)
         c["strikes_covered"] = int(((rows["call_oi"] != MISSING_INT) & (rows["put_oi"] != MISSING_INT)).sum())
@@ -371,34 +372,31 @@ class OIRollup:
         self._hist = h[~(old & next_is_old_same)]
 
 
-def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray, ticked: tuple[np.ndarray, np.ndarray],
-                     previous: tuple[np.ndarray, np.ndarray], inv: np.ndarray, t: float) -> None:
+def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray,
+                     previous: tuple[np.ndarray, np.ndarray, np.ndarray], inv: np.ndarray,
+                     fresh_ivs: tuple[np.ndarray, np.ndarray], t: float) -> None:
     """GEX, build-up and 25-delta skew of one (expiry, bucket) into its strike rows and chain row
-    (``pipeline.core.chain_analytics``). ``ticked``: (has a bar in the bucket, has a bar before);
-    ``previous``: (close, OI) of each option's previous bar; ``t``: years from the bucket to expiry."""
+    (``pipeline.core.chain_analytics``). ``previous``: (has a bar in the bucket and one before, the close
+    and OI of that previous bar) per option; ``fresh_ivs``: :func:`_fresh_ivs` per strike; ``t``: years
+    from the bucket to expiry."""
     forward = float(chain["forward"][0])
-    traded, has_prev = ticked
-    prev_close, prev_oi = previous
-    compared = traded & has_prev
-    fresh = traded & (cur["stale"] == 0)
-    fresh_iv = np.where(np.isfinite(cur["mid_iv"]), cur["mid_iv"], cur["iv"])
+    compared, prev_close, prev_oi = previous
     codes = buildup(np.where(compared, cur["close"] - prev_close, 0), np.where(compared, cur["oi"] - prev_oi, 0))
-    wings = []
+    oi = {}
     for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
         m = cur["kind"] == kind
         gamma = np.full(len(rows), np.nan)
         gamma[inv[m]] = cur["gamma"][m]
-        oi = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
-        rows[f"{side}_gex"] = gamma_exposure(oi, gamma, forward, kind == InstrumentKind.CALL)
+        oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
+        rows[f"{side}_gex"] = gamma_exposure(oi[side], gamma, forward, kind == InstrumentKind.CALL)
         labels = np.full(len(rows), b"", dtype=rows.dtype[f"{side}_buildup"])
         labels[inv[m]] = np.array([BUILDUPS[c].encode() for c in codes[m].tolist()], dtype=labels.dtype)
         rows[f"{side}_buildup"] = labels
-        iv = np.full(len(rows), np.nan)
-        iv[inv[m & fresh]] = fresh_iv[m & fresh]
-        wings.append((cur["delta"][m & fresh], fresh_iv[m & fresh], iv, oi))
+    call_iv, put_iv = fresh_ivs
     chain["gex"] = float(np.nansum(rows["call_gex"]) + np.nansum(rows["put_gex"]))
-    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, 0.0, wings[0][3], wings[1][3], wings[0][2], wings[1][2])
-    c25, p25 = wing_ivs(wings[0][0], wings[0][1], wings[1][0], wings[1][1])
+    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, 0.0, oi["call"], oi["put"], call_iv, put_iv)
+    # the wings from the same fresh sides (a NaN IV leaves its strike out)
+    c25, p25 = wing_ivs(rows["call_delta"], call_iv, rows["put_delta"], put_iv)
     chain["rr25"] = c25 - p25
     chain["bf25"] = (c25 + p25) / 2 - float(chain["atm_iv"][0])
 
