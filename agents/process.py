@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import faust
 import numpy as np
@@ -32,6 +33,7 @@ from agents.topics import Topics
 from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
 from pipeline.records.bars import encode_bars
 from pipeline.records.columnar import BatchFormatError
+from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.rollups import encode_rollups
 from pipeline.records.ticks import decode_ticks_record, encode_priced_ticks
 from pipeline.records.time_units import label_of
@@ -94,7 +96,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             metrics.TICK_TO_PROCESS.observe(max(time.time() - int(ticks["recv_ts"].max()) / 1e6, 0.0))
         if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
             await resources.refresh_instruments()
-        await _seed(processor, underlying, ticks, res, settings.pg_schema)
+        await seed_rollups(processor, underlying, ticks, res.pool, res.instruments, settings.pg_schema)
         try:
             result = processor.process(underlying, ticks, res.pricer)
         except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
@@ -107,18 +109,19 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
     return checkpoints
 
 
-async def _seed(processor: TickProcessor, underlying: str, ticks: np.ndarray, res: Connected, schema: str) -> None:
-    """Before an underlying's first batch: seed its rollups with the newest stored bar of each option;
-    a failed query leaves them unseeded (logged), it never blocks the live path."""
-    for request in processor.start(underlying, ticks, res.instruments):
+async def seed_rollups(processor: TickProcessor, underlying: str, ticks: np.ndarray, pool: Any,
+                       index: InstrumentIndex, schema: str) -> None:
+    """Before an underlying's first batch: seed its rollups with the newest bar of each option stored in
+    ``schema``; a failed query leaves them unseeded (logged), it never blocks the live path."""
+    for request in processor.start(underlying, ticks, index):
         try:
             bars = await asyncio.wait_for(
-                load_latest_bars(res.pool, schema, request.interval_s, request.tokens, request.before), SEED_TIMEOUT_S)
+                load_latest_bars(pool, schema, request.interval_s, request.tokens, request.before), SEED_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - never block the live path on the seed
             logger.warning("{} {}s rollups start unseeded: cannot load stored bars ({}: {})",
                            underlying, request.interval_s, type(exc).__name__, exc)
             continue
-        processor.seed(underlying, request.interval_s, bars, res.instruments)
+        processor.seed(underlying, request.interval_s, bars, index)
 
 
 async def _emit(result: ProcessResult, res: Connected, topics: Topics, store_ticks: bool) -> None:

@@ -28,6 +28,12 @@ from sinks.timescale_writer import TimescaleWriter
 REFRESH_MIN_INTERVAL_S = 10.0
 
 
+def pricing_rules(settings: Settings) -> PricingRules:
+    """The pricer's freshness rules from the settings (DESIGN.md "Pricing model")."""
+    return PricingRules(fresh_s=settings.fresh_s, max_spread=settings.max_spread,
+                        parity_strikes=settings.parity_strikes, near_expiry_s=settings.near_expiry_s)
+
+
 @dataclass
 class Connected:
     pool: asyncpg.Pool
@@ -88,12 +94,7 @@ class WorkerResources:
             redact_url(self.pg_dsn), schema, redact_url(self.redis_url), len(instruments),
         )
         return Connected(pool, redis, writer, publisher, instruments,
-                         OptionPricer(instruments, self.settings.risk_free_rate, self._pricing_rules()))
-
-    def _pricing_rules(self) -> PricingRules:
-        s = self.settings
-        return PricingRules(fresh_s=s.fresh_s, max_spread=s.max_spread, parity_strikes=s.parity_strikes,
-                            near_expiry_s=s.near_expiry_s)
+                         OptionPricer(instruments, self.settings.risk_free_rate, pricing_rules(self.settings)))
 
     async def refresh_instruments(self) -> InstrumentIndex:
         """Reload the instrument index (the ingestor adds contracts at start-up).

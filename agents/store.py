@@ -22,7 +22,7 @@ from agents.topics import Topics
 from pipeline.records.bars import decode_bars
 from pipeline.records.columnar import BatchFormatError
 from pipeline.records.rollups import decode_rollups, row_dicts
-from pipeline.records.ticks import decode_priced_ticks
+from pipeline.records.ticks import decode_priced_ticks, record_starts
 from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
@@ -99,6 +99,6 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
         async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
             arrays = _decode_all(payloads, decode_priced_ticks, topics.priced_ticks.get_topic_name())
             if arrays:
-                ticks = np.concatenate(arrays)
-                await _write_with_retry(f"{len(ticks)} ticks", lambda t=ticks: res.writer.write_ticks(t))
+                ticks, starts = np.concatenate(arrays), record_starts(arrays)
+                await _write_with_retry(f"{len(ticks)} ticks", lambda t=ticks, s=starts: res.writer.write_ticks(t, s))
                 metrics.ROWS_WRITTEN.labels("ticks").inc(len(ticks))

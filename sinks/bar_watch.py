@@ -19,8 +19,8 @@ import asyncpg
 import numpy as np
 
 from sinks.migrate import quote_ident
+from sinks.table_columns import BAR_TABLES
 
-BAR_TABLES = {60: "bars_1m", 300: "bars_5m", 900: "bars_15m"}
 
 
 class BarWatch:

@@ -11,6 +11,7 @@ NaN floats travel as NaN (the INSERT .. SELECT turns them into NULL).
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -19,9 +20,11 @@ _TRAILER = struct.pack(">h", -1)
 _WIRE = {"bigint": ">i8", "float8": ">f8", "integer": ">i4"}
 
 
-def binary_copy(rows: np.ndarray, columns: list[tuple[str, str]]) -> bytes:
+def binary_copy(rows: np.ndarray, columns: list[tuple[str, str]],
+                extra: Mapping[str, np.ndarray] | None = None) -> bytes:
     """The binary COPY payload of ``rows`` (a structured array) for ``columns``: (field name, SQL type),
-    in the staging table's column order; SQL types bigint, integer or float8."""
+    in the staging table's column order; SQL types bigint, integer or float8. A column named in ``extra``
+    takes its values from there (an array as long as ``rows``) instead of from a field of ``rows``."""
     unknown = [sqltype for _, sqltype in columns if sqltype not in _WIRE]
     if unknown:
         raise ValueError(f"binary_copy handles bigint, integer and float8 columns, not {', '.join(unknown)}")
@@ -32,5 +35,5 @@ def binary_copy(rows: np.ndarray, columns: list[tuple[str, str]]) -> bytes:
     out["count"] = len(columns)
     for i, (name, sqltype) in enumerate(columns):
         out[f"len{i}"] = np.dtype(_WIRE[sqltype]).itemsize
-        out[f"val{i}"] = rows[name]
+        out[f"val{i}"] = extra[name] if extra and name in extra else rows[name]
     return b"".join((_HEADER, out.tobytes(), _TRAILER))

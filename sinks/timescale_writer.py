@@ -46,85 +46,20 @@ import asyncpg
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.ticks import FORWARD_SOURCES, GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.rollups import row_dicts
+from pipeline.records.ticks import PRICED_TICK_DTYPE
 from pipeline.records.time_units import label_of, parse_date
 from sinks.migrate import check_schema_name, quote_ident
 from sinks.pg_copy import binary_copy
+from sinks.table_columns import (
+    BAR_COLUMNS,
+    BAR_TABLES,
+    CHAIN_COLUMNS,
+    INSTRUMENT_COLUMNS,
+    STRIKE_COLUMNS,
+    TICK_COLUMNS,
+)
 
-TABLE_INTERVALS_S = (60, 300, 900)  # the intervals the migrations create tables for
-BAR_TABLES = {interval: f"bars_{label_of(interval)}" for interval in TABLE_INTERVALS_S}
-
-_EPOCH_S = "('epoch'::timestamptz + s.{col} * interval '1 second')"
-_EPOCH_US = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
-_FLOAT = "NULLIF(s.{col}, 'NaN'::float8)"
-_FLAG = "CASE WHEN s.{col} = 'NaN'::float8 THEN NULL ELSE s.{col} <> 0 END"
-_SOURCE = f"CASE s.forward_source {' '.join(f'WHEN {c} THEN {n!r}' for c, n in FORWARD_SOURCES.items())} END"
-_FRESHNESS_COLUMNS = [  # pipeline.records.ticks: mid_iv a float, forward_source text, the flags boolean
-    ("mid_iv", "float8", "mid_iv", _FLOAT.format(col="mid_iv")),
-    ("forward_source", "float8", "forward_source", _SOURCE),
-    ("stale", "float8", "stale", _FLAG.format(col="stale")),
-    ("near_expiry", "float8", "near_expiry", _FLAG.format(col="near_expiry")),
-]
-
-# Staging tables: (numpy column, staging SQL type, target column, SQL expression from staging alias s).
-_BAR_COLUMNS = [
-    ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
-    ("bucket", "bigint", "bucket", _EPOCH_S.format(col="bucket")),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in ("open", "high", "low", "close")],
-    *[(c, "bigint", c, f"s.{c}") for c in ("volume", "oi", "oi_open", "oi_high", "oi_low")],
-    ("vwap", "float8", "vwap", _FLOAT.format(col="vwap")),
-    ("tick_count", "integer", "tick_count", "s.tick_count"),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
-    *_FRESHNESS_COLUMNS,
-    ("last_recv_ts", "bigint", "last_recv_ts", _EPOCH_US.format(col="last_recv_ts")),
-]
-
-_TICK_COLUMNS = [
-    ("exchange_ts", "bigint", "exchange_ts", _EPOCH_S.format(col="exchange_ts")),
-    ("recv_ts", "bigint", "recv_ts", _EPOCH_US.format(col="recv_ts")),
-    ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
-    ("last_price", "float8", "last_price", _FLOAT.format(col="last_price")),
-    ("volume", "bigint", "volume", "s.volume"),
-    ("oi", "bigint", "oi", "s.oi"),
-    ("bid", "float8", "bid", _FLOAT.format(col="bid")),
-    ("ask", "float8", "ask", _FLOAT.format(col="ask")),
-    ("last_trade_ts", "bigint", "last_trade_ts", f"CASE WHEN s.last_trade_ts > 0 THEN {_EPOCH_S.format(col='last_trade_ts')} END"),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
-    *_FRESHNESS_COLUMNS,
-]
-
-_INSTRUMENT_COLUMNS = [
-    ("instrument_token", "bigint"),
-    ("exchange_token", "text"),
-    ("tradingsymbol", "text"),
-    ("name", "text"),
-    ("expiry", "date"),
-    ("strike", "float8"),
-    ("tick_size", "float8"),
-    ("lot_size", "integer"),
-    ("instrument_type", "text"),
-    ("segment", "text"),
-    ("exchange", "text"),
-    ("last_price", "float8"),
-]
-
-_SIDE = [("close", "float8"), ("volume", "bigint"), ("oi", "bigint"), ("oi_change", "bigint"),
-         ("iv", "float8"), ("delta", "float8"), ("mid_iv", "float8"), ("gex", "float8"), ("buildup", "text")]
-_STRIKE_COLUMNS = [
-    ("underlying", "text"), ("expiry", "date"), ("strike", "float8"), ("bucket", "timestamptz"),
-    ("forward", "float8"),
-    *[(f"call_{n}", t) for n, t in _SIDE],
-    *[(f"put_{n}", t) for n, t in _SIDE],
-    ("last_recv_ts", "timestamptz"),
-]
-_CHAIN_COLUMNS = [
-    ("underlying", "text"), ("expiry", "date"), ("bucket", "timestamptz"),
-    ("total_call_oi", "bigint"), ("total_put_oi", "bigint"), ("pcr", "float8"), ("max_pain", "float8"),
-    ("atm_strike", "float8"), ("atm_iv", "float8"), ("forward", "float8"),
-    ("call_volume", "bigint"), ("put_volume", "bigint"), ("strikes_listed", "bigint"), ("strikes_covered", "bigint"),
-    ("rr25", "float8"), ("bf25", "float8"), ("gex", "float8"), ("gex_flip", "float8"),
-    ("last_recv_ts", "timestamptz"),
-]
 _UTC, _EPOCH = dt.timezone.utc, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 _STAGE_BARS, _STAGE_TICKS = "_strikeflow_stage_bars", "_strikeflow_stage_ticks"
@@ -153,9 +88,9 @@ def _stage_ddl(table: str, columns: Iterable[tuple[str, str]]) -> str:
 def bars_upsert_sql(schema: str, table: str) -> str:
     """The INSERT .. SELECT DISTINCT ON .. ON CONFLICT statement for one bars table."""
     target = f"{quote_ident(check_schema_name(schema))}.{table}"
-    cols = ", ".join(c[2] for c in _BAR_COLUMNS)
-    exprs = ",\n       ".join(c[3] for c in _BAR_COLUMNS)
-    updates = ",\n    ".join(f"{c[2]} = EXCLUDED.{c[2]}" for c in _BAR_COLUMNS if c[2] not in ("instrument_token", "bucket"))
+    cols = ", ".join(c[2] for c in BAR_COLUMNS)
+    exprs = ",\n       ".join(c[3] for c in BAR_COLUMNS)
+    updates = ",\n    ".join(f"{c[2]} = EXCLUDED.{c[2]}" for c in BAR_COLUMNS if c[2] not in ("instrument_token", "bucket"))
     return (
         f"INSERT INTO {target} AS t ({cols})\n"
         f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}\n"
@@ -169,8 +104,8 @@ def bars_upsert_sql(schema: str, table: str) -> str:
 
 def ticks_insert_sql(schema: str) -> str:
     target = f"{quote_ident(check_schema_name(schema))}.ticks"
-    cols = ", ".join(c[2] for c in _TICK_COLUMNS)
-    exprs = ",\n       ".join(c[3] for c in _TICK_COLUMNS)
+    cols = ", ".join(c[2] for c in TICK_COLUMNS)
+    exprs = ",\n       ".join(c[3] for c in TICK_COLUMNS)
     return (
         f"INSERT INTO {target} ({cols})\n"
         f"SELECT {exprs}\n"
@@ -181,8 +116,8 @@ def ticks_insert_sql(schema: str) -> str:
 
 def instruments_upsert_sql(schema: str) -> str:
     target = f"{quote_ident(check_schema_name(schema))}.instruments"
-    cols = ", ".join(c[0] for c in _INSTRUMENT_COLUMNS)
-    updates = ", ".join(f"{c[0]} = EXCLUDED.{c[0]}" for c in _INSTRUMENT_COLUMNS if c[0] != "instrument_token")
+    cols = ", ".join(c[0] for c in INSTRUMENT_COLUMNS)
+    updates = ", ".join(f"{c[0]} = EXCLUDED.{c[0]}" for c in INSTRUMENT_COLUMNS if c[0] != "instrument_token")
     return (
         f"INSERT INTO {target} AS t ({cols}, updated_at)\n"
         f"SELECT {cols}, now() FROM {_STAGE_INSTRUMENTS}\n"
@@ -341,18 +276,23 @@ class TimescaleWriter:
             return 0
         if np.any(bars["interval_s"] != interval_s):
             raise ValueError(f"bars of other intervals in a write_bars({interval_s}) batch")
-        staged = [(c[0], c[1]) for c in _BAR_COLUMNS]
+        staged = [(c[0], c[1]) for c in BAR_COLUMNS]
         return await self._copy_and_insert(_STAGE_BARS, staged, binary_copy(newest_versions(bars), staged),
                                            self._bars_sql[interval_s])
 
-    async def write_ticks(self, ticks: np.ndarray) -> int:
-        """Insert priced ticks (PRICED_TICK_DTYPE); replays are ignored. Returns rows inserted."""
+    async def write_ticks(self, ticks: np.ndarray, record_recv_ts: np.ndarray | None = None) -> int:
+        """Insert priced ticks (PRICED_TICK_DTYPE); replays are ignored. Returns rows inserted.
+        ``record_recv_ts``: per tick, the ``recv_ts`` of its record's first tick (``record_starts``);
+        None: ``ticks`` is one record."""
         if ticks.dtype != PRICED_TICK_DTYPE:
             raise ValueError(f"write_ticks needs a PRICED_TICK_DTYPE array, got {ticks.dtype}")
         if len(ticks) == 0:
             return 0
-        staged = [(c[0], c[1]) for c in _TICK_COLUMNS]
-        return await self._copy_and_insert(_STAGE_TICKS, staged, binary_copy(ticks, staged), self._ticks_sql)
+        if record_recv_ts is None:
+            record_recv_ts = np.full(len(ticks), ticks["recv_ts"].min())
+        staged = [(c[0], c[1]) for c in TICK_COLUMNS]
+        payload = binary_copy(ticks, staged, {"record_recv_ts": record_recv_ts})
+        return await self._copy_and_insert(_STAGE_TICKS, staged, payload, self._ticks_sql)
 
     async def write_instruments(self, rows: list[Mapping[str, Any]]) -> int:
         """Upsert Kite instrument dicts on instrument_token (the last row of a duplicated token wins)."""
@@ -362,8 +302,8 @@ class TimescaleWriter:
             by_token[record[0]] = record
         if not by_token:
             return 0
-        ddl = _stage_ddl(_STAGE_INSTRUMENTS, _INSTRUMENT_COLUMNS)
-        return await self._stage_and_insert(_STAGE_INSTRUMENTS, ddl, [c[0] for c in _INSTRUMENT_COLUMNS],
+        ddl = _stage_ddl(_STAGE_INSTRUMENTS, INSTRUMENT_COLUMNS)
+        return await self._stage_and_insert(_STAGE_INSTRUMENTS, ddl, [c[0] for c in INSTRUMENT_COLUMNS],
                                             list(by_token.values()), self._instruments_sql)
 
     async def write_strike_bars(self, interval_s: int, rows: Any) -> int:
@@ -374,13 +314,21 @@ class TimescaleWriter:
         datetime, ``last_recv_ts`` epoch µs or datetime, optional ``forward`` and
         ``call_``/``put_`` ``close, volume, oi, oi_change, iv, delta``; missing/NaN -> NULL).
         """
-        return await self._write_rollup(_rollup_table("strike_bars", interval_s), _STRIKE_COLUMNS,
+        return await self._write_rollup(_rollup_table("strike_bars", interval_s), STRIKE_COLUMNS,
                                         ("underlying", "expiry", "strike", "bucket"), rows)
 
     async def write_chain_bars(self, interval_s: int, rows: Any) -> int:
         """Upsert per-expiry rollups into chain_bars_1m/5m/15m (columns as the table; see write_strike_bars)."""
-        return await self._write_rollup(_rollup_table("chain_bars", interval_s), _CHAIN_COLUMNS,
+        return await self._write_rollup(_rollup_table("chain_bars", interval_s), CHAIN_COLUMNS,
                                         ("underlying", "expiry", "bucket"), rows)
+
+    async def write_rollups(self, strike_rows: np.ndarray, chain_rows: np.ndarray) -> int:
+        """STRIKE_BAR_DTYPE and CHAIN_BAR_DTYPE arrays of any intervals, as the process agent emits them."""
+        total = 0
+        for rows, write in ((strike_rows, self.write_strike_bars), (chain_rows, self.write_chain_bars)):
+            for interval in np.unique(rows["interval_s"]).tolist():
+                total += await write(interval, row_dicts(rows[rows["interval_s"] == interval]))
+        return total
 
     async def _write_rollup(self, table: str, columns: list[tuple[str, str]], key: tuple[str, ...], rows: Any) -> int:
         records = [_rollup_record(row, columns) for row in _iter_rows(rows)]

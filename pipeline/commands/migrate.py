@@ -13,6 +13,16 @@ from pipeline.runtime.settings import ConfigError, Settings, redact_url
 from sinks.migrate import migrate, status
 
 
+DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError)
+
+
+def database_error_line(command: str, verb: str, dsn: str, exc: BaseException) -> str:
+    """One line for a database failure: the DSN without its password, the error's kind, and the server's
+    message for a PostgreSQL error (the text of a connection error may carry the DSN, so not that)."""
+    detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
+    return f"strikeflow {command}: cannot {verb} PostgreSQL {redact_url(dsn)} ({detail})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--to", type=int, metavar="N",
@@ -37,10 +47,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"strikeflow migrate: {exc}", file=sys.stderr)
         return 2
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-        # one line, the DSN without its password, the error's kind (its text may carry the DSN)
-        detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, asyncpg.PostgresError) else type(exc).__name__
-        print(f"strikeflow migrate: cannot migrate PostgreSQL {redact_url(dsn)} ({detail})", file=sys.stderr)
+    except DATABASE_ERRORS as exc:
+        print(database_error_line("migrate", "migrate", dsn, exc), file=sys.stderr)
         return 1
     print(report)
     return 0

@@ -129,6 +129,13 @@ def priced_ticks(ticks: np.ndarray) -> np.ndarray:
     return out
 
 
+def record_starts(records: list[np.ndarray]) -> np.ndarray:
+    """Per tick of the concatenated ``records`` (each the ticks of one Kafka record), the ``recv_ts`` of its
+    record's first tick: what the ``ticks`` table keeps so that a replay forms the same records."""
+    parts = [np.full(len(r), r["recv_ts"].min() if len(r) else 0, np.int64) for r in records]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
 __all__ = [
     "CLOCK_DTYPE",
     "CLOSE_FIELDS",
@@ -149,4 +156,5 @@ __all__ = [
     "encode_priced_ticks",
     "encode_ticks",
     "priced_ticks",
+    "record_starts",
 ]

@@ -23,7 +23,7 @@ EXPECTED = {
                     "lot_size", "instrument_type", "segment", "exchange", "last_price", "updated_at"},
     "ticks": {"exchange_ts", "recv_ts", "instrument_token", "last_price", "volume", "oi", "bid", "ask", "forward",
               "iv", "delta", "gamma", "theta", "vega", "rho", "last_trade_ts", "mid_iv", "forward_source", "stale",
-              "near_expiry", "spot_delta"},
+              "near_expiry", "spot_delta", "record_recv_ts"},
     **{f"bars_{tf}": BAR_COLUMNS for tf in ("1m", "5m", "15m")},
     **{f"strike_bars_{tf}": {"underlying", "expiry", "strike", "bucket", "forward", "last_recv_ts"}
        | {f"call_{c}" for c in SIDE} | {f"put_{c}" for c in SIDE} for tf in ("1m", "5m", "15m")},
@@ -135,7 +135,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0007_chain_analytics, 0006_analyst_functions, 0005_rollup_coverage" in report
+        assert "rolled back 0008_tick_records, 0007_chain_analytics, 0006_analyst_functions" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

@@ -46,3 +46,37 @@ def test_worker_on_a_taken_web_port_exits_2_naming_the_setting() -> None:
                            STRIKEFLOW_REDIS_URL="redis://127.0.0.1:6379", STRIKEFLOW_WEB_PORT=str(port))
     assert done.returncode == 2
     assert "STRIKEFLOW_WEB_PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--from-schema", "a", "--to-schema", "a"], "never rewrites its source"),
+    (["--from-schema", "a", "--to-schema", "b", "--since", "yesterday"], "expected ISO 8601"),
+    (["--from-schema", "a", "--to-schema", "b", "--since", "2026-12-03T10:00", "--until", "2026-12-03T09:00"],
+     "is not before --until"),
+    (["--from-schema", "a;drop", "--to-schema", "b"], "invalid schema name"),
+])
+def test_replay_bad_arguments_exit_2_with_one_line(args: list[str], says: str) -> None:
+    done = _strikeflow("replay", *args, STRIKEFLOW_PG_DSN="postgresql://u:hunter2@127.0.0.1:1/x")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_replay_from_a_schema_without_ticks_exits_2_naming_it(pg_dsn: str, pg_schema: str) -> None:
+    import asyncio
+
+    from sinks.migrate import migrate
+
+    asyncio.run(migrate(pg_dsn, pg_schema))
+    done = _strikeflow("replay", "--from-schema", pg_schema, "--to-schema", f"{pg_schema}_t", STRIKEFLOW_PG_DSN=pg_dsn)
+    assert done.returncode == 2 and f"schema {pg_schema} has no stored ticks" in done.stderr, done.stderr
+    done = _strikeflow("replay", "--from-schema", f"{pg_schema}_never", "--to-schema", f"{pg_schema}_t",
+                       STRIKEFLOW_PG_DSN=pg_dsn)
+    assert done.returncode == 2 and "migrate it first" in done.stderr, done.stderr
+
+
+def test_replay_against_a_dead_database_exits_1_redacted() -> None:
+    done = _strikeflow("replay", "--from-schema", "a", "--to-schema", "b",
+                       STRIKEFLOW_PG_DSN=f"postgresql://u:hunter2@127.0.0.1:{free_port()}/x")
+    assert done.returncode == 1 and "cannot replay on PostgreSQL" in done.stderr and "u:***@" in done.stderr, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr

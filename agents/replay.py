@@ -1,0 +1,141 @@
+"""Replay: rebuild one schema's bars, strike bars and chain bars from another schema's stored ticks.
+
+The live worker's code, not a second implementation: the stored ticks are read back as the very
+records the process agent handled (``sinks.tick_history``), and each one goes through the same
+``seed_rollups`` and ``TickProcessor.process`` with an ``OptionPricer`` built from the same settings;
+the results are written with the same ``TimescaleWriter`` upserts the store agents use. So a replay
+recomputes a day after a fix, and on an unchanged build proves determinism: the target's bars equal
+the source's in every column.
+
+What a replay cannot see: the ingestor's clock records (they are not stored). They close a quiet
+underlying's bars on time; without them a bar closes at the next tick instead, with the same content.
+The last open bucket of the range stays open, as it did live. ``since`` is rounded down to the start of
+its coarsest bar, so every replayed bar is whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.process import bar_config, seed_rollups
+from agents.resources import pricing_rules
+from pipeline.core.pricing import OptionPricer
+from pipeline.core.processor import ProcessResult, TickProcessor
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.runtime.settings import Settings
+from sinks.instrument_store import load_instrument_index
+from sinks.migrate import quote_ident
+from sinks.tick_history import count_ticks, read_tick_records
+from sinks.timescale_writer import TimescaleWriter
+
+FLUSH_ROWS = 20_000  # rows of results held before they are written
+
+
+@dataclass
+class ReplayProgress:
+    """How far a replay is: ticks read of the range's total, records processed, rows written."""
+
+    ticks_total: int
+    ticks_done: int = 0
+    records: int = 0
+    bars: int = 0
+    strike_rows: int = 0
+    chain_rows: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def line(self) -> str:
+        share = 100.0 * self.ticks_done / self.ticks_total if self.ticks_total else 100.0
+        rate = self.ticks_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (f"{self.ticks_done:,}/{self.ticks_total:,} ticks ({share:.0f} %), {self.records:,} records, "
+                f"{self.bars:,} bars, {self.strike_rows:,} strike rows, {self.chain_rows:,} chain rows, "
+                f"{rate:,.0f} ticks/s")
+
+
+def coarsest_bucket_start(since: float, settings: Settings) -> int:
+    """``since`` (epoch s) rounded down to the start of its bucket of the coarsest bar interval."""
+    coarsest = max(settings.bar_intervals_s)
+    return int(since) // coarsest * coarsest
+
+
+async def copy_instruments(conn: Any, source: str, target: str) -> int:
+    """Copy the source schema's instruments into the target (the universe the replayed ticks were priced on)."""
+    status = await conn.execute(
+        f"INSERT INTO {quote_ident(target)}.instruments SELECT * FROM {quote_ident(source)}.instruments "
+        f"ON CONFLICT (instrument_token) DO NOTHING")
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _underlying_of(record: np.ndarray, index: InstrumentIndex) -> str | None:
+    """The underlying a record's ticks belong to (a record holds one underlying's ticks); None if unknown."""
+    pos = int(index.positions(record["instrument_token"][:1])[0])
+    return str(index.underlying[pos]) if pos >= 0 else None
+
+
+class _Results:
+    """Results held until ``FLUSH_ROWS`` of them are waiting, then written in one upsert per table."""
+
+    def __init__(self, writer: TimescaleWriter, progress: ReplayProgress) -> None:
+        self.writer, self.progress = writer, progress
+        self.bars: list[np.ndarray] = []
+        self.strikes: list[np.ndarray] = []
+        self.chains: list[np.ndarray] = []
+        self.held = 0
+
+    async def add(self, result: ProcessResult) -> None:
+        if result.bars is not None:
+            self.bars.append(result.bars)
+            self.held += len(result.bars)
+        if len(result.chain_rows):
+            self.strikes.append(result.strike_rows)
+            self.chains.append(result.chain_rows)
+            self.held += len(result.strike_rows) + len(result.chain_rows)
+        if self.held >= FLUSH_ROWS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.bars:
+            bars = np.concatenate(self.bars)
+            await self.writer.write(("bars", bars))
+            self.progress.bars += len(bars)
+        if self.chains:
+            strikes, chains = np.concatenate(self.strikes), np.concatenate(self.chains)
+            await self.writer.write_rollups(strikes, chains)
+            self.progress.strike_rows += len(strikes)
+            self.progress.chain_rows += len(chains)
+        self.bars, self.strikes, self.chains, self.held = [], [], [], 0
+
+
+async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, source: str, target: str,
+                       since: float, until: float,
+                       on_progress: Callable[[ReplayProgress], None] = lambda _: None) -> ReplayProgress:
+    """Rebuild ``target``'s bars and rollups from ``source``'s ticks with exchange time in [since, until)
+    (epoch s; ``since`` as given, see ``coarsest_bucket_start``). ``source_conn`` an ``asyncpg.Connection``
+    (it holds the read cursor), ``target_pool`` a pool or connection on a migrated ``target`` schema."""
+    index: InstrumentIndex = await load_instrument_index(source_conn, source)
+    await copy_instruments(target_pool, source, target)
+    processor = TickProcessor(bar_config(settings))
+    pricer = OptionPricer(index, settings.risk_free_rate, pricing_rules(settings))
+    progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
+    results = _Results(TimescaleWriter(target_pool, target), progress)
+    async for records in read_tick_records(source_conn, source, since, until):
+        for ticks in records:
+            progress.ticks_done += len(ticks)
+            underlying = _underlying_of(ticks, index)
+            if underlying is None:
+                continue  # a token the instruments table does not list: the ingestor never produced it
+            await seed_rollups(processor, underlying, ticks, target_pool, index, target)
+            await results.add(processor.process(underlying, ticks, pricer))
+            progress.records += 1
+        on_progress(progress)
+    await results.flush()
+    on_progress(progress)
+    return progress
