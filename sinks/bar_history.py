@@ -56,7 +56,24 @@ async def load_latest_bars(pool_or_conn: Any, schema: str, interval_s: int, toke
     if len(tokens) == 0:
         return np.empty(0, BAR_DTYPE)
     before = _EPOCH + dt.timedelta(seconds=int(before_bucket))
-    rows = await pool_or_conn.fetch(sql, tokens.tolist(), before)
+    return _as_bars(await pool_or_conn.fetch(sql, tokens.tolist(), before), interval_s)
+
+
+async def load_bars_between(pool_or_conn: Any, schema: str, interval_s: int, tokens: np.ndarray, since: int,
+                            until: int) -> np.ndarray:
+    """Every stored bar of ``interval_s`` of ``tokens`` with ``since <= bucket < until`` (epoch s), live or
+    historical, as ``BAR_DTYPE`` sorted by (bucket, token)."""
+    latest_bars_sql(schema, interval_s)  # validates the interval and the schema name
+    table = f"{quote_ident(schema)}.{BAR_TABLES[int(interval_s)]}"
+    rows = await pool_or_conn.fetch(
+        f"SELECT {', '.join(_COLUMNS)} FROM {table} WHERE instrument_token = ANY($1::bigint[]) "
+        f"AND bucket >= to_timestamp($2) AND bucket < to_timestamp($3) ORDER BY bucket, instrument_token",
+        np.unique(np.asarray(tokens, dtype=np.int64)).tolist(), float(since), float(until))
+    return _as_bars(rows, interval_s)
+
+
+def _as_bars(rows: list[Any], interval_s: int) -> np.ndarray:
+    """Rows of the bar columns (``_COLUMNS`` order) -> ``BAR_DTYPE`` (see the module doc)."""
     out = np.zeros(len(rows), BAR_DTYPE)
     if not rows:
         return out
@@ -76,4 +93,4 @@ async def load_latest_bars(pool_or_conn: Any, schema: str, interval_s: int, toke
     return out
 
 
-__all__ = ["latest_bars_sql", "load_latest_bars"]
+__all__ = ["latest_bars_sql", "load_bars_between", "load_latest_bars"]

@@ -85,20 +85,24 @@ def _stage_ddl(table: str, columns: Iterable[tuple[str, str]]) -> str:
     return f"CREATE TEMP TABLE IF NOT EXISTS {table} ({cols}) ON COMMIT DELETE ROWS"
 
 
-def bars_upsert_sql(schema: str, table: str) -> str:
-    """The INSERT .. SELECT DISTINCT ON .. ON CONFLICT statement for one bars table."""
+def bars_upsert_sql(schema: str, table: str, source: str = "live") -> str:
+    """The INSERT .. SELECT DISTINCT ON .. ON CONFLICT statement for one bars table. ``source``
+    'historical' (a backfill) inserts only where no bar exists; a live bar replaces a historical one
+    (its tick_count, 0, is always lower)."""
     target = f"{quote_ident(check_schema_name(schema))}.{table}"
     cols = ", ".join(c[2] for c in BAR_COLUMNS)
     exprs = ",\n       ".join(c[3] for c in BAR_COLUMNS)
     updates = ",\n    ".join(f"{c[2]} = EXCLUDED.{c[2]}" for c in BAR_COLUMNS if c[2] not in ("instrument_token", "bucket"))
+    conflict = "DO NOTHING" if source == "historical" else (
+        f"DO UPDATE SET\n    {updates},\n    source = EXCLUDED.source\n"
+        f"WHERE EXCLUDED.tick_count > t.tick_count\n"
+        f"   OR (EXCLUDED.tick_count = t.tick_count AND EXCLUDED.last_recv_ts >= t.last_recv_ts)")
     return (
-        f"INSERT INTO {target} AS t ({cols})\n"
-        f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}\n"
+        f"INSERT INTO {target} AS t ({cols}, source)\n"
+        f"SELECT DISTINCT ON (s.instrument_token, s.bucket)\n       {exprs}, {source!r}\n"
         f"FROM {_STAGE_BARS} s\n"
         f"ORDER BY s.instrument_token, s.bucket, s.tick_count DESC, s.last_recv_ts DESC\n"
-        f"ON CONFLICT (instrument_token, bucket) DO UPDATE SET\n    {updates}\n"
-        f"WHERE EXCLUDED.tick_count > t.tick_count\n"
-        f"   OR (EXCLUDED.tick_count = t.tick_count AND EXCLUDED.last_recv_ts >= t.last_recv_ts)"
+        f"ON CONFLICT (instrument_token, bucket) {conflict}"
     )
 
 
@@ -265,8 +269,9 @@ class TimescaleWriter:
             status = await conn.execute(sql)
         return _rowcount(status)
 
-    async def write_bars(self, interval_s: int, bars: np.ndarray) -> int:
-        """Upsert closed bars (BAR_DTYPE) into bars_1m/5m/15m; returns rows inserted or updated."""
+    async def write_bars(self, interval_s: int, bars: np.ndarray, source: str = "live") -> int:
+        """Upsert closed bars (BAR_DTYPE) into bars_1m/5m/15m; returns rows inserted or updated.
+        ``source='historical'``: backfilled bars, inserted only where no bar exists."""
         interval_s = int(interval_s)
         if interval_s not in BAR_TABLES:
             raise ValueError(f"no bars table for interval {interval_s}s (supported: {sorted(BAR_TABLES)})")
@@ -277,8 +282,11 @@ class TimescaleWriter:
         if np.any(bars["interval_s"] != interval_s):
             raise ValueError(f"bars of other intervals in a write_bars({interval_s}) batch")
         staged = [(c[0], c[1]) for c in BAR_COLUMNS]
-        return await self._copy_and_insert(_STAGE_BARS, staged, binary_copy(newest_versions(bars), staged),
-                                           self._bars_sql[interval_s])
+        if source not in ("live", "historical"):
+            raise ValueError(f"bar source is 'live' or 'historical', not {source!r}")
+        sql = self._bars_sql[interval_s] if source == "live" else \
+            bars_upsert_sql(self.schema, BAR_TABLES[interval_s], source)
+        return await self._copy_and_insert(_STAGE_BARS, staged, binary_copy(newest_versions(bars), staged), sql)
 
     async def write_ticks(self, ticks: np.ndarray, record_recv_ts: np.ndarray | None = None) -> int:
         """Insert priced ticks (PRICED_TICK_DTYPE); replays are ignored. Returns rows inserted.

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("create, upgrade or roll back the database schema (--to N, --status)", "pipeline.commands.migrate"),
     "replay": ("rebuild one schema's bars and rollups from another's stored ticks with the worker's code",
                "pipeline.commands.replay"),
+    "backfill": ("fill gaps in the 1-minute bars from Kite's historical candles (source 'historical')",
+                 "pipeline.commands.backfill"),
     "demo": ("run the whole pipeline on embedded services and print a summary", "pipeline.commands.demo"),
     "top": ("live backpressure view for on-call (rates, buffers, consumer lag)", "pipeline.commands.top"),
     "bench": ("end-to-end benchmark on this machine: throughput, receive->Redis latency, memory",
@@ -32,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # Commands whose arguments must be known to parse the command line.
-_WITH_ARGUMENTS = ("simulate", "ingest", "migrate", "replay", "demo", "top", "bench")
+_WITH_ARGUMENTS = ("simulate", "ingest", "migrate", "replay", "backfill", "demo", "top", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

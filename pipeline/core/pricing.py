@@ -33,7 +33,7 @@ from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY, priced_ticks
 
-_SOURCE_CODE = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "carry": FORWARD_CARRY, "": np.nan}
+FORWARD_SOURCE_CODES = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "carry": FORWARD_CARRY, "": np.nan}
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class OptionPricer:
             spot=known_spot[0] if len(known_spot) else np.nan,
             near=rules.parity_strikes,
         )
-        return choice.forward, _SOURCE_CODE[choice.source]
+        return choice.forward, FORWARD_SOURCE_CODES[choice.source]
 
 
 @dataclass(frozen=True)

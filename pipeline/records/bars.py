@@ -40,6 +40,11 @@ BAR_DTYPE = np.dtype(
     + [("correction", "u1")]
 )
 
+#: One historical minute candle (Kite's historical API, ``oi=1``): ``bucket`` the minute's start, epoch s;
+#: open/high/low/close of the minute's trades (rupees); volume traded in the minute and OI at its end.
+CANDLE_DTYPE = np.dtype([("instrument_token", "<u4"), ("bucket", "<i8"), ("open", "<f8"), ("high", "<f8"),
+                         ("low", "<f8"), ("close", "<f8"), ("volume", "<i8"), ("oi", "<i8")])
+
 def encode_bars(underlying: str, bars: np.ndarray) -> bytes:
     """Serialise a ``BAR_DTYPE`` array for the ``bars`` topic."""
     return encode_batch(RecordKind.BARS, underlying, bars, BAR_DTYPE)
@@ -51,4 +56,4 @@ def decode_bars(payload: bytes) -> tuple[str, np.ndarray]:
     return underlying, bars
 
 
-__all__ = ["BAR_DTYPE", "decode_bars", "encode_bars"]
+__all__ = ["BAR_DTYPE", "CANDLE_DTYPE", "decode_bars", "encode_bars"]

@@ -61,6 +61,12 @@ def phase_at(ts: float) -> Phase:
     return Phase.CLOSED
 
 
+def session_minutes(since: float, until: float) -> list[int]:
+    """Starts (epoch s) of the minutes of continuous trading whose start is in [since, until)."""
+    first = -(-int(since) // 60) * 60
+    return [m for m in range(first, int(-(-until // 1)), 60) if phase_at(m) is Phase.OPEN]
+
+
 def trading_date(ts: float) -> dt.date:
     """The IST calendar date of exchange time ``ts``: a new date starts a new trading day."""
     return dt.datetime.fromtimestamp(ts, IST).date()

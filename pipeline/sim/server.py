@@ -52,9 +52,11 @@ from pipeline.feed.kite_encode import encode_frame
 from pipeline.feed.kite_wire import HEARTBEAT, MODE_FULL, MODE_LTP, MODE_QUOTE
 from pipeline.records.time_units import IST
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
+from pipeline.sim.candles import MinuteCandles
 from pipeline.sim.capture import CaptureWriter, read_capture
 from pipeline.sim.exchange_calendar import previous_trading_day
 from pipeline.sim.faults import FaultWindows
+from pipeline.sim.historical_api import HistoricalApi
 from pipeline.sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
@@ -120,6 +122,8 @@ class Simulator:
         self._rng = np.random.default_rng(config.seed + 1)
         self._tasks: list[asyncio.Task] = []
         self._recorder = CaptureWriter(config.record) if config.record else None
+        self.candles = MinuteCandles()
+        self.historical = HistoricalApi(self.candles, self.known, self._authorised)
 
     # --- clock -------------------------------------------------------------------------------
     def exchange_now(self) -> float:
@@ -255,7 +259,11 @@ class Simulator:
         """Let ``tokens`` tick now (trades or quote moves) and send their state to ``client`` in its modes,
         one frame."""
         pos = self.market.positions(tokens)
-        self.market.tick(pos)
+        m = self.market
+        traded = np.union1d(m.tick(pos), pos[m.is_index[pos]])  # an index "trades" its value, quantity 0
+        index = m.is_index[traded]
+        self.candles.add(m.now, m.tokens[traded], np.where(index, m.price[traded], m.last_trade_price[traded]),
+                         np.where(index, 0, m.last_qty[traded]), m.oi[traded])
         modes = np.array([client.modes[int(t)] for t in tokens], dtype=np.uint8)
         ticks = self.market.snapshot(pos, modes)
         frame = encode_frame(ticks)
@@ -373,6 +381,7 @@ class Simulator:
             web.get("/instruments", self.instruments),
             web.get("/instruments/{exchange}", self.instruments),
             web.post("/_sim/fault/{kind}", fault),
+            web.get(*self.historical.route()),
             web.get("/_sim/state", state),
             web.post("/_sim/rate", rate),
         ])

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 BAR_COLUMNS = {"bucket", "instrument_token", "open", "high", "low", "close", "volume", "oi", "oi_open", "oi_high",
                "oi_low", "vwap", "tick_count", "forward", "iv", "delta", "gamma", "theta", "vega", "rho",
-               "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry", "spot_delta"}
+               "last_recv_ts", "mid_iv", "forward_source", "stale", "near_expiry", "spot_delta", "source"}
 SIDE = {"close", "volume", "oi", "oi_change", "iv", "delta", "mid_iv", "gex", "buildup"}
 EXPECTED = {
     "instruments": {"instrument_token", "exchange_token", "tradingsymbol", "name", "expiry", "strike", "tick_size",
@@ -135,7 +135,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0008_tick_records, 0007_chain_analytics, 0006_analyst_functions" in report
+        assert "rolled back 0009_bar_source, 0008_tick_records, 0007_chain_analytics" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)
