@@ -52,7 +52,7 @@ def bar_config(settings: Settings) -> BarConfig:
 
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
                            topics: Topics) -> Checkpointer:
-    processor = TickProcessor(bar_config(settings))
+    processor = TickProcessor(bar_config(settings), settings.vix_roll_days)
     checkpoints = Checkpointer(app, settings, resources, processor)
 
     @app.agent(topics.ticks, name="process")
@@ -89,7 +89,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             logger.warning("skipping a bad ticks record: {}", exc)
             return None
         if clock is not None:  # a quiet underlying's exchange clock: close its bars on time
-            result = processor.advance(underlying, clock, res.instruments)
+            result = processor.advance(underlying, clock, res.instruments, res.pricer)
             await _emit(result, res, topics, store_ticks=False)
             return result
         if len(ticks):
@@ -132,9 +132,11 @@ async def _emit(result: ProcessResult, res: Connected, topics: Topics, store_tic
     if result.bars is not None:
         await topics.bars.send(key=key, value=encode_bars(underlying, result.bars))
         res.publisher.offer_bars(underlying, result.bars)
-    if len(result.chain_rows):
-        await topics.rollups.send(key=key, value=encode_rollups(underlying, result.strike_rows, result.chain_rows))
+    if len(result.chain_rows) or len(result.vol_index_rows):
+        await topics.rollups.send(key=key, value=encode_rollups(underlying, result.strike_rows, result.chain_rows,
+                                                                result.vol_index_rows))
         res.publisher.offer_chain(underlying, result.chain_rows)
+        res.publisher.offer_chain(underlying, result.vol_index_rows)
     if store_ticks:
         await topics.priced_ticks.send(key=key, value=encode_priced_ticks(underlying, result.priced))
 

@@ -88,16 +88,18 @@ class _Results:
         self.bars: list[np.ndarray] = []
         self.strikes: list[np.ndarray] = []
         self.chains: list[np.ndarray] = []
+        self.vix: list[np.ndarray] = []
         self.held = 0
 
     async def add(self, result: ProcessResult) -> None:
         if result.bars is not None:
             self.bars.append(result.bars)
             self.held += len(result.bars)
-        if len(result.chain_rows):
+        if len(result.chain_rows) or len(result.vol_index_rows):
             self.strikes.append(result.strike_rows)
             self.chains.append(result.chain_rows)
-            self.held += len(result.strike_rows) + len(result.chain_rows)
+            self.vix.append(result.vol_index_rows)
+            self.held += len(result.strike_rows) + len(result.chain_rows) + len(result.vol_index_rows)
         if self.held >= FLUSH_ROWS:
             await self.flush()
 
@@ -108,10 +110,10 @@ class _Results:
             self.progress.bars += len(bars)
         if self.chains:
             strikes, chains = np.concatenate(self.strikes), np.concatenate(self.chains)
-            await self.writer.write_rollups(strikes, chains)
+            await self.writer.write_rollups(strikes, chains, np.concatenate(self.vix))
             self.progress.strike_rows += len(strikes)
             self.progress.chain_rows += len(chains)
-        self.bars, self.strikes, self.chains, self.held = [], [], [], 0
+        self.bars, self.strikes, self.chains, self.vix, self.held = [], [], [], [], 0
 
 
 async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, source: str, target: str,
@@ -122,7 +124,7 @@ async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, s
     (it holds the read cursor), ``target_pool`` a pool or connection on a migrated ``target`` schema."""
     index: InstrumentIndex = await load_instrument_index(source_conn, source)
     await copy_instruments(target_pool, source, target)
-    processor = TickProcessor(bar_config(settings))
+    processor = TickProcessor(bar_config(settings), settings.vix_roll_days)
     pricer = OptionPricer(index, settings.risk_free_rate, pricing_rules(settings))
     progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
     results = _Results(TimescaleWriter(target_pool, target), progress)

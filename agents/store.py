@@ -83,7 +83,8 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
             if not records:
                 continue
             for table, j, write in (("strike_bars", 0, res.writer.write_strike_bars),
-                                    ("chain_bars", 1, res.writer.write_chain_bars)):
+                                    ("chain_bars", 1, res.writer.write_chain_bars),
+                                    ("vol_index", 2, res.writer.write_vol_index)):
                 rows = np.concatenate([r[j] for r in records])  # (strike rows, chain rows) per record
                 for interval in np.unique(rows["interval_s"]).tolist():
                     chunk = row_dicts(rows[rows["interval_s"] == interval])

@@ -15,7 +15,28 @@ import asyncpg
 
 from sinks.migrate import quote_ident
 
-DEMO_TABLES = ("instruments", "ticks", "bars_1m", "bars_5m", "bars_15m", "strike_bars_1m", "chain_bars_1m")
+DEMO_TABLES = ("instruments", "ticks", "bars_1m", "bars_5m", "bars_15m", "strike_bars_1m", "chain_bars_1m",
+               "vol_index_1m")
+
+# Per underlying: the newest 1-minute volatility index and, at the same bucket, the skew (rr25, bf25) and ATM IV
+# of the index's near expiry.
+_VOLATILITY_SQL = """
+SELECT DISTINCT ON (v.underlying) v.underlying, v.bucket, v.vix, v.near_expiry, v.next_expiry,
+       c.rr25, c.bf25, c.atm_iv
+FROM {schema}.vol_index_1m v
+LEFT JOIN {schema}.chain_bars_1m c
+       ON c.underlying = v.underlying AND c.expiry = v.near_expiry AND c.bucket = v.bucket
+ORDER BY v.underlying, v.bucket DESC
+"""
+
+
+async def latest_volatility(dsn: str, schema: str) -> list[dict]:
+    """Per underlying, the newest live volatility index with its near expiry's skew and ATM IV at that bucket."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [dict(r) for r in await conn.fetch(_VOLATILITY_SQL.format(schema=quote_ident(schema)))]
+    finally:
+        await conn.close()
 
 
 async def table_counts(dsn: str, schema: str) -> dict[str, int]:

@@ -86,3 +86,9 @@ CHAIN_COLUMNS = [
     ("rr25", "float8"), ("bf25", "float8"), ("gex", "float8"), ("gex_flip", "float8"),
     ("last_recv_ts", "timestamptz"),
 ]
+VOL_INDEX_COLUMNS = [
+    ("underlying", "text"), ("bucket", "timestamptz"), ("vix", "float8"), ("near_expiry", "date"),
+    ("next_expiry", "date"), ("near_variance", "float8"), ("next_variance", "float8"), ("forward_near", "float8"),
+    ("forward_next", "float8"), ("strikes_used_near", "bigint"), ("strikes_used_next", "bigint"),
+    ("last_recv_ts", "timestamptz"),
+]

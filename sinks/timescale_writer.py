@@ -58,6 +58,7 @@ from sinks.table_columns import (
     INSTRUMENT_COLUMNS,
     STRIKE_COLUMNS,
     TICK_COLUMNS,
+    VOL_INDEX_COLUMNS,
 )
 
 _UTC, _EPOCH = dt.timezone.utc, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -330,10 +331,20 @@ class TimescaleWriter:
         return await self._write_rollup(_rollup_table("chain_bars", interval_s), CHAIN_COLUMNS,
                                         ("underlying", "expiry", "bucket"), rows)
 
-    async def write_rollups(self, strike_rows: np.ndarray, chain_rows: np.ndarray) -> int:
-        """STRIKE_BAR_DTYPE and CHAIN_BAR_DTYPE arrays of any intervals, as the process agent emits them."""
+    async def write_vol_index(self, interval_s: int, rows: Any) -> int:
+        """Upsert volatility index rows (``VOL_INDEX_DTYPE`` or mappings) into vol_index_1m/5m/15m."""
+        return await self._write_rollup(_rollup_table("vol_index", interval_s), VOL_INDEX_COLUMNS,
+                                        ("underlying", "bucket"), rows)
+
+    async def write_rollups(self, strike_rows: np.ndarray, chain_rows: np.ndarray,
+                            vol_index_rows: np.ndarray | None = None) -> int:
+        """STRIKE_BAR_DTYPE, CHAIN_BAR_DTYPE (and VOL_INDEX_DTYPE) arrays of any intervals, as the process agent
+        emits them."""
         total = 0
-        for rows, write in ((strike_rows, self.write_strike_bars), (chain_rows, self.write_chain_bars)):
+        parts = [(strike_rows, self.write_strike_bars), (chain_rows, self.write_chain_bars)]
+        if vol_index_rows is not None:
+            parts.append((vol_index_rows, self.write_vol_index))
+        for rows, write in parts:
             for interval in np.unique(rows["interval_s"]).tolist():
                 total += await write(interval, row_dicts(rows[rows["interval_s"] == interval]))
         return total

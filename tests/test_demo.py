@@ -31,7 +31,8 @@ def _processes_with_env(marker: str) -> list[int]:
     return pids
 
 
-REPLAYED_TABLES = [f"{kind}_{tf}" for kind in ("bars", "strike_bars", "chain_bars") for tf in ("1m", "5m", "15m")]
+REPLAYED_TABLES = [f"{kind}_{tf}" for kind in ("bars", "strike_bars", "chain_bars", "vol_index")
+                   for tf in ("1m", "5m", "15m")]
 
 
 async def _replay(env: dict[str, str], source: str, target: str) -> tuple[str, int]:
@@ -72,7 +73,7 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     }
     client = aioredis.from_url(redis_url)
     pubsub = client.pubsub()
-    await pubsub.psubscribe("ticks:*", "bars:1m:*")
+    await pubsub.psubscribe("ticks:*", "bars:1m:*", "vix:*")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pipeline.commands.cli", "demo", "--seconds", "30", "--speed", "60",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -111,7 +112,10 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     assert proc.returncode == 0, text[-4000:]
     # the replay rebuilt every bar and rollup of the run from its stored ticks, equal in every column
     assert replay_code == 0 and "replayed" in replay_text, replay_text[-3000:]
-    assert all(differences[table][0] > 0 for table in ("bars_1m", "strike_bars_1m", "chain_bars_1m")), differences
+    assert all(differences[table][0] > 0 for table in ("bars_1m", "strike_bars_1m", "chain_bars_1m", "vol_index_1m")
+               ), differences
+    # the summary shows each underlying's live volatility index and skew
+    assert re.search(r"NIFTY +index +\d+\.\d+ \(near \d{4}-\d\d-\d\d, next .*rr25 (n/a|[+-]\d)", text), text[-3000:]
     assert all(ours == theirs and not missing and not extra
                for ours, theirs, missing, extra in differences.values()), differences
     assert "ticks in" in text and "summary" in text, text[-4000:]
@@ -120,7 +124,7 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     assert int(check.group(1).replace(",", "")) > 0 and check.group(2) == "0"
     assert counts["bars"] > 0 and counts["ticks"] > 0
     assert counts["bad"] == 0
-    assert messages.get("ticks", 0) > 0 and messages.get("bars", 0) > 0, messages
+    assert messages.get("ticks", 0) > 0 and messages.get("bars", 0) > 0 and messages.get("vix", 0) > 0, messages
     assert _processes_with_env(str(tmp_path / "data")) == []
 
 

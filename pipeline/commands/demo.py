@@ -33,6 +33,7 @@ from sinks.demo_queries import (
     SchemaLock,
     check_bars_against_ticks,
     drop_schema,
+    latest_volatility,
     table_counts,
 )
 from sinks.migrate import migrate
@@ -125,6 +126,7 @@ def _run(args: argparse.Namespace, settings: Settings, services: LocalServices, 
     _stop_in_order(children, urls["worker"], store_ticks)
     counts = asyncio.run(table_counts(services.pg_dsn, settings.pg_schema))
     _print_summary(counts, services, settings)
+    _print_volatility(asyncio.run(latest_volatility(services.pg_dsn, settings.pg_schema)))
     if store_ticks:
         checked, differ = asyncio.run(check_bars_against_ticks(services.pg_dsn, settings.pg_schema, run_started))
         print(f"\ncheck: {checked:,} 1-minute bars of this run rebuilt from their raw ticks in SQL: {differ:,} differ")
@@ -223,6 +225,21 @@ def _drain(worker_url: str, store_ticks: bool, timeout: float = 60.0) -> None:
         time.sleep(0.5)
     print(f"drain: the worker did not catch up within {timeout:.0f}s; the summary shows what was written",
           flush=True)
+
+
+def _points(value: float | None) -> str:
+    """An annualised vol (0.012) in volatility points ('+1.20'), or 'n/a'."""
+    return "n/a" if value is None else f"{100 * value:+.2f}"
+
+
+def _print_volatility(rows: list[dict]) -> None:
+    """The live volatility index and the skew of each underlying, newest 1-minute bucket."""
+    print("\nvolatility (newest 1-minute close; vol_index_1m, chain_bars_1m):")
+    if not rows:
+        print("  no volatility index yet (it needs two expiries with fresh two-sided quotes)")
+    for r in rows:
+        print(f"  {r['underlying']:<10} index {r['vix']:6.2f} (near {r['near_expiry']}, next {r['next_expiry']})  "
+              f"ATM IV {_points(r['atm_iv']).lstrip('+')}  rr25 {_points(r['rr25'])}  bf25 {_points(r['bf25'])} pts")
 
 
 def _print_summary(counts: dict[str, int], services: LocalServices, settings: Settings) -> None:

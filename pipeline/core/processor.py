@@ -19,7 +19,7 @@ them, and hands them to :meth:`seed` (``pipeline.core.rollups``, "Restart").
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,9 +28,10 @@ from pipeline.core.bars.combine import BarCombiner
 from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.rollups import OIRollup
+from pipeline.core.vol_index_live import underlying_chains, vol_index_rows
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
-from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, VOL_INDEX_DTYPE
 from pipeline.records.ticks import PRICED_TICK_DTYPE
 
 
@@ -64,6 +65,7 @@ class ProcessResult:
     strike_rows: np.ndarray  # STRIKE_BAR_DTYPE
     chain_rows: np.ndarray  # CHAIN_BAR_DTYPE
     counts: TickCounts
+    vol_index_rows: np.ndarray = field(default_factory=lambda: np.empty(0, VOL_INDEX_DTYPE))  # VOL_INDEX_DTYPE
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,9 @@ class UnderlyingState:
 class TickProcessor:
     """Every underlying's state in one worker; :meth:`process` is the whole live-path computation."""
 
-    def __init__(self, config: BarConfig) -> None:
+    def __init__(self, config: BarConfig, vix_roll_days: float = 3.0) -> None:
         self.config = config
+        self.vix_roll_days = vix_roll_days  # the near expiry of the volatility index rolls this close to expiry
         self.states: dict[str, UnderlyingState] = {}
 
     def state(self, underlying: str) -> UnderlyingState:
@@ -191,7 +194,20 @@ class TickProcessor:
             strike_rows, chain_rows = np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
         else:
             strike_rows, chain_rows = state.rollup(bars, pricer.index)
-        return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts)
+        return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts,
+                             self._vol_index(state, bars, pricer))
+
+    def _vol_index(self, state: UnderlyingState, bars: np.ndarray | None, pricer: OptionPricer | None) -> np.ndarray:
+        """The volatility index rows of the 1-minute buckets ``bars`` closed (corrections change no quote)."""
+        finest = min(self.config.intervals_s)
+        if bars is None or pricer is None:
+            return np.empty(0, VOL_INDEX_DTYPE)
+        closed = bars["bucket"][(bars["interval_s"] == finest) & (bars["correction"] == 0)]
+        if not len(closed):
+            return np.empty(0, VOL_INDEX_DTYPE)
+        expiries = underlying_chains(pricer.index, pricer.chains, state.underlying)
+        return vol_index_rows(state.underlying, closed, pricer.book, expiries, pricer.r, pricer.rules.fresh_s,
+                              self.vix_roll_days, self.config.intervals_s, int(bars["last_recv_ts"].max()))
 
     def _feed_gap_s(self, state: UnderlyingState, ticks: np.ndarray) -> float:
         """Seconds of receive time since the underlying's previous tick when that exceeds ``feed_gap_s``
@@ -204,14 +220,16 @@ class TickProcessor:
         gap_s = (first - previous) / 1e6 if previous is not None else 0.0
         return gap_s if gap_s > self.config.feed_gap_s else 0.0
 
-    def advance(self, underlying: str, exchange_ts: int, index: InstrumentIndex) -> ProcessResult:
+    def advance(self, underlying: str, exchange_ts: int, index: InstrumentIndex,
+                pricer: OptionPricer | None = None) -> ProcessResult:
         """A clock record: the underlying's exchange clock reached ``exchange_ts`` (epoch s) with no tick;
-        the bars (and rollups) that closes."""
+        the bars (and rollups, and with a ``pricer`` the volatility index) that closes."""
         state = self.state(underlying)
         bars = state.advance(exchange_ts)
         strike_rows, chain_rows = (np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)) if bars is None \
             else state.rollup(bars, index)
-        return ProcessResult(underlying, np.empty(0, PRICED_TICK_DTYPE), bars, strike_rows, chain_rows, TickCounts())
+        return ProcessResult(underlying, np.empty(0, PRICED_TICK_DTYPE), bars, strike_rows, chain_rows, TickCounts(),
+                             self._vol_index(state, bars, pricer))
 
     def snapshot(self, underlyings: Iterable[str], pricer: OptionPricer) -> bytes:
         """A checkpoint of these underlyings' states and price book entries (``pipeline.core.checkpoint``)."""

@@ -19,6 +19,7 @@ class RecordKind(IntEnum):
     STRIKE_BARS = 4  # pipeline.records.rollups.STRIKE_BAR_DTYPE, topic ``bars-rollups``
     CHAIN_BARS = 5  # pipeline.records.rollups.CHAIN_BAR_DTYPE, topic ``bars-rollups``
     CLOCK = 6  # pipeline.records.ticks.CLOCK_DTYPE, topic ``ticks``: the exchange clock of a quiet underlying
+    VOL_INDEX = 7  # pipeline.records.rollups.VOL_INDEX_DTYPE, topic ``bars-rollups``
 
 
 class InstrumentKind(IntEnum):

@@ -53,22 +53,40 @@ CHAIN_BAR_DTYPE = np.dtype(
 )
 
 
-def encode_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np.ndarray) -> bytes:
-    """One ``rollups`` topic record: a strike batch (kind 4) followed by a chain batch (kind 5)."""
-    return encode_batch(RecordKind.STRIKE_BARS, underlying, strike_rows, STRIKE_BAR_DTYPE) + encode_batch(
-        RecordKind.CHAIN_BARS, underlying, chain_rows, CHAIN_BAR_DTYPE
-    )
+#: The live volatility index of an underlying per bucket (``pipeline.core.vol_index_live``); ``expiry`` of
+#: the key unused (empty): the row is per underlying.
+VOL_INDEX_DTYPE = np.dtype(
+    [("underlying", "S24"), ("interval_s", "<i4"), ("bucket", "<i8"), ("vix", "<f8"),
+     ("near_expiry", "S10"), ("next_expiry", "S10"), ("near_variance", "<f8"), ("next_variance", "<f8"),
+     ("forward_near", "<f8"), ("forward_next", "<f8"), ("strikes_used_near", "<i8"), ("strikes_used_next", "<i8"),
+     ("last_recv_ts", "<i8")]
+)
 
 
-def decode_rollups(payload: bytes) -> tuple[str, np.ndarray, np.ndarray]:
-    """Return ``(underlying, strike_rows, chain_rows)``; raises ``BatchFormatError`` on a bad payload."""
-    batches = decode_batches(payload, {RecordKind.STRIKE_BARS: STRIKE_BAR_DTYPE, RecordKind.CHAIN_BARS: CHAIN_BAR_DTYPE})
-    if [kind for kind, _, _ in batches] != [RecordKind.STRIKE_BARS, RecordKind.CHAIN_BARS]:
-        raise BatchFormatError("a rollups record is a strike batch followed by a chain batch")
-    (_, key, strike_rows), (_, key2, chain_rows) = batches
-    if key2 != key:
-        raise BatchFormatError(f"rollups record has two keys ({key!r}, {key2!r})")
-    return key, strike_rows, chain_rows
+def encode_rollups(underlying: str, strike_rows: np.ndarray, chain_rows: np.ndarray,
+                   vol_index_rows: np.ndarray | None = None) -> bytes:
+    """One ``rollups`` topic record: a strike batch (kind 4), a chain batch (kind 5) and a volatility index
+    batch (kind 7)."""
+    vix = np.empty(0, VOL_INDEX_DTYPE) if vol_index_rows is None else vol_index_rows
+    return (encode_batch(RecordKind.STRIKE_BARS, underlying, strike_rows, STRIKE_BAR_DTYPE)
+            + encode_batch(RecordKind.CHAIN_BARS, underlying, chain_rows, CHAIN_BAR_DTYPE)
+            + encode_batch(RecordKind.VOL_INDEX, underlying, vix, VOL_INDEX_DTYPE))
+
+
+def decode_rollups(payload: bytes) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(underlying, strike_rows, chain_rows, vol_index_rows)`` (the last empty for a record written
+    before the volatility index); raises ``BatchFormatError`` on a bad payload."""
+    batches = decode_batches(payload, {RecordKind.STRIKE_BARS: STRIKE_BAR_DTYPE, RecordKind.CHAIN_BARS: CHAIN_BAR_DTYPE,
+                                       RecordKind.VOL_INDEX: VOL_INDEX_DTYPE})
+    kinds = [kind for kind, _, _ in batches]
+    if kinds not in ([RecordKind.STRIKE_BARS, RecordKind.CHAIN_BARS],
+                     [RecordKind.STRIKE_BARS, RecordKind.CHAIN_BARS, RecordKind.VOL_INDEX]):
+        raise BatchFormatError("a rollups record is a strike batch, a chain batch and a volatility index batch")
+    keys = {key for _, key, _ in batches}
+    if len(keys) != 1:
+        raise BatchFormatError(f"rollups record has several keys ({sorted(keys)!r})")
+    vix = batches[2][2] if len(batches) == 3 else np.empty(0, VOL_INDEX_DTYPE)
+    return batches[0][1], batches[0][2], batches[1][2], vix
 
 
 def row_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
@@ -91,4 +109,5 @@ def row_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
 
 
-__all__ = ["CHAIN_BAR_DTYPE", "MISSING_INT", "STRIKE_BAR_DTYPE", "decode_rollups", "encode_rollups", "row_dicts"]
+__all__ = ["CHAIN_BAR_DTYPE", "MISSING_INT", "STRIKE_BAR_DTYPE", "VOL_INDEX_DTYPE", "decode_rollups", "encode_rollups",
+           "row_dicts"]

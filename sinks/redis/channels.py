@@ -29,5 +29,8 @@ class Channels:
     def bars(self, interval_s: int, underlying: str) -> str:
         return f"{self.prefix}bars:{label_of(interval_s)}:{underlying}"
 
+    def vix(self, underlying: str) -> str:
+        return f"{self.prefix}vix:{underlying}"
+
     def chain(self, underlying: str, expiry: str) -> str:
         return f"{self.prefix}chain:{underlying}:{expiry}"

@@ -9,6 +9,7 @@ encoded once, for its batch message and its snapshot field alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -181,12 +182,22 @@ def bar_messages(channels: Channels, underlying: str, bars: np.ndarray, index: I
     return out
 
 
-def chain_messages(channels: Channels, underlying: str, chain_rows: np.ndarray) -> list[tuple[str, str]]:
-    """[(channel, message JSON)] — one per chain row (``pipeline.records.rollups.CHAIN_BAR_DTYPE``), in row order."""
+def _row_messages(rows: np.ndarray, underlying: str, channel_of: Callable[[dict[str, Any]], str]) -> list[tuple[str, str]]:
+    """[(channel, message JSON)] — one per rollup row, in row order, with its timeframe and the schema version."""
     out = []
-    for row in row_dicts(chain_rows):
+    for row in row_dicts(rows):
         row["underlying"] = row["underlying"] or underlying
         row["timeframe"] = label_of(row["interval_s"])
         row["schema_version"] = SCHEMA_VERSION
-        out.append((channels.chain(row["underlying"], row["expiry"]), dumps(row)))
+        out.append((channel_of(row), dumps(row)))
     return out
+
+
+def chain_messages(channels: Channels, underlying: str, chain_rows: np.ndarray) -> list[tuple[str, str]]:
+    """One message per chain row (``pipeline.records.rollups.CHAIN_BAR_DTYPE``) on ``chain:<underlying>:<expiry>``."""
+    return _row_messages(chain_rows, underlying, lambda row: channels.chain(row["underlying"], row["expiry"]))
+
+
+def vix_messages(channels: Channels, underlying: str, rows: np.ndarray) -> list[tuple[str, str]]:
+    """One message per volatility index row (``VOL_INDEX_DTYPE``) on ``vix:<underlying>``."""
+    return _row_messages(rows, underlying, lambda row: channels.vix(row["underlying"]))

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.rollups import VOL_INDEX_DTYPE
 from pipeline.records.time_units import SECONDS_PER_DAY
 from pipeline.runtime import metrics
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from sinks.redis.channels import Channels
 from sinks.redis.forward_gate import FORWARD_TICKS_LUA, forward_ticks_call
-from sinks.redis.payloads import bar_messages, chain_messages, clean, dumps
+from sinks.redis.payloads import bar_messages, chain_messages, clean, dumps, vix_messages
 
 SNAPSHOT_TTL_S = 7 * SECONDS_PER_DAY
 
@@ -75,9 +76,12 @@ class RedisPublisher:
         return int(receivers)
 
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int:
-        """Publish chain rollup rows (one message each, in order, one round trip); returns rows published."""
+        """Publish rollup rows (one message each, in order, one round trip): chain rows on
+        ``chain:<underlying>:<expiry>``, volatility index rows on ``vix:<underlying>``; returns rows published."""
         if len(chain_rows) == 0:
             return 0
+        if chain_rows.dtype == VOL_INDEX_DTYPE:
+            return await self._publish_all("vix", vix_messages(self.channels, underlying, chain_rows))
         return await self._publish_all("chain", chain_messages(self.channels, underlying, chain_rows))
 
     async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:

@@ -135,7 +135,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0009_bar_source, 0008_tick_records, 0007_chain_analytics" in report
+        assert "rolled back 0010_vol_index, 0009_bar_source, 0008_tick_records" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

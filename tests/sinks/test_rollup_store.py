@@ -34,7 +34,7 @@ async def test_rollup_rows_written_read_back_late_version_wins(pg_dsn, pg_schema
     try:
         writer = TimescaleWriter(conn, pg_schema)
         for bars in (first, late):
-            _, strike, chain = decode_rollups(encode_rollups("NIFTY", *rollup.update(bars, index)))
+            _, strike, chain, _ = decode_rollups(encode_rollups("NIFTY", *rollup.update(bars, index)))
             assert await writer.write_strike_bars(60, row_dicts(strike)) == 1
             assert await writer.write_chain_bars(60, row_dicts(chain)) == 1
         # an older redelivery of the first version does not overwrite the correction

@@ -333,9 +333,9 @@ def test_prune_keeps_baseline_for_carry_forward():
 
 def test_encode_decode_roundtrip_both_arrays():
     strike, chain = OIRollup("NIFTY", 60).update(_chain_bars([1, 2, 3], [4, 5, 6]), _index())
-    key, s, c = decode_rollups(encode_rollups("NIFTY", strike, chain))
+    key, s, c, _ = decode_rollups(encode_rollups("NIFTY", strike, chain))
     assert key == "NIFTY" and s.tobytes() == strike.tobytes() and c.tobytes() == chain.tobytes()  # NaN-safe
-    key, s, c = decode_rollups(encode_rollups("NIFTY", strike[:0], chain[:0]))
+    key, s, c, _ = decode_rollups(encode_rollups("NIFTY", strike[:0], chain[:0]))
     assert len(s) == 0 and len(c) == 0
 
 
