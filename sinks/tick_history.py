@@ -40,11 +40,11 @@ _FIELDS = ("instrument_token", "exchange_ts", "recv_ts", "last_price", "volume",
 _ROW_DTYPE = np.dtype([*[(n, TICK_DTYPE[n]) for n in _FIELDS], ("record", "<i8")])
 
 
-def ticks_range_sql(schema: str, ordered: bool = True) -> str:
+def ticks_range_sql(schema: str) -> str:
     """The query over ``<schema>.ticks`` with ``$1``/``$2`` the exchange-time range [since, until) in epoch s,
     ordered by record (the records of several underlyings interleave in receive order), then receive order."""
     sql = _SELECT.format(table=f"{quote_ident(check_schema_name(schema))}.ticks")
-    return sql + ("ORDER BY 10, 3, instrument_token" if ordered else "")
+    return sql + "ORDER BY 10, 3, instrument_token"
 
 
 async def count_ticks(conn: Any, schema: str, since: float, until: float) -> int:

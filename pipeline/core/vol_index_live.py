@@ -44,10 +44,8 @@ def _expiry_label(expiry_ts: int) -> bytes:
 
 def usable_quotes(book: PriceBook, rows: np.ndarray, now: int, fresh_s: float) -> tuple[np.ndarray, np.ndarray]:
     """(bid, ask) of book ``rows`` where the quote is fresh at ``now``, two-sided and not crossed; 0, 0 elsewhere."""
-    bid, ask = book.bid[rows], book.ask[rows]
-    with np.errstate(invalid="ignore"):
-        ok = (bid > 0) & (ask >= bid) & (book.quote_ts[rows] > 0) & (now - book.quote_ts[rows] <= fresh_s)
-    return np.where(ok, bid, 0.0), np.where(ok, ask, 0.0)
+    ok = book.fresh_two_sided(rows, now, fresh_s)
+    return np.where(ok, book.bid[rows], 0.0), np.where(ok, book.ask[rows], 0.0)
 
 
 def underlying_chains(index: InstrumentIndex, chains: ExpiryChains, underlying: str) -> list[tuple[int, Chain]]:
