@@ -84,6 +84,8 @@ CHAIN_COLUMNS = [
     ("atm_strike", "float8"), ("atm_iv", "float8"), ("forward", "float8"),
     ("call_volume", "bigint"), ("put_volume", "bigint"), ("strikes_listed", "bigint"), ("strikes_covered", "bigint"),
     ("rr25", "float8"), ("bf25", "float8"), ("gex", "float8"), ("gex_flip", "float8"),
+    ("parity_violations", "bigint"), ("crossed_quotes", "bigint"), ("butterfly_violations", "bigint"),
+    ("strikes_quoted", "bigint"),
     ("last_recv_ts", "timestamptz"),
 ]
 VOL_INDEX_COLUMNS = [

@@ -120,6 +120,11 @@ class OptionPricer:
         out["spot_delta"][rows] = g.delta * np.exp(self.r * t)  # dF/dS = e^{rt} under cost of carry
         return out
 
+    def forward_at(self, chain: Chain, expiry_ts: int, now: int) -> float:
+        """The forward (rupees) the chain's options are priced against at exchange time ``now`` (epoch s)."""
+        t = greeks.years_to_expiry(np.array([now], np.int64), np.array([expiry_ts], np.int64))
+        return float(np.asarray(self._forward(chain, t, now)[0]).reshape(-1)[0])
+
     def _forward(self, chain: Chain, t: np.ndarray, now: int) -> tuple[np.ndarray, float]:
         """The expiry's forward at exchange time ``now`` from the fresh prices in the book; the rule is greeks'."""
         book, rules = self.book, self.rules

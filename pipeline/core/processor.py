@@ -25,14 +25,16 @@ import numpy as np
 
 from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.core.bars.combine import BarCombiner
+from pipeline.core.chain_quality import QualityLedger, chain_quality
 from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.rollups import OIRollup
-from pipeline.core.vol_index_live import underlying_chains, vol_index_rows
+from pipeline.core.vol_index_live import expiry_label, underlying_chains, vol_index_rows
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, VOL_INDEX_DTYPE
 from pipeline.records.ticks import PRICED_TICK_DTYPE
+from pipeline.records.time_units import SECONDS_PER_YEAR
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class UnderlyingState:
                                retain_s=config.late_window_s + config.grace_s + 2 * interval)
             for interval in config.intervals_s
         }
+        self.quality = QualityLedger(retain_s=config.late_window_s + config.grace_s + 2 * max(config.intervals_s))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -109,6 +112,8 @@ class UnderlyingState:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if "quality" not in state:  # a checkpoint from before the chain-quality counts
+            self.quality = QualityLedger(retain_s=max(r.retain_s for r in self.rollups.values()))
         self.aggregator.on_bars = self._closed.append
 
     def start(self, first_tick_ts: int, index: InstrumentIndex) -> list[SeedRequest]:
@@ -190,20 +195,47 @@ class TickProcessor:
         gap_s = self._feed_gap_s(state, ticks)
         if gap_s:
             counts = replace(counts, feed_gap_s=gap_s)
-        if bars is None:
-            strike_rows, chain_rows = np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
-        else:
-            strike_rows, chain_rows = state.rollup(bars, pricer.index)
+        strike_rows, chain_rows = self._rollup(state, bars, pricer.index, pricer)
         return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts,
                              self._vol_index(state, bars, pricer))
 
+    def _rollup(self, state: UnderlyingState, bars: np.ndarray | None, index: InstrumentIndex,
+                pricer: OptionPricer | None) -> tuple[np.ndarray, np.ndarray]:
+        """The strike and chain rows of ``bars``, the chain rows with the quality counts of their closes."""
+        if bars is None:
+            return np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
+        if pricer is not None:
+            self._record_quality(state, bars, pricer)
+        strike_rows, chain_rows = state.rollup(bars, index)
+        state.quality.fill(chain_rows, min(self.config.intervals_s))
+        return strike_rows, chain_rows
+
+    def _closed_minutes(self, bars: np.ndarray) -> list[int]:
+        """The finest-interval buckets ``bars`` closed (corrections re-emit a bucket already closed)."""
+        finest = min(self.config.intervals_s)
+        return sorted(set(bars["bucket"][(bars["interval_s"] == finest) & (bars["correction"] == 0)].tolist()))
+
+    def _record_quality(self, state: UnderlyingState, bars: np.ndarray, pricer: OptionPricer) -> None:
+        """Count each expiry's quote quality at the close of every minute ``bars`` closed
+        (``pipeline.core.chain_quality``), from the book as it stands at that close."""
+        minutes = self._closed_minutes(bars)
+        if not minutes:
+            return
+        finest = min(self.config.intervals_s)
+        for expiry_ts, chain in underlying_chains(pricer.index, pricer.chains, state.underlying):
+            for minute in minutes:
+                now = minute + finest
+                quality = chain_quality(pricer.book, chain.strikes, chain.call_rows, chain.put_rows, now,
+                                        pricer.rules.fresh_s, pricer.forward_at(chain, expiry_ts, now),
+                                        max(expiry_ts - now, 0) / SECONDS_PER_YEAR, pricer.r)
+                state.quality.record(expiry_label(expiry_ts), minute, quality)
+
     def _vol_index(self, state: UnderlyingState, bars: np.ndarray | None, pricer: OptionPricer | None) -> np.ndarray:
         """The volatility index rows of the 1-minute buckets ``bars`` closed (corrections change no quote)."""
-        finest = min(self.config.intervals_s)
         if bars is None or pricer is None:
             return np.empty(0, VOL_INDEX_DTYPE)
-        closed = bars["bucket"][(bars["interval_s"] == finest) & (bars["correction"] == 0)]
-        if not len(closed):
+        closed = self._closed_minutes(bars)
+        if not closed:
             return np.empty(0, VOL_INDEX_DTYPE)
         expiries = underlying_chains(pricer.index, pricer.chains, state.underlying)
         return vol_index_rows(state.underlying, closed, pricer.book, expiries, pricer.r, pricer.rules.fresh_s,
@@ -226,8 +258,7 @@ class TickProcessor:
         the bars (and rollups, and with a ``pricer`` the volatility index) that closes."""
         state = self.state(underlying)
         bars = state.advance(exchange_ts)
-        strike_rows, chain_rows = (np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)) if bars is None \
-            else state.rollup(bars, index)
+        strike_rows, chain_rows = self._rollup(state, bars, index, pricer)
         return ProcessResult(underlying, np.empty(0, PRICED_TICK_DTYPE), bars, strike_rows, chain_rows, TickCounts(),
                              self._vol_index(state, bars, pricer))
 

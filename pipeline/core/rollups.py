@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.chain_quality import QUALITY_FIELDS
 from pipeline.core.chain_analytics import BUILDUPS, atm_iv, atm_strike, buildup, gamma_exposure, gex_flip, wing_ivs
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
@@ -331,7 +332,7 @@ class OIRollup:
                 rows[f"{side}_{name}"][at] = values[m]
             side_oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, 0, rows[f"{side}_oi"])
 
-        chain = np.zeros(1, CHAIN_BAR_DTYPE)
+        chain = _new_chain_row()
         c = chain[0:1]
         c["total_call_oi"] = total_call = int(side_oi["call"].sum())
         c["total_put_oi"] = total_put = int(side_oi["put"].sum())
@@ -399,6 +400,15 @@ def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray,
     c25, p25 = wing_ivs(rows["call_delta"], call_iv, rows["put_delta"], put_iv)
     chain["rr25"] = c25 - p25
     chain["bf25"] = (c25 + p25) / 2 - float(chain["atm_iv"][0])
+
+
+def _new_chain_row() -> np.ndarray:
+    """One zeroed chain row; the quality counts NULL: they come from the quotes at the close, not from the bars
+    (``pipeline.core.chain_quality``, filled in by the processor)."""
+    chain = np.zeros(1, CHAIN_BAR_DTYPE)
+    for name in QUALITY_FIELDS:
+        chain[name] = MISSING_INT
+    return chain
 
 
 def _fresh_ivs(cur: np.ndarray, traded: np.ndarray, inv: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,8 @@ from pipeline.records.time_units import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
 MINUTE_S = 60
 
 
-def _expiry_label(expiry_ts: int) -> bytes:
+def expiry_label(expiry_ts: int) -> bytes:
+    """The expiry's date as the rollup rows label it (b'YYYY-MM-DD', IST)."""
     return dt.datetime.fromtimestamp(int(expiry_ts), IST).strftime("%Y-%m-%d").encode()
 
 
@@ -74,7 +75,7 @@ def vol_index_row(book: PriceBook, expiries: Sequence[tuple[int, Chain]], now: i
         except ValueError:
             return None  # no strike quoted on both sides: no forward, no index
         results.append((t, result))
-        row[f"{side}_expiry"] = _expiry_label(expiry)
+        row[f"{side}_expiry"] = expiry_label(expiry)
         row[f"{side}_variance"], row[f"forward_{side}"] = result.variance, result.forward
         row[f"strikes_used_{side}"] = result.strikes_used
     (t1, near), (t2, nxt) = results

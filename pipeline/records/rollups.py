@@ -48,6 +48,10 @@ CHAIN_BAR_DTYPE = np.dtype(
         ("bf25", "<f8"),
         ("gex", "<f8"),
         ("gex_flip", "<f8"),
+        ("parity_violations", "<i8"),
+        ("crossed_quotes", "<i8"),
+        ("butterfly_violations", "<i8"),
+        ("strikes_quoted", "<i8"),
         ("last_recv_ts", "<i8"),
     ]
 )

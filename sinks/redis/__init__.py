@@ -28,7 +28,11 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
   ``pipeline.core.rollups``): ``{"underlying", "expiry", "interval_s", "timeframe",
   "bucket" (epoch s), "total_call_oi", "total_put_oi", "pcr", "max_pain",
   "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
-  "strikes_listed", "strikes_covered", "last_recv_ts" (epoch µs)}``.
+  "strikes_listed", "strikes_covered", "rr25", "bf25", "gex", "gex_flip", "parity_violations",
+  "crossed_quotes", "butterfly_violations", "strikes_quoted", "last_recv_ts" (epoch µs)}``
+  (definitions: sinks/README.md, "Tables").
+- ``vix:<underlying>`` — one message per volatility index row (``vol_index_*`` columns, with
+  ``"timeframe"`` and ``"interval_s"``).
 
 Every message carries ``"schema_version"``; bar objects carry ``"correction"``
 (true when the bar replaces one published before). Missing numbers (NaN) are

@@ -29,7 +29,8 @@ EXPECTED = {
        | {f"call_{c}" for c in SIDE} | {f"put_{c}" for c in SIDE} for tf in ("1m", "5m", "15m")},
     **{f"chain_bars_{tf}": {"underlying", "expiry", "bucket", "total_call_oi", "total_put_oi", "pcr", "max_pain",
                             "atm_strike", "atm_iv", "forward", "call_volume", "put_volume", "last_recv_ts",
-                            "strikes_listed", "strikes_covered", "rr25", "bf25", "gex", "gex_flip"}
+                            "strikes_listed", "strikes_covered", "rr25", "bf25", "gex", "gex_flip",
+                            "parity_violations", "crossed_quotes", "butterfly_violations", "strikes_quoted"}
        for tf in ("1m", "5m", "15m")},
 }
 PRIMARY_KEYS = {
@@ -135,7 +136,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0010_vol_index, 0009_bar_source, 0008_tick_records" in report
+        assert "rolled back 0011_volatility_analytics, 0010_vol_index, 0009_bar_source" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

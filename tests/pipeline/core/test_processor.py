@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.core.chain_quality import QUALITY_FIELDS
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.processor import BarConfig, TickProcessor
 from pipeline.core.rollups import OIRollup
@@ -21,8 +22,8 @@ from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.instruments import select_universe
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
-from pipeline.records.kinds import OPTION_KINDS
-from pipeline.records.ticks import decode_ticks, encode_ticks
+from pipeline.records.kinds import OPTION_KINDS, InstrumentKind
+from pipeline.records.ticks import MODE_FULL, decode_ticks, encode_ticks
 from pipeline.sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
@@ -129,7 +130,8 @@ def test_process_routes_like_the_parts_it_composes() -> None:
             _assert_rows_equal(mine, np.concatenate(got))
             chain = np.concatenate([r.chain_rows[r.chain_rows["interval_s"] == interval] for r in own])
             assert len(chain) > 0
-            _assert_rows_equal(chain, np.concatenate(expected_chain))
+            from_bars = [n for n in chain.dtype.names if n not in QUALITY_FIELDS]  # quality: from the quotes
+            _assert_rows_equal(chain[from_bars], np.concatenate(expected_chain)[from_bars])
         assert len(ticks) == sum(len(decode_ticks(p)[1]) for u, p in records if u == underlying)
 
 
@@ -251,3 +253,58 @@ def test_a_silence_in_receive_time_is_a_feed_gap_once_and_replays_are_not() -> N
     follow = nifty[11].copy()
     follow["recv_ts"] += 7_000_000
     assert processor.process("NIFTY", follow, pricer).counts.feed_gap_s == 0.0  # back to normal
+
+
+def _plain_quality(ticks: np.ndarray, index: InstrumentIndex, underlying: str, expiry: str, now: int,
+                   fresh_s: float) -> tuple[int, int, int]:
+    """(crossed_quotes, strikes_quoted, butterfly_violations) of one expiry at ``now``, counted plainly from the
+    ticks received so far: each option's last full-mode tick is its quote."""
+    quotes = {}
+    for tick in ticks[ticks["mode"] == MODE_FULL]:  # receive order: the last one wins
+        quotes[int(tick["instrument_token"])] = (float(tick["bid"]), float(tick["ask"]), int(tick["exchange_ts"]))
+    sides: dict[float, dict[int, tuple[float, float, int]]] = {}
+    for i in range(len(index)):
+        if index.underlying[i] == underlying and index.expiry[i] == expiry and index.kind[i] in OPTION_KINDS:
+            sides.setdefault(float(index.strike[i]), {})[int(index.kind[i])] = quotes.get(int(index.tokens[i]))
+    crossed, mids = 0, []
+    for strike in sorted(sides):
+        if len(sides[strike]) != 2:
+            continue
+        usable = []
+        for quote in sides[strike].values():
+            fresh = quote is not None and quote[2] > 0 and now - quote[2] <= fresh_s
+            if fresh and quote[0] > 0 and quote[1] > 0 and quote[0] >= quote[1]:
+                crossed += 1
+            usable.append(fresh and quote[0] > 0 and quote[1] > quote[0])
+        if all(usable):
+            call = sides[strike][int(InstrumentKind.CALL)]
+            mids.append((strike, (call[0] + call[1]) / 2))
+    butterflies = 0
+    for (k1, c1), (k2, c2), (k3, c3) in zip(mids, mids[1:], mids[2:]):
+        if c2 - ((k3 - k2) * c1 + (k2 - k1) * c3) / (k3 - k1) > 1e-9:
+            butterflies += 1
+    return crossed, len(mids), butterflies
+
+
+def test_chain_quality_counts_equal_a_plain_count_of_the_quotes_at_each_close() -> None:
+    index, records = _records(400)
+    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    seen = []
+    checked = 0
+    for _, payload in records:
+        underlying, ticks = decode_ticks(payload)
+        seen.append(ticks)
+        processor.start(underlying, ticks, index)
+        result = processor.process(underlying, ticks, pricer)
+        so_far = np.concatenate(seen)
+        for row in result.chain_rows[result.chain_rows["interval_s"] == 60]:
+            now = int(row["bucket"]) + 60
+            expected = _plain_quality(so_far, index, underlying, row["expiry"].decode(), now, pricer.rules.fresh_s)
+            assert (int(row["crossed_quotes"]), int(row["strikes_quoted"]), int(row["butterfly_violations"])) == expected
+            assert 0 <= row["parity_violations"] <= row["strikes_quoted"]
+            checked += 1
+        for row in result.chain_rows[result.chain_rows["interval_s"] == 300]:
+            one_minute = [r for r in result.chain_rows if r["interval_s"] == 60 and r["expiry"] == row["expiry"]
+                          and r["bucket"] == row["bucket"] + 240]
+            assert [int(r["strikes_quoted"]) for r in one_minute] == [int(row["strikes_quoted"])]
+    assert checked > 20
