@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-unit bench install clean
+.PHONY: demo test test-unit bench install clean screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 ## Unit + integration tests; the test session starts the services it needs itself.
 test: $(STAMP)
+	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -31,6 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_greeks.py
 	$(BIN)/python benchmarks/bench_bars.py
+
+## Refresh docs/dashboard.png: the browser test's screenshot of the live chain page.
+screenshot: $(STAMP)
+	scripts/ensure_chromium.sh
+	STRIKEFLOW_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest tests/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .strikeflow

@@ -28,13 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("fill gaps in the 1-minute bars from Kite's historical candles (source 'historical')",
                  "pipeline.commands.backfill"),
     "demo": ("run the whole pipeline on embedded services and print a summary", "pipeline.commands.demo"),
+    "web": ("live option-chain dashboard and its JSON API (read-only)", "pipeline.commands.web"),
     "top": ("live backpressure view for on-call (rates, buffers, consumer lag)", "pipeline.commands.top"),
     "bench": ("end-to-end benchmark on this machine: throughput, receive->Redis latency, memory",
               "pipeline.commands.bench"),
 }
 
 # Commands whose arguments must be known to parse the command line.
-_WITH_ARGUMENTS = ("simulate", "ingest", "migrate", "replay", "backfill", "demo", "top", "bench")
+_WITH_ARGUMENTS = ("simulate", "ingest", "migrate", "replay", "backfill", "demo", "top", "bench", "web")
 
 
 def build_parser() -> argparse.ArgumentParser:

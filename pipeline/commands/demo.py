@@ -163,14 +163,20 @@ def _start_children(args: argparse.Namespace, settings: Settings, services: Loca
                                        "--metrics-port", str(ingest_port)], log_dir, env=env, cwd=cwd)
     children.insert(0, ingest)
 
+    web = spawn("web", python + ["web", "--host", LOOPBACK, "--port", "0"], log_dir, env=env, cwd=cwd)
+    children.insert(0, web)
+    web_port = int(_wait_for_line(web, r"dashboard http://[\d.]+:(\d+)/", 60).group(1))
+
     urls = {
         "simulator": f"ws://{LOOPBACK}:{sim_port} (instruments {sim_root}/instruments)",
         "ingest": f"http://{LOOPBACK}:{ingest_port}",
         "worker": f"http://{LOOPBACK}:{worker_port}",
+        "dashboard": f"http://{LOOPBACK}:{web_port}/",
     }
     print(f"simulator  {urls['simulator']}")
     for name in ("ingest", "worker"):
         print(f"{name:<10} {urls[name]}/metrics  {urls[name]}/health  {urls[name]}/ready")
+    print(f"dashboard {urls['dashboard']}", flush=True)
     print(f"logs in {log_dir}")
     print("Ctrl-C to stop" + (f" (stopping by itself after {args.seconds:.0f}s)" if args.seconds else ""))
     return urls
@@ -200,6 +206,8 @@ def _watch(args: argparse.Namespace, children: list[ManagedProcess], urls: dict[
 def _stop_in_order(children: list[ManagedProcess], worker_url: str, store_ticks: bool) -> None:
     """Ingest first (flushes to Kafka), let the worker drain what is in Kafka, then the rest."""
     by_name = {c.name: c for c in children}
+    if "web" in by_name:
+        by_name["web"].stop(timeout=5)
     by_name["ingest"].stop(timeout=15)
     _drain(worker_url, store_ticks)
     by_name["worker"].stop(timeout=20)

@@ -109,6 +109,15 @@ BAR_WRITTEN_AGE = AgeGauge("strikeflow_bar_written_age_seconds", "Seconds since 
                            "written to the database (grows while no bar is written)", "underlying", REGISTRY)
 SINK_ERRORS = Counter("strikeflow_sink_errors_total", "Failed sink writes (retried)", ["sink"], registry=REGISTRY)
 
+# --- liveness and the dashboard (pipeline.runtime.health, pipeline.commands.web)
+TASK_DEATHS = Counter("strikeflow_background_task_deaths_total", "Background tasks the process needs that ended with "
+                      "an error (or ended at all) while it ran", ["task"], registry=REGISTRY)
+EVENT_LOOP_LAG = Gauge("strikeflow_event_loop_lag_seconds", "How late the event loop woke the last time (a blocked "
+                       "loop: every request and record waits this long)", registry=REGISTRY)
+DASHBOARD_VIEWERS = Gauge("strikeflow_dashboard_viewers", "Open live chain pages", registry=REGISTRY)
+DASHBOARD_CONFLATED = Counter("strikeflow_dashboard_conflated_total", "Updates replaced by newer ones before a slow "
+                              "browser read them", registry=REGISTRY)
+
 
 def metrics_text() -> bytes:
     """The registry in Prometheus text exposition format."""

@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     # --- processes ---
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    ready_data_age_s: float = Field(10.0, gt=0, le=3600, description="/ready of ingest: a connection whose last data frame is older is not ready (silent feed)")
+    ready_stall_s: float = Field(10.0, gt=0, le=3600, description="/ready of the worker: records waiting on a partition and none processed for this long = a stalled consumer")
+    dashboard_host: str = Field("127.0.0.1", description="address `strikeflow web` binds; beyond loopback STRIKEFLOW_DASHBOARD_TOKEN is required")
+    dashboard_port: int = Field(8088, ge=0, le=65535)
+    dashboard_update_interval_s: float = Field(0.25, ge=0, le=60, description="a chain page gets at most one live update per this many seconds; ticks in between are conflated (newest per instrument)")
+    dashboard_token: SecretStr | None = Field(None, description="bearer token the dashboard requires of every request when set")
     ingest_metrics_port: int = Field(9108, ge=0, le=65535)
     data_dir: Path = Path(".strikeflow")
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -1,0 +1,178 @@
+"""``strikeflow web``'s JSON API, WebSocket and access rules, in-process against the real PostgreSQL and Redis.
+
+Ticks reach Redis through the worker's own publisher (snapshot hashes and ``ticks:`` messages); bars and
+chain rows through the writer. Expected values are recomputed plainly here from what was written."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from pipeline.commands.web import FANOUT, TOKEN_COOKIE, build_app
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import InstrumentKind
+from pipeline.records.ticks import PRICED_TICK_DTYPE
+from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sinks.redis.channels import Channels
+from sinks.redis.publisher import RedisPublisher
+from sinks.timescale_writer import TimescaleWriter
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2026, 11, 25)
+OPEN = int(session_start_ts(DAY))
+
+
+def _index() -> InstrumentIndex:
+    rows = build_instruments([DEFAULT_UNDERLYINGS["NIFTY"]], DAY, n_expiries=1, strikes_each_side=2, n_futures=1)
+    return InstrumentIndex.from_rows(rows)
+
+
+def _ticks(index: InstrumentIndex, at: int, price_step: float) -> np.ndarray:
+    ticks = np.zeros(len(index), PRICED_TICK_DTYPE)
+    ticks["instrument_token"] = index.tokens
+    ticks["exchange_ts"] = at
+    ticks["recv_ts"] = at * 1_000_000 + np.arange(len(index))
+    ticks["last_price"] = 100 + price_step * np.arange(len(index))
+    ticks["oi"] = 10_000 + 75 * np.arange(len(index))
+    ticks["volume"] = 500
+    for name in ("iv", "delta", "mid_iv", "forward"):
+        ticks[name] = 0.1 + 0.001 * np.arange(len(index))
+    return ticks
+
+
+@pytest.fixture
+async def served(pool, pg_schema, redis_url, redis_prefix):  # noqa: ANN001, ANN201
+    """The app on a test server, with one NIFTY expiry's ticks in Redis and its bars and chain rows stored."""
+    index = _index()
+    expiry = next(e for e, k in zip(index.expiry.tolist(), index.kind.tolist(), strict=True) if k == InstrumentKind.CALL)
+    redis = aioredis.from_url(redis_url)
+    channels = Channels(redis_prefix)
+    publisher = RedisPublisher(redis, prefix=redis_prefix)
+    ticks = _ticks(index, OPEN + 300, 1.0)
+    await publisher.publish_ticks("NIFTY", ticks, index)
+    writer = TimescaleWriter(pool, pg_schema)
+    options = np.flatnonzero(np.isin(index.kind, (InstrumentKind.CALL, InstrumentKind.PUT)))
+    bars = np.zeros(2 * len(options), BAR_DTYPE)
+    bars["instrument_token"] = np.tile(index.tokens[options], 2)
+    bars["interval_s"] = 60
+    bars["bucket"] = np.repeat([OPEN, OPEN + 60], len(options))
+    bars["oi_open"] = np.concatenate([9_000 + index.tokens[options] % 100, 9_500 + index.tokens[options] % 100])
+    bars["last_recv_ts"] = bars["bucket"] * 1_000_000
+    await writer.write_bars(60, bars)
+    chain = [{"underlying": "NIFTY", "expiry": dt.date.fromisoformat(expiry), "bucket": dt.datetime.fromtimestamp(b, dt.UTC),
+              "pcr": 0.8 + 0.1 * i, "atm_iv": 0.12 + 0.01 * i, "forward": 24000.0 + i, "atm_strike": 24000.0,
+              "last_recv_ts": (b + 60) * 1_000_000} for i, b in enumerate((OPEN, OPEN + 60, OPEN + 120))]
+    await writer.write_chain_bars(60, chain)
+    strikes = sorted(set(index.strike[options].tolist()))
+    await writer.write_strike_bars(60, [
+        {"underlying": "NIFTY", "expiry": dt.date.fromisoformat(expiry), "strike": k,
+         "bucket": dt.datetime.fromtimestamp(b, dt.UTC), "call_oi": int(k) + b % 7, "put_oi": 2 * int(k),
+         "last_recv_ts": (b + 60) * 1_000_000} for k in strikes for b in (OPEN, OPEN + 60)])
+
+    async def start(token: str | None = None) -> TestClient:
+        client = TestClient(TestServer(build_app(pool, redis, pg_schema, token, channels)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    clients: list[TestClient] = []
+    yield start, index, expiry, ticks, bars, chain, publisher
+    for client in clients:
+        await client.close()
+    await redis.aclose()
+
+
+async def test_api_chain_is_the_snapshot_with_oi_change_since_the_session_open(served) -> None:
+    start, index, expiry, ticks, bars, chain, _ = served
+    client = await start()
+    response = await client.get(f"/api/chain?underlying=nifty&expiry={expiry}")
+    assert response.status == 200
+    view = await response.json()
+    assert view["chain"]["pcr"] == pytest.approx(chain[-1]["pcr"]) and view["chain"]["bucket"] == OPEN + 120
+    expected = {}
+    for i in np.flatnonzero(np.isin(index.kind, (InstrumentKind.CALL, InstrumentKind.PUT))):
+        token = int(index.tokens[i])
+        first_bar = bars[(bars["instrument_token"] == token)]
+        first_bar = first_bar[np.argsort(first_bar["bucket"])][0]
+        tick = ticks[ticks["instrument_token"] == token][0]
+        side = "call" if index.kind[i] == InstrumentKind.CALL else "put"
+        expected[(float(index.strike[i]), side)] = (tick["last_price"], int(tick["oi"]) - int(first_bar["oi_open"]))
+    got = {(row["strike"], side): (row[side]["last_price"], row[side]["oi_change"])
+           for row in view["rows"] for side in ("call", "put") if row[side]}
+    assert got == expected
+    assert [row["strike"] for row in view["rows"]] == sorted({k for k, _ in expected})
+    spot = ticks[index.kind == InstrumentKind.INDEX]["last_price"]
+    assert view["spot"] == pytest.approx(float(spot[0]))
+
+
+async def test_api_series_is_the_days_chain_rows_and_the_newest_oi_by_strike(served) -> None:
+    start, _, expiry, _, _, chain, _ = served
+    client = await start()
+    series = await (await client.get(f"/api/series?underlying=NIFTY&expiry={expiry}")).json()
+    assert series["bucket"] == [OPEN, OPEN + 60, OPEN + 120]
+    assert series["pcr"] == pytest.approx([c["pcr"] for c in chain])
+    assert series["oi_bucket"] == OPEN + 60
+    assert series["call_oi"] == [int(k) + (OPEN + 60) % 7 for k in series["strike"]]
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ("underlying=NIFTY", 400, "give underlying and expiry"),
+    ("underlying=NIFTY&expiry=31-12-2026", 400, "is not a date"),
+    ("underlying=NOSUCH&expiry=2026-12-31", 404, "no data for NOSUCH 2026-12-31"),
+])
+async def test_bad_api_arguments_get_a_clear_error(served, query: str, status: int, message: str) -> None:
+    client = await (served[0])()
+    response = await client.get(f"/api/chain?{query}")
+    assert response.status == status
+    assert message in (await response.json())["error"]
+
+
+async def test_nothing_can_be_written(served) -> None:
+    client = await (served[0])()
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        for path in ("/api/chain", "/api/series", "/", "/ws"):
+            assert (await client.request(method, path)).status == 405, (method, path)
+
+
+async def test_with_a_token_every_request_needs_it_as_bearer_or_cookie(served) -> None:
+    client = await (served[0])("s3cret-token")
+    assert (await client.get("/api/chains")).status == 401
+    assert (await client.get("/api/chains", headers={"Authorization": "Bearer wrong"})).status == 401
+    ok = await client.get("/api/chains", headers={"Authorization": "Bearer s3cret-token"})
+    assert ok.status == 200 and (await ok.json())["chains"][0]["underlying"] == "NIFTY"
+    assert (await client.get("/?token=wrong", allow_redirects=False)).status == 401
+    login = await client.get("/?token=s3cret-token", allow_redirects=False)
+    assert login.status == 302 and TOKEN_COOKIE in login.cookies
+    assert (await client.get("/api/chains")).status == 200  # the cookie jar now carries it
+
+
+async def test_websocket_delivers_newer_ticks_of_the_viewed_chain(served) -> None:
+    start, index, expiry, ticks, _, _, publisher = served
+    client = await start()
+    ws = await client.ws_connect(f"/ws?underlying=NIFTY&expiry={expiry}")
+    await asyncio.wait_for(client.app[FANOUT].subscribed.wait(), 10)  # the app subscribes to Redis when it starts
+    newer = _ticks(index, OPEN + 301, 2.0)
+    await publisher.publish_ticks("NIFTY", newer, index)
+    update = orjson.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+    got = {t["token"]: t["last_price"] for t in update["ticks"]}
+    own = [i for i in range(len(index)) if index.expiry[i] == expiry or index.kind[i] == InstrumentKind.INDEX]
+    assert got == {int(index.tokens[i]): float(newer["last_price"][i]) for i in own}
+    await ws.close()
+
+
+def test_web_beyond_loopback_without_a_token_refuses_to_start(pg_dsn: str, redis_url: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipeline.commands.cli", "web", "--host", "0.0.0.0", "--port", "0"],
+                          env={"PATH": "/usr/bin:/bin", "STRIKEFLOW_PG_DSN": pg_dsn, "STRIKEFLOW_REDIS_URL": redis_url},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "STRIKEFLOW_DASHBOARD_TOKEN: required to serve the dashboard beyond loopback (0.0.0.0)" in proc.stderr
