@@ -25,6 +25,7 @@ from agents.process import register_process_agent
 from agents.resources import WorkerResources
 from agents.store import register_store_agents
 from agents.topics import Topics, declare_topics
+from pipeline.runtime.health import liveness
 from pipeline.runtime.metrics import metrics_text
 from pipeline.runtime.settings import ConfigError, Settings
 
@@ -112,18 +113,39 @@ def register_agents(app: faust.App, settings: Settings, resources: WorkerResourc
     return topics
 
 
+def _highwater(app: faust.App, tp: Any) -> int | None:
+    """The partition's high watermark as the consumer last fetched it (None before the first fetch)."""
+    try:
+        return app.consumer.highwater(tp)
+    except (KeyError, AssertionError, AttributeError):
+        return None
+
+
+def _committed(app: faust.App, tp: Any) -> int | None:
+    """The partition's committed offset as this consumer knows it (Faust keeps it without a public getter;
+    None when unknown): records below it need no processing."""
+    return getattr(app.consumer, "_committed_offset", {}).get(tp)
+
+
 def _register_pages(app: faust.App, resources: WorkerResources) -> None:
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return aiohttp_web.Response(body=metrics_text(), content_type="text/plain", charset="utf-8")
 
+    @app.task
+    async def _watchdogs() -> None:
+        resources.start_watchdogs()
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+        alive, body = liveness(resources.loop, resources.tasks)
+        return web.json(body, status=200 if alive else 503)
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        state = resources.readiness()
+        ticks = [tp for tp in app.consumer.assignment() if tp.topic == resources.settings.ticks_topic]
+        state = resources.readiness({tp: _highwater(app, tp) for tp in ticks},
+                                    {tp: _committed(app, tp) for tp in ticks})
         # which partitions this worker owns now (on-call, and the recovery benchmark picks its victim by it)
         state["assignment"] = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
         return web.json(state, status=200 if state["ready"] else 503)

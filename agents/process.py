@@ -64,9 +64,11 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             async with checkpoints.lock:
                 if not await checkpoints.admit(tp, offset):
                     await manual.ack(event)  # the restored checkpoint already reflects it
+                    resources.progress.processed(tp, offset)
                     continue
                 result = await _process(event.value)
                 checkpoints.processed(tp, offset, event, None if result is None else result.underlying)
+                resources.progress.processed(tp, offset)
 
     @app.timer(interval=min(0.5, settings.checkpoint_interval_s / 4))
     async def _checkpoint() -> None:

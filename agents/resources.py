@@ -18,14 +18,19 @@ from loguru import logger
 
 from pipeline.core.pricing import OptionPricer, PricingRules
 from pipeline.records.instruments import InstrumentIndex
+from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.health import Checks, ConsumerProgress, LoopMonitor, TaskWatch
 from pipeline.runtime.settings import Settings, redact_url
 from sinks.instrument_store import load_instrument_index
+from sinks.migrate import missing_migrations
 from sinks.redis.conflation import ConflatingPublisher
 from sinks.redis.publisher import RedisPublisher
 from sinks.timescale_writer import TimescaleWriter
 
 REFRESH_MIN_INTERVAL_S = 10.0
+PROBE_INTERVAL_S = 2.0  # how often /ready's database and Redis checks are refreshed
+PROBE_TIMEOUT_S = 3.0
 
 
 def pricing_rules(settings: Settings) -> PricingRules:
@@ -53,6 +58,13 @@ class WorkerResources:
         self._lock = asyncio.Lock()
         self.partitions_assigned = False
         self._refreshed_at = float("-inf")
+        # /ready and /health (pipeline.runtime.health)
+        self.checks = Checks()
+        self.tasks = TaskWatch(metrics.TASK_DEATHS)
+        self.loop = LoopMonitor(metrics.EVENT_LOOP_LAG)
+        self.progress = ConsumerProgress()
+        for name in ("database", "redis"):
+            self.checks.expect(name, "not connected yet")
 
     async def get(self) -> Connected:
         """The shared connections; while PostgreSQL or Redis is unreachable, retries with backoff
@@ -88,6 +100,7 @@ class WorkerResources:
         publisher = ConflatingPublisher(RedisPublisher(redis, per_instrument=self.settings.redis_per_instrument),
                                         max_tick_age_s=self.settings.redis_max_tick_age_s)
         await publisher.start()
+        self.tasks.watch(publisher.task, "redis-publisher")
         instruments = await load_instrument_index(pool, schema)
         logger.info(
             "worker connected: PostgreSQL {} (schema {}), Redis {}, {} instruments",
@@ -112,14 +125,55 @@ class WorkerResources:
         connected.pricer.rebase(connected.instruments)
         return connected.instruments
 
-    def readiness(self) -> dict[str, Any]:
-        return {
-            "ready": self._connected is not None and self.partitions_assigned,
-            "connected": self._connected is not None,
-            "partitions_assigned": self.partitions_assigned,
-        }
+    def start_watchdogs(self) -> None:
+        """The event-loop monitor and the database/Redis probe, as watched tasks."""
+        self.tasks.spawn(self.loop.run(), "loop-monitor")
+        self.tasks.spawn(self._probe_forever(), "service-probe")
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def probe(self) -> None:
+        """Refresh the ``database`` (reachable, schema current) and ``redis`` (PING) checks."""
+        connected = self._connected
+        if connected is None:
+            for name in ("database", "redis"):
+                self.checks.failed(name, "not connected yet (retrying; see the log)")
+            return
+        schema = self.settings.pg_schema
+        try:
+            missing = await asyncio.wait_for(missing_migrations(connected.pool, schema), PROBE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            self.checks.failed("database", f"unreachable ({type(exc).__name__})")
+        else:
+            if missing:
+                self.checks.failed("database", f"schema {schema} lacks {', '.join(missing)}: run strikeflow migrate")
+            else:
+                self.checks.passed("database")
+        try:
+            await asyncio.wait_for(connected.redis.ping(), PROBE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, aioredis.RedisError) as exc:
+            self.checks.failed("redis", f"unreachable ({type(exc).__name__})")
+        else:
+            self.checks.passed("redis")
+
+    def readiness(self, highwaters: dict[Any, int | None], committed: dict[Any, int | None]) -> dict[str, Any]:
+        """``/ready``: every check (``pipeline.runtime.health``) over the assigned ticks partitions'
+        high watermarks and committed offsets."""
+        if self.partitions_assigned:
+            self.checks.passed("broker")
+        else:
+            self.checks.failed("broker", "no partitions assigned yet (joining the consumer group)")
+        self.progress.into(self.checks, highwaters, committed, self.settings.ready_stall_s)
+        self.tasks.into(self.checks)
+        state = self.checks.report()
+        state.update(connected=self._connected is not None, partitions_assigned=self.partitions_assigned)
+        return state
 
     async def close(self) -> None:
+        self.tasks.stopping()
         connected, self._connected = self._connected, None
         if connected is None:
             return

@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
+from typing import Any
 from dataclasses import dataclass
 from importlib import resources
 
@@ -238,6 +239,13 @@ async def _applied(conn: asyncpg.Connection, schema: str) -> dict[str, asyncpg.R
     return {r["version"]: r for r in rows}
 
 
+async def missing_migrations(conn: Any, schema: str) -> list[str]:
+    """The migrations this code needs (every one that does not require TimescaleDB) that ``schema`` lacks;
+    ``conn`` a connection or a pool."""
+    applied = await _applied(conn, schema)
+    return [m.name for m in load_migrations() if not m.requires and m.version not in applied]
+
+
 async def schema_problem(dsn: str, schema: str, timeout_s: float = 5.0) -> str | None:
     """The start-up check of ``ingest`` and ``worker``: one line saying what is missing when ``schema`` lacks
     a migration this code needs (every one that does not require TimescaleDB), else None. An unreachable
@@ -248,15 +256,14 @@ async def schema_problem(dsn: str, schema: str, timeout_s: float = 5.0) -> str |
         logger.warning("schema check skipped: PostgreSQL not reachable now ({})", type(exc).__name__)
         return None
     try:
-        applied = await _applied(conn, schema)
+        missing = await missing_migrations(conn, schema)
     finally:
         await conn.close()
-    missing = [m.name for m in load_migrations() if not m.requires and m.version not in applied]
     if not missing:
         return None
     return (f"schema {schema} is behind this strikeflow (missing {', '.join(missing)}): "
             "run `strikeflow migrate` first")
 
 
-__all__ = ["MIGRATE_LOCK_KEY", "Migration", "VersionState", "check_schema_name", "load_migrations", "migrate",
+__all__ = ["MIGRATE_LOCK_KEY", "Migration", "VersionState", "check_schema_name", "load_migrations", "migrate", "missing_migrations",
            "quote_ident", "render", "schema_problem", "status"]

@@ -24,23 +24,34 @@ from pipeline.feed.sharding import ShardingError
 from pipeline.feed.tick_producer import TickProducer, ensure_topic_eventually
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.health import Checks, LoopMonitor, liveness
 from pipeline.runtime.settings import ConfigError, KiteAccount, Settings, redact_url
 from sinks.instrument_store import write_instruments
 from sinks.migrate import schema_problem
 
 
 async def _serve_metrics(ingestor: Ingestor, host: str, port: int) -> web.AppRunner:
+    """``/metrics``, ``/health`` (liveness: the loop runs, no needed task died) and ``/ready`` (every check
+    ok: each connection connected and delivering data, the broker accepting sends, no task died); each
+    check with ``ok``, ``age_s`` and a ``reason`` when not ok (``pipeline.runtime.health``)."""
+    monitor = LoopMonitor(metrics.EVENT_LOOP_LAG)
+    ingestor.tasks.spawn(monitor.run(), "loop-monitor")
+
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=metrics.metrics_text(), content_type="text/plain")
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        alive, body = liveness(monitor, ingestor.tasks)
+        return web.json_response(body, status=200 if alive else 503)
 
     async def ready(request: web.Request) -> web.Response:
-        up = sum(1 for c in ingestor.connections if c.connected_once)
-        ok = up == len(ingestor.connections)
-        return web.json_response({"ready": ok, "connections": len(ingestor.connections), "connected": up,
-                                  "buffered_bytes": ingestor.producer.buffered_bytes}, status=200 if ok else 503)
+        checks = Checks()
+        ingestor.feed_checks(checks, ingestor.settings.ready_data_age_s)
+        ingestor.tasks.into(checks)
+        state = checks.report()
+        state.update(connections=len(ingestor.connections), buffered_bytes=ingestor.producer.buffered_bytes,
+                     connected=sum(1 for c in ingestor.connections if c.connected))
+        return web.json_response(state, status=200 if state["ready"] else 503)
 
     app = web.Application()
     app.add_routes([web.get("/metrics", metrics_view), web.get("/health", health), web.get("/ready", ready)])
@@ -88,6 +99,10 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
     producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)
     await producer.start()
     ingestor = Ingestor(settings, index, shards, accounts, producer, ws_url)
+    ingestor.tasks.watch(producer.task, "tick-producer")
+    ingestor.tasks.watch(topic_task, "ensure-topic", one_shot=True)
+    if instruments_task is not None:
+        ingestor.tasks.watch(instruments_task, "store-instruments", one_shot=True)
     try:
         runner = await _serve_metrics(ingestor, settings.web_host, metrics_port)
     except OSError as exc:

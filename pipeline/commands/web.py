@@ -174,6 +174,10 @@ async def _health(request: web.Request) -> web.Response:
                   **({} if ok else {"problems": ["not subscribed to Redis"]})}, status=200 if ok else 503)
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.metrics_text(), content_type="text/plain")
+
+
 def build_app(pool: asyncpg.Pool, redis: Any, schema: str, token: str | None, channels: Channels = Channels(),
               update_interval_s: float = 0.25) -> web.Application:
     """The dashboard application over an open pool and Redis client; the fan-out runs while it serves. A page
@@ -192,6 +196,7 @@ def build_app(pool: asyncpg.Pool, redis: Any, schema: str, token: str | None, ch
     app.router.add_get("/api/series", _api_series)
     app.router.add_get("/ws", _ws)
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
 
     async def fanout_task(app: web.Application) -> Any:
         task = asyncio.create_task(_keep_subscribed(fanout), name="dashboard-fanout")

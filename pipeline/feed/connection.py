@@ -83,6 +83,7 @@ class Connection:
         self.shard = shard
         self.name = shard.name
         self.connected_once = False
+        self.connected = False  # a session is up now (handshake done, subscribed)
         self._up = False  # the current session got through the handshake
 
     def url(self, account: KiteAccount) -> str:
@@ -106,6 +107,7 @@ class Connection:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, exc)
             metrics.WS_CONNECTED.labels(self.name).set(0)
+            self.connected = False
             if self._up:  # the session got through the handshake: this is a new outage, from now
                 backoff.reset()
                 down_since = None
@@ -137,7 +139,7 @@ class Connection:
             await ws.send_str(json.dumps({"a": "subscribe", "v": self.shard.tokens}))
             await ws.send_str(json.dumps({"a": "mode", "v": ["full", self.shard.tokens]}))
             metrics.WS_CONNECTED.labels(self.name).set(1)
-            self.connected_once = True
+            self.connected_once = self.connected = True
             await self._receive(ws)
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:

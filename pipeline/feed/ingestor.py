@@ -35,6 +35,7 @@ from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import encode_clock, encode_ticks
 from pipeline.runtime import metrics
+from pipeline.runtime.health import Checks, TaskWatch
 from pipeline.runtime.settings import KiteAccount, Settings
 
 
@@ -80,6 +81,7 @@ class Ingestor:
         self.stopping = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.connections = [Connection(self, s) for s in shards]
+        self.tasks = TaskWatch(metrics.TASK_DEATHS)  # the connections, the quiet clock, the producer
         self._unsent: dict[str, list[np.ndarray]] = {}  # ticks held for this loop turn, per underlying
         self._flush_handle: asyncio.Handle | None = None
 
@@ -152,6 +154,21 @@ class Ingestor:
         elif isinstance(message, dict) and message.get("type") == "message":
             logger.info("Kite message on {}: {}", connection, message.get("data"))
 
+    def feed_checks(self, checks: Checks, data_age_s: float) -> None:
+        """State ``feed:<connection>`` (connected and a data frame within ``data_age_s``) and ``broker``."""
+        now_mono, now = time.monotonic(), time.time()
+        for conn in self.connections:
+            last = self.last_data_at.get(conn.name)
+            last_ok = None if last is None else now - (now_mono - last)
+            if not conn.connected:
+                checks.set(f"feed:{conn.name}", False, "not connected (reconnecting)", last_ok)
+            elif last is None or now_mono - last > data_age_s:
+                silent = "no data frame yet" if last is None else f"no data frame for {now_mono - last:.1f}s"
+                checks.set(f"feed:{conn.name}", False, f"connected, {silent}", last_ok)
+            else:
+                checks.set(f"feed:{conn.name}", True, "", last_ok)
+        checks.set("broker", *self.producer.broker_state())
+
     def fail_over(self, connection: Connection, reason: str = "rejected") -> bool:
         """Move a rejected account's shards elsewhere; False when nowhere to go."""
         failed = connection.shard.account
@@ -173,8 +190,8 @@ class Ingestor:
     async def run(self) -> None:
         self.http = aiohttp.ClientSession()
         try:
-            tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.connections]
-            tasks.append(asyncio.create_task(self._clock_loop(), name="quiet-clock"))
+            tasks = [self.tasks.spawn(c.run(), f"connection:{c.name}") for c in self.connections]
+            tasks.append(self.tasks.spawn(self._clock_loop(), "quiet-clock"))
             await self.stopping.wait()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -182,6 +199,7 @@ class Ingestor:
             await self.http.close()
 
     def stop(self) -> None:
+        self.tasks.stopping()
         self.stopping.set()
 
     async def _clock_loop(self) -> None:

@@ -14,6 +14,7 @@ aiokafka's one in-flight request per partition.
 from __future__ import annotations
 
 import asyncio
+import time
 import collections
 import contextlib
 
@@ -69,6 +70,9 @@ class TickProducer:
         self.dropped_batches = 0
         self.dropped_bytes = 0
         self.errors = 0
+        self.connected = False
+        self.last_delivered_at: float | None = None  # epoch s of the newest acknowledged send
+        self.last_error: tuple[float, str] | None = None  # (epoch s, exception type) of the newest failed send
 
     @property
     def buffered_bytes(self) -> int:
@@ -118,8 +122,24 @@ class TickProducer:
 
         return await retry_forever(attempt, retry_on=KafkaError, on_failure=failed, start_s=0.5, max_s=10.0)
 
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The sending task (the process needs it alive)."""
+        return self._task
+
+    def broker_state(self) -> tuple[bool, str, float | None]:
+        """(ok, reason when not, epoch s of the last acknowledged send): ok when connected and no send
+        failed since the last one that succeeded."""
+        if not self.connected:
+            return False, "not connected to Kafka yet (retrying)", self.last_delivered_at
+        if self.last_error is not None and (self.last_delivered_at or 0) < self.last_error[0]:
+            return (False, f"Kafka sends failing ({self.last_error[1]}); {self._queued_bytes:,} bytes buffered",
+                    self.last_delivered_at)
+        return True, "", self.last_delivered_at or time.time()
+
     async def _run(self) -> None:
         self._producer = await self._connect()
+        self.connected = True
         while True:
             if not self._queue:
                 if self._closing:
@@ -141,6 +161,7 @@ class TickProducer:
 
     def _requeue(self, key: bytes, payload: bytes, exc: BaseException) -> None:
         self.errors += 1
+        self.last_error = (time.time(), type(exc).__name__)
         metrics.PRODUCE_ERRORS.inc()
         if self.errors == 1 or self.errors % 100 == 0:
             logger.warning("Kafka send failed ({}); batch re-queued", type(exc).__name__)
@@ -157,6 +178,7 @@ class TickProducer:
             self._requeue(key, payload, exc)
         else:
             self.sent_batches += 1
+            self.last_delivered_at = time.time()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what is queued (up to ``timeout``), then close the producer."""

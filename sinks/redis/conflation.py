@@ -211,6 +211,11 @@ class ConflatingPublisher:
 
     # -- background task ---------------------------------------------------------
 
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The publishing task (the worker needs it alive)."""
+        return self._task
+
     async def start(self) -> None:
         if self._task is None or self._task.done():
             self._stop.clear()

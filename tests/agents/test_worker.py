@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +25,17 @@ from sinks.migrate import migrate
 pytestmark = pytest.mark.integration
 
 
+def _get_json(url: str) -> tuple[int, dict]:
+    """(status, body) of a GET, for 503 answers as well."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
 
 
 
@@ -36,7 +48,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
            "STRIKEFLOW_REDIS_URL": redis_url, "STRIKEFLOW_APP_ID": unique_name,
            "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks", "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
            "STRIKEFLOW_WEB_PORT": str(free_port()), "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"),
-           "STRIKEFLOW_STORE_TICKS": "false"}
+           "STRIKEFLOW_STORE_TICKS": "false", "STRIKEFLOW_READY_STALL_S": "3"}
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "worker"], env=env, stdout=out,
@@ -58,6 +70,21 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
         producer.offer("NIFTY", encode_ticks("NIFTY", ticks[:50]))  # an at-least-once redelivery
         await producer.stop()
 
+        # the agent waits for the database with records queued: /ready says so, check by check, within seconds
+        ready_url = f"http://127.0.0.1:{env['STRIKEFLOW_WEB_PORT']}/ready"
+
+        async def consumer_stalled() -> bool:
+            status, body = _get_json(ready_url)
+            return status == 503 and "records waiting" in body["checks"].get("consumer", {}).get("reason", "")
+
+        await wait_for(consumer_stalled, 60, "/ready to report the stalled consumer")
+        status, red = _get_json(ready_url)
+        assert red["ready"] is False and red["checks"]["database"]["ok"] is False
+        assert "not connected yet" in red["checks"]["database"]["reason"]
+        assert "records waiting, none processed for" in red["checks"]["consumer"]["reason"]
+        assert red["checks"]["tasks"]["ok"] is True and red["checks"]["broker"]["ok"] is True
+        assert _get_json(ready_url.replace("/ready", "/health"))[0] == 200  # alive: it waits, it is not stuck
+
         postgres_dsn, postgres = start_postgres(tmp_path / "pg", port=pg_port)
         await migrate(postgres_dsn)
         await write_instruments(postgres_dsn, "public", [NIFTY_INDEX])
@@ -70,9 +97,14 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
                 await conn.close()
 
         await wait_for(bars_written, 90, "bars after the database came up")
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['STRIKEFLOW_WEB_PORT']}/ready", timeout=5) as response:
-            ready = json.loads(response.read())
+        async def all_ready() -> bool:
+            return _get_json(ready_url)[0] == 200
+
+        await wait_for(all_ready, 30, "/ready once the database is up")
+        ready = _get_json(ready_url)[1]
         assert ready["ready"] is True
+        assert {name for name, check in ready["checks"].items() if check["ok"]} == {
+            "broker", "consumer", "database", "redis", "tasks"}
         assert {f"{unique_name}-ticks:{p}" for p in range(4)} <= set(ready["assignment"])  # the only worker: all
         conn = await asyncpg.connect(postgres_dsn)
         try:

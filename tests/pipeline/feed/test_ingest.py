@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import aiohttp
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -19,6 +20,7 @@ from pipeline.feed.ingestor import (
     plan_universe,
     split_by_underlying,
 )
+from pipeline.commands.local_services import free_port
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
@@ -331,3 +333,56 @@ async def test_a_connection_open_but_mute_is_reconnected_while_the_other_has_dat
     assert sorted(counted.values()) == [0, 1]  # the mute one, once; the other was never touched
     await _until(lambda: all(at > muted_at + 3.0 for at in run.ingestor.last_data_at.values()), timeout=15,
                  what="data on both connections again")
+
+
+@pytest.mark.integration
+async def test_ready_names_a_silent_connection_within_seconds_and_health_stays_ok(kite_simulator, kafka_url: str,
+                                                                                  unique_name: str, tmp_path) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    port = free_port()
+    env = {**os.environ, "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
+           "STRIKEFLOW_UNDERLYINGS": '["NIFTY"]', "STRIKEFLOW_STRIKES_AROUND_ATM": "2", "STRIKEFLOW_EXPIRIES": "1",
+           "STRIKEFLOW_KITE_MAX_TOKENS_PER_CONNECTION": "8", "STRIKEFLOW_KITE_MUTE_TIMEOUT_S": "600",
+           "STRIKEFLOW_READY_DATA_AGE_S": "2", "STRIKEFLOW_DATA_DIR": str(tmp_path)}
+    env.pop("STRIKEFLOW_PG_DSN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.commands.cli", "ingest", "--ws-url", f"ws://{addr}", "--api-url",
+        f"http://{addr}", "--metrics-port", str(port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    states: list[tuple[int, dict]] = []
+
+    async def get(path: str) -> tuple[int, dict]:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as response:
+                states.append((response.status, await response.json()))
+        except aiohttp.ClientError:
+            states.append((0, {}))
+        return states[-1]
+
+    async def until_ready(want: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = await get("/ready")
+            if status == want and (want == 200 or any(not c["ok"] for n, c in body["checks"].items()
+                                                      if n.startswith("feed:"))):
+                return body
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"/ready never answered {want}: {states[-3:]}")
+
+    try:
+        ready = await until_ready(200, 60)
+        feeds = sorted(n for n in ready["checks"] if n.startswith("feed:"))
+        assert len(feeds) == 2 and {"broker", "tasks"} <= set(ready["checks"])
+        assert all(ready["checks"][n]["age_s"] < 2 for n in feeds)
+        simulator.mute(8.0, 0)  # heartbeats keep coming, data frames do not
+        muted_at = time.monotonic()
+        red = await until_ready(503, 10)
+        assert time.monotonic() - muted_at < 6  # data age 2 s plus a scrape or two
+        silent = [n for n in feeds if not red["checks"][n]["ok"]]
+        assert len(silent) == 1 and "connected, no data frame for" in red["checks"][silent[0]]["reason"]
+        assert red["checks"][silent[0]]["age_s"] >= 2
+        assert (await get("/health"))[0] == 200
+        await until_ready(200, 20)  # the mute window ends: ready again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert "Traceback" not in output.decode()
