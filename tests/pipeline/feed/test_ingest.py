@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pipeline.feed.ingestor import (
     plan_universe,
     split_by_underlying,
 )
+from pipeline.commands import ingest as ingest_command
 from pipeline.commands.local_services import free_port
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
@@ -386,3 +388,25 @@ async def test_ready_names_a_silent_connection_within_seconds_and_health_stays_o
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert "Traceback" not in output.decode()
+
+
+@pytest.mark.integration
+async def test_health_fails_after_the_event_loop_was_blocked_naming_how_long(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    runner = await ingest_command._serve_metrics(run.ingestor, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/health"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(0.6)  # the loop monitor's first wakes
+            async with http.get(url) as response:
+                assert response.status == 200 and (await response.json())["status"] == "ok"
+            time.sleep(3.0)  # a blocking call on the event loop (what a CPU-bound bug does)
+            await asyncio.sleep(0.6)
+            async with http.get(url) as response:
+                body = await response.json()
+            assert response.status == 503
+            assert re.fullmatch(r"event loop blocked for [23]\.\d+s, \d+s ago", body["problems"][0])
+            assert "connection:" + run.ingestor.connections[0].name in body["tasks_alive"]
+    finally:
+        await runner.cleanup()
