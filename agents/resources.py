@@ -23,7 +23,7 @@ from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, ConsumerProgress, LoopMonitor, TaskWatch
 from pipeline.runtime.settings import Settings, redact_url
 from sinks.instrument_store import load_instrument_index
-from sinks.migrate import missing_migrations
+from sinks.migrate import schema_version
 from sinks.redis.conflation import ConflatingPublisher
 from sinks.redis.publisher import RedisPublisher
 from sinks.timescale_writer import TimescaleWriter
@@ -144,14 +144,14 @@ class WorkerResources:
             return
         schema = self.settings.pg_schema
         try:
-            missing = await asyncio.wait_for(missing_migrations(connected.pool, schema), PROBE_TIMEOUT_S)
+            version, missing = await asyncio.wait_for(schema_version(connected.pool, schema), PROBE_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
             self.checks.failed("database", f"unreachable ({type(exc).__name__})")
         else:
             if missing:
                 self.checks.failed("database", f"schema {schema} lacks {', '.join(missing)}: run strikeflow migrate")
             else:
-                self.checks.passed("database")
+                self.checks.passed("database", schema=schema, schema_version=version)
         try:
             await asyncio.wait_for(connected.redis.ping(), PROBE_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError, aioredis.RedisError) as exc:

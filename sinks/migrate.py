@@ -239,11 +239,14 @@ async def _applied(conn: asyncpg.Connection, schema: str) -> dict[str, asyncpg.R
     return {r["version"]: r for r in rows}
 
 
-async def missing_migrations(conn: Any, schema: str) -> list[str]:
-    """The migrations this code needs (every one that does not require TimescaleDB) that ``schema`` lacks;
-    ``conn`` a connection or a pool."""
+async def schema_version(conn: Any, schema: str) -> tuple[str | None, list[str]]:
+    """(the newest migration applied to ``schema`` by name, or None; the migrations this code needs, every one
+    that does not require TimescaleDB, that it lacks); ``conn`` a connection or a pool."""
     applied = await _applied(conn, schema)
-    return [m.name for m in load_migrations() if not m.requires and m.version not in applied]
+    migrations = load_migrations()
+    newest = max((m for m in migrations if m.version in applied), key=lambda m: m.version, default=None)
+    return (newest.name if newest else None,
+            [m.name for m in migrations if not m.requires and m.version not in applied])
 
 
 async def schema_problem(dsn: str, schema: str, timeout_s: float = 5.0) -> str | None:
@@ -256,7 +259,7 @@ async def schema_problem(dsn: str, schema: str, timeout_s: float = 5.0) -> str |
         logger.warning("schema check skipped: PostgreSQL not reachable now ({})", type(exc).__name__)
         return None
     try:
-        missing = await missing_migrations(conn, schema)
+        _, missing = await schema_version(conn, schema)
     finally:
         await conn.close()
     if not missing:
@@ -265,5 +268,5 @@ async def schema_problem(dsn: str, schema: str, timeout_s: float = 5.0) -> str |
             "run `strikeflow migrate` first")
 
 
-__all__ = ["MIGRATE_LOCK_KEY", "Migration", "VersionState", "check_schema_name", "load_migrations", "migrate", "missing_migrations",
-           "quote_ident", "render", "schema_problem", "status"]
+__all__ = ["MIGRATE_LOCK_KEY", "Migration", "VersionState", "check_schema_name", "load_migrations", "migrate",
+           "quote_ident", "render", "schema_problem", "schema_version", "status"]

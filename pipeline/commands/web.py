@@ -80,7 +80,7 @@ def _auth_middleware(token: str | None) -> Any:
         if token is None:
             return await handler(request)
         given = request.query.get("token") if request.path == "/" else None
-        if given is not None and hmac.compare_digest(given, token):
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             response = web.HTTPFound("/")
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
             raise response

@@ -34,6 +34,7 @@ class _Check:
     ok: bool = False
     last_ok: float | None = None
     reason: str | None = "not checked yet"
+    info: dict[str, Any] | None = None  # what the check found (e.g. the schema version), reported as is
 
 
 class Checks:
@@ -47,9 +48,9 @@ class Checks:
         """Declare a check that is not ok until it first passes."""
         self._checks.setdefault(name, _Check(reason=reason))
 
-    def passed(self, name: str, at: float | None = None) -> None:
+    def passed(self, name: str, at: float | None = None, **info: Any) -> None:
         check = self._checks.setdefault(name, _Check())
-        check.ok, check.reason = True, None
+        check.ok, check.reason, check.info = True, None, info or check.info
         check.last_ok = self.clock.time() if at is None else at
 
     def failed(self, name: str, reason: str) -> None:
@@ -69,7 +70,7 @@ class Checks:
         checks = {}
         for name, c in sorted(self._checks.items()):
             age = None if c.last_ok is None else round(max(now - c.last_ok, 0.0), 3)
-            checks[name] = {"ok": c.ok, "age_s": age, **({} if c.ok else {"reason": c.reason})}
+            checks[name] = {"ok": c.ok, "age_s": age, **({} if c.ok else {"reason": c.reason}), **(c.info or {})}
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
 

@@ -20,7 +20,7 @@ from pipeline.commands.local_services import free_port, start_postgres
 from pipeline.feed.tick_producer import TickProducer, ensure_topic
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments
-from sinks.migrate import migrate
+from sinks.migrate import load_migrations, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +105,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
         assert ready["ready"] is True
         assert {name for name, check in ready["checks"].items() if check["ok"]} == {
             "broker", "consumer", "database", "redis", "tasks"}
+        assert ready["checks"]["database"]["schema_version"] == load_migrations()[-1].name
         assert {f"{unique_name}-ticks:{p}" for p in range(4)} <= set(ready["assignment"])  # the only worker: all
         conn = await asyncpg.connect(postgres_dsn)
         try:

@@ -36,9 +36,10 @@ def test_report_gives_each_checks_age_since_it_last_passed_and_the_reason_when_f
     assert report["ready"] is False
     assert report["checks"]["redis"] == {"ok": False, "age_s": 7.5, "reason": "unreachable (ConnectionError)"}
     assert report["checks"]["database"] == {"ok": False, "age_s": None, "reason": "not checked yet"}
-    checks.passed("database")
+    checks.passed("database", schema_version="0011_volatility_analytics")
     checks.passed("redis")
-    assert checks.report() == {"ready": True, "checks": {"database": {"ok": True, "age_s": 0.0},
+    assert checks.report() == {"ready": True, "checks": {"database": {"ok": True, "age_s": 0.0,
+                                                                      "schema_version": "0011_volatility_analytics"},
                                                          "redis": {"ok": True, "age_s": 0.0}}}
 
 
