@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import ipaddress
@@ -40,6 +41,7 @@ from sinks.redis.live_fanout import ChainViewer, LiveFanout
 
 STATIC_DIR = Path(__file__).with_name("web_static")
 TOKEN_COOKIE = "strikeflow_token"
+IN_FLIGHT = 2  # live messages a client may hold unacknowledged (see _ws)
 _STATE = web.AppKey("dashboard", dict)
 FANOUT = web.AppKey("fanout", LiveFanout)  # the app's one Redis subscription (tests wait for it)
 _SERVICE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, aioredis.RedisError)
@@ -128,6 +130,9 @@ def _unavailable(what: str, exc: BaseException) -> web.Response:
 
 
 async def _ws(request: web.Request) -> web.WebSocketResponse:
+    """Live updates of one chain. Flow control: the client acknowledges each message it has handled (any
+    text message, e.g. "ack"); at most ``IN_FLIGHT`` messages are unacknowledged, the rest is conflated in
+    the viewer. Without it a slow browser's socket buffers would queue seconds of stale updates."""
     underlying, expiry = _chain_args(request)
     fanout = request.app[FANOUT]
     ws = web.WebSocketResponse(heartbeat=20.0)
@@ -135,15 +140,16 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     viewer = ChainViewer(underlying, expiry.isoformat())
     fanout.add(viewer)
     metrics.DASHBOARD_VIEWERS.inc()
-    reader = asyncio.create_task(_drain_client(ws))
+    credit = asyncio.BoundedSemaphore(IN_FLIGHT)
+    reader = asyncio.create_task(_read_acks(ws, credit))
     try:
-        while not ws.closed and not reader.done():
-            update = asyncio.create_task(viewer.take())
-            await asyncio.wait({update, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if not update.done():
-                update.cancel()
+        while not ws.closed:
+            if not await _unless_closed(credit.acquire(), reader):
                 break
-            await ws.send_bytes(orjson.dumps(update.result()))  # a slow browser holds us here; the viewer conflates
+            update = await _unless_closed(viewer.take(), reader)  # the newest of everything since the last one
+            if update is None:
+                break
+            await ws.send_bytes(orjson.dumps(update))
             await asyncio.sleep(request.app[_STATE]["update_interval_s"])  # what arrives meanwhile is conflated
     except (ConnectionResetError, RuntimeError):
         pass  # the browser went away mid-send
@@ -154,10 +160,24 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _drain_client(ws: web.WebSocketResponse) -> None:
-    """Read (and ignore) what the browser sends, so a close is noticed."""
+async def _unless_closed(awaitable: Any, reader: asyncio.Task) -> Any:
+    """The awaitable's result, or None when the client's reader ends first (the socket closed)."""
+    task = asyncio.ensure_future(awaitable)
+    await asyncio.wait({task, reader}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    return None
+
+
+async def _read_acks(ws: web.WebSocketResponse, credit: asyncio.BoundedSemaphore) -> None:
+    """Each text message from the client is an acknowledgement (one more message may be sent); returns when
+    the socket closes."""
     async for msg in ws:
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+        if msg.type == WSMsgType.TEXT:
+            with contextlib.suppress(ValueError):  # more acks than messages: ignored
+                credit.release()
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             return
 
 

@@ -200,6 +200,7 @@ const strikeflow = (() => {
       ws.onmessage = (event) => {
         const text = typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data);
         this.apply(JSON.parse(text));
+        ws.send("ack"); // flow control: the server sends the next update once this one is handled
       };
       ws.onclose = (event) => {
         console.info(`live updates closed (code ${event.code}); reconnecting in ${delay / 1000}s`);

@@ -176,3 +176,26 @@ def test_web_beyond_loopback_without_a_token_refuses_to_start(pg_dsn: str, redis
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "STRIKEFLOW_DASHBOARD_TOKEN: required to serve the dashboard beyond loopback (0.0.0.0)" in proc.stderr
+
+
+async def test_a_client_that_does_not_acknowledge_gets_two_messages_then_only_the_newest(served) -> None:
+    start, index, expiry, _, _, _, publisher = served
+    client = await start()
+    ws = await client.ws_connect(f"/ws?underlying=NIFTY&expiry={expiry}")
+    await asyncio.wait_for(client.app[FANOUT].subscribed.wait(), 10)
+    got = []
+    for step in range(1, 7):  # six batches, one every 0.4 s (the server paces at 0.25 s)
+        await publisher.publish_ticks("NIFTY", _ticks(index, OPEN + 300 + step, float(step)), index)
+        await asyncio.sleep(0.4)
+        while True:
+            try:
+                got.append(orjson.loads((await asyncio.wait_for(ws.receive(), 0.05)).data))
+            except asyncio.TimeoutError:
+                break
+    assert len(got) == 2  # IN_FLIGHT unacknowledged messages, then the server holds back
+    await ws.send_str("ack")
+    newest = orjson.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+    call = int(np.flatnonzero(index.kind == InstrumentKind.CALL)[0])
+    prices = {t["token"]: t["last_price"] for t in newest["ticks"]}
+    assert prices[int(index.tokens[call])] == 100 + 6.0 * call  # the last batch's price, not a backlog
+    await ws.close()
