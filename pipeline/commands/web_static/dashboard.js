@@ -247,7 +247,8 @@ const strikeflow = (() => {
         series: [{},
           { label: "PCR", stroke: "#e0b45e", scale: "pcr" },
           { label: "ATM IV %", stroke: "#5ea8e0", scale: "iv", value: (u, v) => (v == null ? "–" : v.toFixed(2)) }],
-        axes: [{ stroke: "#7f8b97" }, { scale: "pcr", stroke: "#e0b45e" },
+        axes: [{ stroke: "#7f8b97" },
+          { scale: "pcr", stroke: "#e0b45e", size: 60, values: (u, vals) => vals.map((v) => v.toFixed(4)) },
           { scale: "iv", side: 1, stroke: "#5ea8e0", grid: { show: false } }],
       };
       const data = [s.bucket.map((b) => b + 60), s.pcr, s.atm_iv.map((v) => (v == null ? null : 100 * v))];
