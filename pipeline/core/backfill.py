@@ -23,7 +23,7 @@ import numpy as np
 
 import greeks
 from pipeline.core.bars.combine import combine
-from pipeline.core.pricing import FORWARD_SOURCE_CODES, Chain, ExpiryChains, PricingRules
+from pipeline.core.pricing import FORWARD_SOURCE_CODES, Chain, ExpiryChains, PricingRules, first_positive
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
@@ -64,19 +64,14 @@ def price_minute_bars(bars: np.ndarray, index: InstrumentIndex, r: float, rules:
     return out
 
 
-def _first_finite(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values) & (values > 0)]
-    return float(finite[0]) if len(finite) else np.nan
-
-
 def _price_chain(out: np.ndarray, sel: np.ndarray, p: np.ndarray, chain: Chain, close_at: np.ndarray, now: int,
                  index: InstrumentIndex, r: float, rules: PricingRules) -> None:
     """Price the option bars ``sel`` (index rows ``p``) of one chain at exchange time ``now``."""
     t = greeks.years_to_expiry(now, index.expiry_ts[p])
     choice = greeks.forward_for_expiry(
-        t, r, future_price=_first_finite(close_at[chain.future_rows]), strikes=chain.strikes,
+        t, r, future_price=first_positive(close_at[chain.future_rows]), strikes=chain.strikes,
         call_prices=close_at[chain.call_rows], put_prices=close_at[chain.put_rows],
-        spot=_first_finite(close_at[chain.spot_rows]), near=rules.parity_strikes)
+        spot=first_positive(close_at[chain.spot_rows]), near=rules.parity_strikes)
     forward, strike = choice.forward, index.strike[p]
     is_call = index.kind[p] == InstrumentKind.CALL
     iv = greeks.implied_vol(out["close"][sel], forward, strike, t, r, is_call)

@@ -23,7 +23,7 @@ volatility index does. Units: prices and strikes rupees, ``t`` years, ``r`` a co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -43,15 +43,15 @@ class ChainQuality:
     strikes_quoted: int
 
 
-QUALITY_FIELDS = ("parity_violations", "crossed_quotes", "butterfly_violations", "strikes_quoted")
+QUALITY_FIELDS = tuple(f.name for f in fields(ChainQuality))  # the chain row's columns of the same names
 
 
 def crossed_quotes(book: PriceBook, rows: np.ndarray, now: int, fresh_s: float) -> int:
     """Options at book ``rows`` quoted fresh at ``now`` with a bid and an ask where bid >= ask."""
-    bid, ask, quoted = book.bid[rows], book.ask[rows], book.quote_ts[rows]
+    bid, ask = book.bid[rows], book.ask[rows]
     with np.errstate(invalid="ignore"):
         bad = (bid > 0) & (ask > 0) & (bid >= ask)
-    return int((bad & (quoted > 0) & (now - quoted <= fresh_s)).sum())
+    return int((bad & book.fresh_quote(rows, now, fresh_s)).sum())
 
 
 def parity_violations(strikes: np.ndarray, call_bid: np.ndarray, call_ask: np.ndarray, put_bid: np.ndarray,

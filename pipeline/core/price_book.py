@@ -93,13 +93,18 @@ class PriceBook:
             ok = self.fresh_two_sided(rows, now_ts, fresh_s) & (ask - bid <= max_spread * mid)
         return np.where(ok, mid, np.nan)
 
+    def fresh_quote(self, rows: np.ndarray, now_ts: int | np.ndarray, fresh_s: float) -> np.ndarray:
+        """True where ``rows`` were quoted (whatever the quote) no longer than ``fresh_s`` before exchange time
+        ``now_ts``."""
+        return (self.quote_ts[rows] > 0) & (now_ts - self.quote_ts[rows] <= fresh_s)
+
     def fresh_two_sided(self, rows: np.ndarray, now_ts: int | np.ndarray, fresh_s: float) -> np.ndarray:
         """True where ``rows`` have a bid and an ask, not crossed, quoted no longer than ``fresh_s`` before
         exchange time ``now_ts``."""
         bid, ask = self.bid[rows], self.ask[rows]
         with np.errstate(invalid="ignore"):
             ok = (bid > 0) & (ask >= bid)
-        return ok & (self.quote_ts[rows] > 0) & (now_ts - self.quote_ts[rows] <= fresh_s)
+        return ok & self.fresh_quote(rows, now_ts, fresh_s)
 
     def fresh_trade(self, rows: np.ndarray, now_ts: int | np.ndarray, fresh_s: float) -> np.ndarray:
         """True where the instrument traded no longer than ``fresh_s`` before exchange time ``now_ts``."""

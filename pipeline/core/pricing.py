@@ -129,18 +129,22 @@ class OptionPricer:
         """The expiry's forward at exchange time ``now`` from the fresh prices in the book; the rule is greeks'."""
         book, rules = self.book, self.rules
         fresh_future = chain.future_rows[book.fresh_trade(chain.future_rows, now, rules.fresh_s)]
-        spots = book.last_price[chain.spot_rows]
-        known_spot = spots[spots > 0]
         choice = greeks.forward_for_expiry(
             t, self.r,
             future_price=book.last_price[fresh_future[0]] if len(fresh_future) else np.nan,
             strikes=chain.strikes,
             call_prices=book.mids(chain.call_rows, now, rules.fresh_s, rules.max_spread),
             put_prices=book.mids(chain.put_rows, now, rules.fresh_s, rules.max_spread),
-            spot=known_spot[0] if len(known_spot) else np.nan,
+            spot=first_positive(book.last_price[chain.spot_rows]),
             near=rules.parity_strikes,
         )
         return choice.forward, FORWARD_SOURCE_CODES[choice.source]
+
+
+def first_positive(prices: np.ndarray) -> float:
+    """The first finite price above 0 (an index's or a future's, by row order), NaN when there is none."""
+    known = prices[np.isfinite(prices) & (prices > 0)]
+    return float(known[0]) if len(known) else np.nan
 
 
 @dataclass(frozen=True)

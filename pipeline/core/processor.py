@@ -27,7 +27,7 @@ from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.core.bars.combine import BarCombiner
 from pipeline.core.chain_quality import QualityLedger, chain_quality
 from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
-from pipeline.core.pricing import OptionPricer
+from pipeline.core.pricing import Chain, OptionPricer
 from pipeline.core.rollups import OIRollup
 from pipeline.core.vol_index_live import expiry_label, underlying_chains, vol_index_rows
 from pipeline.records.instruments import InstrumentIndex
@@ -103,7 +103,7 @@ class UnderlyingState:
                                retain_s=config.late_window_s + config.grace_s + 2 * interval)
             for interval in config.intervals_s
         }
-        self.quality = QualityLedger(retain_s=config.late_window_s + config.grace_s + 2 * max(config.intervals_s))
+        self.quality = self._quality_ledger()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -113,8 +113,12 @@ class UnderlyingState:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if "quality" not in state:  # a checkpoint from before the chain-quality counts
-            self.quality = QualityLedger(retain_s=max(r.retain_s for r in self.rollups.values()))
+            self.quality = self._quality_ledger()
         self.aggregator.on_bars = self._closed.append
+
+    def _quality_ledger(self) -> QualityLedger:
+        """Chain-quality counts kept as long as the coarsest rollup can still recompute a row."""
+        return QualityLedger(retain_s=max(r.retain_s for r in self.rollups.values()))
 
     def start(self, first_tick_ts: int, index: InstrumentIndex) -> list[SeedRequest]:
         """Tell the rollups the first tick time; the stored bars each one should be seeded with."""
@@ -195,51 +199,38 @@ class TickProcessor:
         gap_s = self._feed_gap_s(state, ticks)
         if gap_s:
             counts = replace(counts, feed_gap_s=gap_s)
-        strike_rows, chain_rows = self._rollup(state, bars, pricer.index, pricer)
-        return ProcessResult(underlying, priced, bars, strike_rows, chain_rows, counts,
-                             self._vol_index(state, bars, pricer))
+        return self._result(state, priced, bars, counts, pricer.index, pricer)
 
-    def _rollup(self, state: UnderlyingState, bars: np.ndarray | None, index: InstrumentIndex,
-                pricer: OptionPricer | None) -> tuple[np.ndarray, np.ndarray]:
-        """The strike and chain rows of ``bars``, the chain rows with the quality counts of their closes."""
+    def _result(self, state: UnderlyingState, priced: np.ndarray, bars: np.ndarray | None, counts: TickCounts,
+                index: InstrumentIndex, pricer: OptionPricer | None) -> ProcessResult:
+        """Roll up ``bars``; with a ``pricer``, at every 1-minute close they hold (the book as it stands at that
+        close: corrections change no quote) count each expiry's quote quality and compute the volatility index."""
         if bars is None:
-            return np.empty(0, STRIKE_BAR_DTYPE), np.empty(0, CHAIN_BAR_DTYPE)
-        if pricer is not None:
-            self._record_quality(state, bars, pricer)
+            return ProcessResult(state.underlying, priced, bars, np.empty(0, STRIKE_BAR_DTYPE),
+                                 np.empty(0, CHAIN_BAR_DTYPE), counts)
+        finest = min(self.config.intervals_s)
+        minutes = sorted(set(bars["bucket"][(bars["interval_s"] == finest) & (bars["correction"] == 0)].tolist()))
+        vix = np.empty(0, VOL_INDEX_DTYPE)
+        if pricer is not None and minutes:
+            expiries = underlying_chains(pricer.index, pricer.chains, state.underlying)
+            self._record_quality(state, minutes, expiries, pricer)
+            vix = vol_index_rows(state.underlying, minutes, pricer.book, expiries, pricer.r, pricer.rules.fresh_s,
+                                 self.vix_roll_days, self.config.intervals_s, int(bars["last_recv_ts"].max()))
         strike_rows, chain_rows = state.rollup(bars, index)
-        state.quality.fill(chain_rows, min(self.config.intervals_s))
-        return strike_rows, chain_rows
+        state.quality.fill(chain_rows, finest)
+        return ProcessResult(state.underlying, priced, bars, strike_rows, chain_rows, counts, vix)
 
-    def _closed_minutes(self, bars: np.ndarray) -> list[int]:
-        """The finest-interval buckets ``bars`` closed (corrections re-emit a bucket already closed)."""
+    def _record_quality(self, state: UnderlyingState, minutes: list[int], expiries: list[tuple[int, Chain]],
+                        pricer: OptionPricer) -> None:
+        """Count each expiry's quote quality at the close of each of ``minutes`` (``pipeline.core.chain_quality``)."""
         finest = min(self.config.intervals_s)
-        return sorted(set(bars["bucket"][(bars["interval_s"] == finest) & (bars["correction"] == 0)].tolist()))
-
-    def _record_quality(self, state: UnderlyingState, bars: np.ndarray, pricer: OptionPricer) -> None:
-        """Count each expiry's quote quality at the close of every minute ``bars`` closed
-        (``pipeline.core.chain_quality``), from the book as it stands at that close."""
-        minutes = self._closed_minutes(bars)
-        if not minutes:
-            return
-        finest = min(self.config.intervals_s)
-        for expiry_ts, chain in underlying_chains(pricer.index, pricer.chains, state.underlying):
+        for expiry_ts, chain in expiries:
             for minute in minutes:
                 now = minute + finest
                 quality = chain_quality(pricer.book, chain.strikes, chain.call_rows, chain.put_rows, now,
                                         pricer.rules.fresh_s, pricer.forward_at(chain, expiry_ts, now),
                                         max(expiry_ts - now, 0) / SECONDS_PER_YEAR, pricer.r)
                 state.quality.record(expiry_label(expiry_ts), minute, quality)
-
-    def _vol_index(self, state: UnderlyingState, bars: np.ndarray | None, pricer: OptionPricer | None) -> np.ndarray:
-        """The volatility index rows of the 1-minute buckets ``bars`` closed (corrections change no quote)."""
-        if bars is None or pricer is None:
-            return np.empty(0, VOL_INDEX_DTYPE)
-        closed = self._closed_minutes(bars)
-        if not closed:
-            return np.empty(0, VOL_INDEX_DTYPE)
-        expiries = underlying_chains(pricer.index, pricer.chains, state.underlying)
-        return vol_index_rows(state.underlying, closed, pricer.book, expiries, pricer.r, pricer.rules.fresh_s,
-                              self.vix_roll_days, self.config.intervals_s, int(bars["last_recv_ts"].max()))
 
     def _feed_gap_s(self, state: UnderlyingState, ticks: np.ndarray) -> float:
         """Seconds of receive time since the underlying's previous tick when that exceeds ``feed_gap_s``
@@ -258,9 +249,7 @@ class TickProcessor:
         the bars (and rollups, and with a ``pricer`` the volatility index) that closes."""
         state = self.state(underlying)
         bars = state.advance(exchange_ts)
-        strike_rows, chain_rows = self._rollup(state, bars, index, pricer)
-        return ProcessResult(underlying, np.empty(0, PRICED_TICK_DTYPE), bars, strike_rows, chain_rows, TickCounts(),
-                             self._vol_index(state, bars, pricer))
+        return self._result(state, np.empty(0, PRICED_TICK_DTYPE), bars, TickCounts(), index, pricer)
 
     def snapshot(self, underlyings: Iterable[str], pricer: OptionPricer) -> bytes:
         """A checkpoint of these underlyings' states and price book entries (``pipeline.core.checkpoint``)."""

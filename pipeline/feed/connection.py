@@ -82,7 +82,6 @@ class Connection:
         self.ingestor = ingestor
         self.shard = shard
         self.name = shard.name
-        self.connected_once = False
         self.connected = False  # a session is up now (handshake done, subscribed)
         self._up = False  # the current session got through the handshake
 
@@ -139,7 +138,7 @@ class Connection:
             await ws.send_str(json.dumps({"a": "subscribe", "v": self.shard.tokens}))
             await ws.send_str(json.dumps({"a": "mode", "v": ["full", self.shard.tokens]}))
             metrics.WS_CONNECTED.labels(self.name).set(1)
-            self.connected_once = self.connected = True
+            self.connected = True
             await self._receive(ws)
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -61,9 +61,6 @@ class Checks:
         """State a check whole (for checks computed from state at request time)."""
         self._checks[name] = _Check(ok=ok, last_ok=last_ok, reason=None if ok else reason)
 
-    def forget(self, name: str) -> None:
-        self._checks.pop(name, None)
-
     def report(self) -> dict[str, Any]:
         """``{"ready": bool, "checks": {name: {"ok", "age_s", "reason"}}}``."""
         now = self.clock.time()
@@ -178,13 +175,13 @@ class ConsumerProgress:
             checks.failed("consumer", "no partitions assigned yet (joining the group)")
             return
         stalled = []
-        for tp, high in sorted(highwaters.items(), key=lambda kv: str(kv[0])):
+        for tp, high in sorted(highwaters.items()):
             since = self._seen.setdefault(tp, now)
             done, at = self._done.get(tp, (0, since))
             waiting = (high or 0) - max(done, committed.get(tp) or 0)
             if waiting > 0 and now - at > stall_s:
                 stalled.append(f"{tp.topic}:{tp.partition} has {waiting} records waiting, none processed for "
-                               f"{now - at:.0f}s" if hasattr(tp, "topic") else f"{tp}: {waiting} waiting")
+                               f"{now - at:.0f}s")
         if stalled:
             checks.failed("consumer", "; ".join(stalled))
         else:
