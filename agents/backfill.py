@@ -4,11 +4,13 @@ Routes candles through the core (``pipeline.core.backfill``) into the bar tables
 bars always win:
 
 1. Gaps: per instrument of the chosen underlyings, the minutes of continuous trading (NSE calendar,
-   ``pipeline.sim.exchange_calendar``) in the range with no stored 1-minute bar. An instrument with
-   none is not requested at all.
+   ``pipeline.sim.exchange_calendar``) in the range with no stored 1-minute bar and not already answered
+   by Kite (the ledger ``backfill_checked``: a minute without a trade has no candle, and is not asked for
+   again). An instrument with none is not requested at all.
 2. Candles: one request per instrument (and per 60 days) over the span of its gaps, spaced within
    Kite's 3 requests/s (``pipeline.feed.kite_history``); only candles of gap minutes are kept (a
-   minute without a trade has no candle, and no bar, as live).
+   minute without a trade has no candle, and no bar, as live). The spans answered are recorded in the
+   ledger, up to the minutes that ended ``CANDLE_SETTLE_S`` before the requests.
 3. Bars: 1-minute bars from the candles, priced at each close against the same minute's forward; the
    stored bars of the same minutes take part in the forward (a future or the parity pairs that did
    trade live). Written with ``source = 'historical'`` where no bar exists (never over a live one).
@@ -26,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from agents.resources import pricing_rules
-from pipeline.core.backfill import MINUTE_S, candle_bars, coarse_bars, price_minute_bars
+from pipeline.core.backfill import MINUTE_S, candle_bars, coarse_bars, gap_minutes, price_minute_bars, settled_spans
 from pipeline.feed.kite_history import HistoricalCandles
 from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
 from pipeline.sim.exchange_calendar import session_minutes
+from sinks.backfill_ledger import load_checked, record_checked
 from sinks.bar_history import load_bars_between
 from sinks.timescale_writer import TimescaleWriter
 
@@ -47,22 +50,14 @@ class BackfillReport:
     gap_minutes: int = 0
     requests: int = 0
     candles: int = 0
+    no_trade_minutes: int = 0
     written: dict[int, int] = field(default_factory=dict)
 
     def line(self) -> str:
         bars = ", ".join(f"{n:,} bars_{i // 60}m" for i, n in sorted(self.written.items()))
         return (f"{self.with_gaps:,} of {self.instruments:,} instruments had {self.gap_minutes:,} gap minutes; "
-                f"{self.requests:,} requests, {self.candles:,} candles; wrote {bars or 'nothing'}")
-
-
-def _gaps(tokens: np.ndarray, minutes: np.ndarray, stored: np.ndarray) -> dict[int, np.ndarray]:
-    """Per token, the session minutes with no stored 1-minute bar (tokens without any gap are absent)."""
-    out = {}
-    for token in tokens.tolist():
-        missing = np.setdiff1d(minutes, stored["bucket"][stored["instrument_token"] == token])
-        if len(missing):
-            out[int(token)] = missing
-    return out
+                f"{self.requests:,} requests, {self.candles:,} candles, {self.no_trade_minutes:,} minutes without "
+                f"trades (recorded: not asked again); wrote {bars or 'nothing'}")
 
 
 async def _fetch(client: HistoricalCandles, gaps: dict[int, np.ndarray], report: BackfillReport,
@@ -85,11 +80,15 @@ async def backfill(pool: Any, schema: str, index: InstrumentIndex, tokens: np.nd
     minutes = np.array(session_minutes(since, until), dtype=np.int64)
     if not len(minutes) or not len(tokens):
         return report
-    stored = await load_bars_between(pool, schema, MINUTE_S, tokens, int(minutes[0]), int(minutes[-1]) + MINUTE_S)
-    gaps = _gaps(tokens, minutes, stored)
+    first, end = int(minutes[0]), int(minutes[-1]) + MINUTE_S
+    stored = await load_bars_between(pool, schema, MINUTE_S, tokens, first, end)
+    gaps = gap_minutes(tokens, minutes, stored, await load_checked(pool, schema, tokens, first, end))
     report.with_gaps, report.gap_minutes = len(gaps), sum(len(m) for m in gaps.values())
     candles = await _fetch(client, gaps, report, on_progress)
     report.candles = len(candles)
+    settled = settled_spans(gaps, fetched_us / 1e6)
+    report.no_trade_minutes = _no_trade_minutes(gaps, candles, settled)
+    await record_checked(pool, schema, settled)
     if not len(candles):
         return report
     bars = candle_bars(candles, fetched_us)
@@ -101,6 +100,16 @@ async def backfill(pool: Any, schema: str, index: InstrumentIndex, tokens: np.nd
     for interval in COARSE_INTERVALS_S:
         report.written[interval] = await _write_coarse(pool, writer, schema, bars, interval)
     return report
+
+
+def _no_trade_minutes(asked: dict[int, np.ndarray], candles: np.ndarray, settled: np.ndarray) -> int:
+    """Asked minutes inside a settled span that Kite answered with no candle."""
+    count = 0
+    for token, since, until in settled.tolist():
+        minutes = asked[token]
+        minutes = minutes[(minutes >= since) & (minutes < until)]
+        count += len(np.setdiff1d(minutes, candles["bucket"][candles["instrument_token"] == token]))
+    return count
 
 
 async def _write_coarse(pool: Any, writer: TimescaleWriter, schema: str, filled: np.ndarray, interval: int) -> int:

@@ -1,6 +1,6 @@
 """Checkpoints of the process agent, per ``ticks`` partition: restore on first sight, save every few seconds.
 
-Contract (DESIGN "State"): a partition's checkpoint is the state of the
+Contract (docs/design.md "State and recovery"): a partition's checkpoint is the state of the
 underlyings it carries after every record up to ``next_offset - 1``, saved in
 PostgreSQL (``sinks.checkpoint_store``). Records are acked, in partition order,
 only once a saved checkpoint covers them, so committed offsets trail the head

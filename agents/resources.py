@@ -34,7 +34,7 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def pricing_rules(settings: Settings) -> PricingRules:
-    """The pricer's freshness rules from the settings (DESIGN.md "Pricing model")."""
+    """The pricer's freshness rules from the settings (docs/design.md "Pricing model")."""
     return PricingRules(fresh_s=settings.fresh_s, max_spread=settings.max_spread,
                         parity_strikes=settings.parity_strikes, near_expiry_s=settings.near_expiry_s)
 

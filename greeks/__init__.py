@@ -3,7 +3,7 @@
 Pure numeric code (no I/O). All functions take array-likes and broadcast them
 like numpy; ``is_call`` is a boolean array, ``r`` a scalar or array.
 
-Units and conventions (DESIGN.md "Definitions")
+Units and conventions (docs/design.md "Definitions")
 -----------------------------------------------
 * Time to expiry ``t``: calendar years of 365 days from the exchange timestamp
   to 15:30 IST on the expiry date (:func:`years_to_expiry`, :func:`expiry_close_ts`).

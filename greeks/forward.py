@@ -48,7 +48,7 @@ def forward_for_expiry(
     spot: float = np.nan,
     near: int = 5,
 ) -> ExpiryForward:
-    """The forward of one expiry at times to expiry ``t`` (years), by DESIGN.md's rule, in order:
+    """The forward of one expiry at times to expiry ``t`` (years), by docs/design.md's rule, in order:
 
     1. ``future_price``: the same-expiry future's price, when given (finite, > 0);
     2. put-call parity (:func:`forward_from_parity`) over the ``near`` strikes nearest the money

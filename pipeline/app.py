@@ -1,4 +1,4 @@
-"""Entry point for ``faust -A pipeline.app worker`` (DESIGN's contract): the app is ``agents.app``'s.
+"""Entry point for ``faust -A pipeline.app worker`` (docs/design.md's contract): the app is ``agents.app``'s.
 
 Part of the commands layer: it only wires settings from the environment to
 ``agents.app.create_app``. ``strikeflow worker`` is the usual way in.

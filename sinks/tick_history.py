@@ -3,7 +3,7 @@
 The ``ticks`` table keeps, per tick, ``record_recv_ts``: the receive time of the first tick of the
 Kafka record that carried it (migration 0008). Ticks are read ordered by that (the order the records
 were produced; one underlying's records are in order) and, inside a record, by receive time
-(``recv_ts``, the receive sequence of DESIGN.md), and grouped back into those records, so the worker's code sees the
+(``recv_ts``, the receive sequence of docs/design.md), and grouped back into those records, so the worker's code sees the
 same batches it saw live; that matters because a record's ticks are priced against the book after
 the whole record (``pipeline.core.pricing``). Rows stored before 0008 (``record_recv_ts`` NULL) are
 grouped by receive millisecond: close to, but not exactly, the live records.

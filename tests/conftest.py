@@ -10,10 +10,17 @@ them fails, the tail of each started server's log is attached to the report.
 Isolation: every test gets its own PostgreSQL schema (``pg_schema``), its own
 Redis key/channel prefix (``redis_prefix``) and its own Kafka topic/group names
 (``unique_name``).
+
+The simulated market's day is pinned (``MARKET_DATE``; the setting
+``STRIKEFLOW_MARKET_DATE``, which the simulator and the ingestor read, also in the
+processes a test starts), so no outcome depends on the day the suite runs. Set
+``STRIKEFLOW_MARKET_DATE`` to run the whole suite on another day: a Saturday, an
+NSE holiday, an expiry day (README, "Tests").
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +32,10 @@ import pytest
 from pipeline.commands.local_services import LocalServices, ensure_services
 
 _SERVICES: list[LocalServices] = []
+
+# A Wednesday with no expiry of any simulated underlying and no holiday near it.
+MARKET_DATE = dt.date.fromisoformat(os.environ.get("STRIKEFLOW_MARKET_DATE") or "2026-11-18")
+os.environ["STRIKEFLOW_MARKET_DATE"] = MARKET_DATE.isoformat()
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +132,8 @@ async def kite_simulator():  # noqa: ANN201 - returns an async factory
     runners = []
 
     async def start(**overrides):  # noqa: ANN003, ANN202
-        config = SimConfig(**{"port": 0, "speed": 60, "rate": 400, "strikes": 3, "expiries": 2, **overrides})
+        config = SimConfig(**{"port": 0, "speed": 60, "rate": 400, "strikes": 3, "expiries": 2,
+                              "today": MARKET_DATE, **overrides})
         simulator, runner, port = await serve(config)
         runners.append(runner)
         return simulator, f"127.0.0.1:{port}"

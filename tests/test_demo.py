@@ -75,7 +75,7 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
     pubsub = client.pubsub()
     await pubsub.psubscribe("ticks:*", "bars:1m:*", "vix:*")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.commands.cli", "demo", "--seconds", "30", "--speed", "60",
+        sys.executable, "-m", "pipeline.commands.cli", "demo", "--seconds", "30", "--speed", "60", "--rate", "600",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     messages: dict[str, int] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import signal
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--around-the-clock", action="store_true",
                         help="trade at any hour on any day (no pre-open, close or holidays): for runs whose "
                              "exchange time is the wall time, such as `strikeflow bench`")
-    parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST of today, or of the last trading day before it)")
+    parser.add_argument("--start", help="exchange start time, ISO 8601 (default 09:15 IST of --today, or of the last trading day before it)")
+    parser.add_argument("--today", type=dt.date.fromisoformat, default=None,
+                        help="the simulated market's today, YYYY-MM-DD (default STRIKEFLOW_MARKET_DATE, else the date in IST)")
     parser.add_argument("--max-tokens", type=int, default=3000, help="instruments per connection")
     parser.add_argument("--max-connections", type=int, default=3, help="connections per api_key")
     parser.add_argument("--drop-every", type=float, default=0.0, help="fault: drop all connections every S seconds")
@@ -42,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", type=Path, help="write the frames sent to this capture file")
 
 
-def config_from_args(args: argparse.Namespace) -> SimConfig:
+def config_from_args(args: argparse.Namespace, settings: Settings | None = None) -> SimConfig:
     if args.underlyings.strip().upper() == "ALL":
         args.underlyings = ",".join(DEFAULT_UNDERLYINGS)
     if not args.rate > 0 or not 1 <= args.step_ms <= 1000:
@@ -58,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         host=args.host, port=args.port, api_key=args.api_key, access_token=args.access_token,
         underlyings=tuple(u.strip().upper() for u in args.underlyings.split(",")), expiries=args.expiries,
         strikes=args.strikes, speed=args.speed, rate=args.rate, step_s=args.step_ms / 1000, seed=args.seed,
-        start=start, around_the_clock=args.around_the_clock, max_tokens=args.max_tokens,
+        start=start, today=args.today or (settings.market_date if settings else None), around_the_clock=args.around_the_clock, max_tokens=args.max_tokens,
         max_connections=args.max_connections, drop_every_s=args.drop_every, refuse_for_s=args.refuse_for,
         malformed_every=args.malformed_every, replay=args.replay, record=args.record,
     )
@@ -78,7 +81,7 @@ async def _main(config: SimConfig) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args, settings)
     try:
         asyncio.run(_main(config))
     except OSError as exc:  # the port is taken, or the host is not ours

@@ -7,7 +7,7 @@ minute's start. It becomes a 1-minute bar (``BAR_DTYPE``) with:
 - open/high/low/close, volume, oi from the candle; oi_open = oi_high = oi_low = oi (a candle has no
   OI path); vwap NaN (a candle has no turnover); tick_count 0 (no ticks: any live bar has more and
   replaces it); ``last_recv_ts`` the time the candles were fetched (epoch µs, given);
-- the forward, IV and Greeks of the option's close against the same minute's forward (DESIGN.md
+- the forward, IV and Greeks of the option's close against the same minute's forward (docs/design.md
   "Pricing model", at the minute's close ``bucket + 60``): the same-expiry future's candle close of
   that minute; else put-call parity over the closes of the calls and puts that traded in that minute
   (the nearest ``near`` strikes, median); else the index's close of the minute carried; ``stale`` 0
@@ -24,12 +24,37 @@ import numpy as np
 import greeks
 from pipeline.core.bars.combine import combine
 from pipeline.core.pricing import FORWARD_SOURCE_CODES, Chain, ExpiryChains, PricingRules, first_positive
-from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.bars import BAR_DTYPE, CHECKED_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import CLOSE_FIELDS
 
 MINUTE_S = 60
+# A request settles only the minutes that had ended this long before it (Kite may still be writing the newest
+# candles); later minutes are asked for again next time.
+CANDLE_SETTLE_S = 120
+
+
+def gap_minutes(tokens: np.ndarray, minutes: np.ndarray, stored: np.ndarray,
+                checked: np.ndarray) -> dict[int, np.ndarray]:
+    """Per token, the session ``minutes`` (epoch s) with no ``stored`` 1-minute bar that no ``checked`` span
+    (``CHECKED_DTYPE``) covers: the minutes to ask Kite for. Tokens without any are absent."""
+    out = {}
+    for token in tokens.tolist():
+        missing = np.setdiff1d(minutes, stored["bucket"][stored["instrument_token"] == token])
+        for span in checked[checked["instrument_token"] == token]:
+            missing = missing[(missing < span["since"]) | (missing >= span["until"])]
+        if len(missing):
+            out[int(token)] = missing
+    return out
+
+
+def settled_spans(asked: dict[int, np.ndarray], fetched_s: float, settle_s: float = CANDLE_SETTLE_S) -> np.ndarray:
+    """The spans the requests for ``asked`` minutes settled, as ``CHECKED_DTYPE``: per token, from its first
+    asked minute to the end of its last, cut at the last minute that ended ``settle_s`` before ``fetched_s``."""
+    limit = int((fetched_s - settle_s) // MINUTE_S * MINUTE_S)
+    spans = [(token, int(m[0]), min(int(m[-1]) + MINUTE_S, limit)) for token, m in asked.items()]
+    return np.array([s for s in spans if s[2] > s[1]], dtype=CHECKED_DTYPE)
 
 
 def candle_bars(candles: np.ndarray, fetched_us: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Per-bucket chain analytics of the OI rollups: gamma exposure, OI build-up, 25-delta skew (pure numpy).
 
-Definitions (DESIGN.md "Definitions"):
+Definitions (docs/design.md "Definitions"):
 
 - ATM strike: the listed strike nearest the forward; ATM IV: interpolated at the forward between the two
   listed strikes bracketing it, from the out-of-the-money sides (``atm_iv``).
@@ -36,7 +36,7 @@ def atm_strike(strikes: np.ndarray, forward: float) -> float:
 
 
 def atm_iv(strikes: np.ndarray, forward: float, call_iv: np.ndarray, put_iv: np.ndarray) -> float:
-    """IV at the forward (DESIGN.md "ATM IV"), from out-of-the-money sides: between the listed strikes
+    """IV at the forward (docs/design.md "ATM IV"), from out-of-the-money sides: between the listed strikes
     ``K_lo < F < K_hi`` bracketing it, linear in strike from the put's IV at ``K_lo`` to the call's at
     ``K_hi``; when only one of the two is known, that one; at ``F`` equal to a listed strike, the mean of
     the call and put known there. NaN when F is outside the listed strikes or nothing usable is known.

@@ -1,7 +1,7 @@
 """The price book: per instrument, the last trade and the best quote, each with its exchange time.
 
 Pure (numpy, no I/O, no wall clock): times are the ticks' own exchange times,
-epoch seconds. What DESIGN.md's freshness rules read ("Fresh": a quote or trade
+epoch seconds. What docs/design.md's freshness rules read ("Fresh": a quote or trade
 no older than a configured age in exchange time):
 
 - ``last_price`` (rupees) and ``trade_ts``: the instrument's last trade. A tick

@@ -1,6 +1,6 @@
 """Option pricing of tick batches: choose each expiry's forward, then IV and Greeks (pure, no I/O).
 
-Forward F of an option's expiry (DESIGN.md, "Pricing model"), in order, as of the
+Forward F of an option's expiry (docs/design.md, "Pricing model"), in order, as of the
 tick's exchange time ``now`` and with "fresh" = no older than ``PricingRules.fresh_s``:
 
 1. ``future``: the same-expiry future's last trade, when that future is subscribed
@@ -38,7 +38,7 @@ FORWARD_SOURCE_CODES = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "car
 
 @dataclass(frozen=True)
 class PricingRules:
-    """The freshness rules of DESIGN.md. ``fresh_s``: seconds of exchange time a trade or quote stays
+    """The freshness rules of docs/design.md. ``fresh_s``: seconds of exchange time a trade or quote stays
     fresh; ``max_spread``: widest ask - bid, as a fraction of the mid, for a quote to count;
     ``parity_strikes``: strikes nearest the money the parity forward combines (median);
     ``near_expiry_s``: seconds before the expiry's 15:30 IST close within which IVs are flagged."""

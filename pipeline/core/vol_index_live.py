@@ -1,6 +1,6 @@
 """The live 30-day volatility index of an underlying at each bar close (pure: numpy, no I/O, no clock).
 
-DESIGN.md "Definitions" (the Cboe VIX method NSE's India VIX follows; the formulas are
+docs/design.md "Definitions" (the Cboe VIX method NSE's India VIX follows; the formulas are
 ``greeks.expiry_variance`` and ``greeks.vol_index``), applied at the close of every 1-minute bucket
 ``b`` (exchange time ``now = b + 60``):
 

@@ -227,13 +227,16 @@ class Universe:
 
 
 def plan_universe(rows: list[dict], settings: Settings, n_accounts: int, today: dt.date | None = None) -> Universe:
-    """The universe to store and subscribe (DESIGN.md "PCR": over every listed strike).
+    """The universe to store and subscribe (docs/design.md "PCR": over every listed strike).
 
     With ``strikes_around_atm`` set, exactly that many strikes each side (a ShardingError when the
     connections cannot hold them). Unset: every listed strike; when that needs more connections than
     the accounts allow, the most strikes each side that fit, the farthest dropped first, with a warning
-    (the chain rows' ``strikes_covered`` then falls short of ``strikes_listed``).
+    (the chain rows' ``strikes_covered`` then falls short of ``strikes_listed``). Expiries from ``today``
+    on: given, else ``settings.market_date``, else the date in IST.
     """
+    today = today or settings.market_date
+
     def pick(k: int | None) -> InstrumentIndex:
         return InstrumentIndex.from_rows(select_universe(rows, settings.underlyings, settings.expiries, k, today))
 

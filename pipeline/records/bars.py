@@ -44,6 +44,9 @@ BAR_DTYPE = np.dtype(
 #: open/high/low/close of the minute's trades (rupees); volume traded in the minute and OI at its end.
 CANDLE_DTYPE = np.dtype([("instrument_token", "<u4"), ("bucket", "<i8"), ("open", "<f8"), ("high", "<f8"),
                          ("low", "<f8"), ("close", "<f8"), ("volume", "<i8"), ("oi", "<i8")])
+# One instrument's span [since, until) (epoch s) whose minutes Kite's historical API has answered: the backfill's
+# ledger (table ``backfill_checked``).
+CHECKED_DTYPE = np.dtype([("instrument_token", "i8"), ("since", "i8"), ("until", "i8")])
 
 def encode_bars(underlying: str, bars: np.ndarray) -> bytes:
     """Serialise a ``BAR_DTYPE`` array for the ``bars`` topic."""
@@ -56,4 +59,4 @@ def decode_bars(payload: bytes) -> tuple[str, np.ndarray]:
     return underlying, bars
 
 
-__all__ = ["BAR_DTYPE", "CANDLE_DTYPE", "decode_bars", "encode_bars"]
+__all__ = ["BAR_DTYPE", "CANDLE_DTYPE", "CHECKED_DTYPE", "decode_bars", "encode_bars"]

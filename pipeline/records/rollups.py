@@ -1,7 +1,7 @@
 """OI rollup rows: the strike and chain records on the ``bars-rollups`` topic, and their row form.
 
 Definitions of every column: ``pipeline.core.rollups`` (where they are computed)
-and DESIGN.md. Units: ``bucket`` epoch seconds (interval start), ``interval_s``
+and docs/design.md. Units: ``bucket`` epoch seconds (interval start), ``interval_s``
 seconds, ``last_recv_ts`` epoch microseconds, prices and strikes in rupees, OI
 and volume in contracts; ``underlying``/``expiry`` are ASCII bytes
 ('YYYY-MM-DD'). A side with no known bar holds NaN floats and ``MISSING_INT``

@@ -29,7 +29,7 @@ percentage point of r, the forward held fixed), ``spot_delta`` (with respect to
 the index, F = S e^{rt}: ``delta * e^{rt}``, N(d1) for a call, N(d1) - 1 for a
 put: what broker screens call delta).
 
-It also adds what the freshness rules of DESIGN.md ("Fresh", "IV") decide,
+It also adds what the freshness rules of docs/design.md ("Fresh", "IV") decide,
 in ``CLOSE_FIELDS`` after the Greeks: ``mid_iv`` (the IV of the mid of best
 bid and ask, NaN when not two-sided, too wide or not fresh),
 ``forward_source`` (``FORWARD_SOURCES`` code: 1 future, 2 parity, 3 carry;
@@ -67,7 +67,7 @@ TICK_DTYPE = np.dtype(
 
 GREEK_FIELDS = ("forward", "iv", "delta", "gamma", "theta", "vega", "rho", "spot_delta")
 
-#: Float codes of ``forward_source`` (DESIGN.md "Pricing model": which forward priced the option).
+#: Float codes of ``forward_source`` (docs/design.md "Pricing model": which forward priced the option).
 FORWARD_SOURCES = {1: "future", 2: "parity", 3: "carry"}
 FORWARD_FUTURE, FORWARD_PARITY, FORWARD_CARRY = 1.0, 2.0, 3.0
 

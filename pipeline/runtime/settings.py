@@ -13,6 +13,7 @@ secrets (access tokens, passwords inside URLs) never appear in it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     kite_max_connections_per_key: int = Field(3, ge=1, le=3)
     kite_silence_timeout_s: float = Field(5.0, gt=0, description="no data or heartbeat for this long = dead socket")
     kite_mute_timeout_s: float = Field(30.0, gt=0, description="a connection with heartbeats but no data for this long while another connection of the ingestor has data is open but mute: reconnect it")
+    market_date: dt.date | None = Field(None, description="the market's today (YYYY-MM-DD) for `strikeflow simulate` (it runs that day's session, or the last trading day's before it) and for the expiries `ingest` selects; unset = today's date in IST. The tests pin it, so that no outcome depends on the day they run")
 
     # --- universe ---
     underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")

@@ -25,7 +25,8 @@ chosen to be explicit and testable:
 - unknown or non-integer tokens are ignored silently.
 
 Exchange time runs ``--speed`` times faster than wall time from ``--start``
-(default 09:15 IST today); ``--rate`` is the total ticks per wall second over
+(default 09:15 IST of ``today``, the clock's date unless configured, or of the last
+trading day before it); ``--rate`` is the total ticks per wall second over
 all connections (``POST /_sim/rate?tps=R`` changes it while running), spread
 over the subscribed instruments by their liquidity (``Market.liquidity``: a
 Poisson count per instrument and market step of ``--step-ms``, so near-the-money
@@ -82,6 +83,7 @@ class SimConfig:
     step_s: float = 0.05  # wall seconds between market steps (each sends one or more frames per connection)
     seed: int = 1
     start: float | None = None
+    today: dt.date | None = None  # the market's "today" when ``start`` is not given (default: the clock's date in IST)
     around_the_clock: bool = False  # no session hours or holidays (exchange time = wall time runs)
     max_tokens: int = 3000
     max_connections: int = 3
@@ -105,8 +107,8 @@ class Simulator:
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        start = config.start if config.start is not None else session_start_ts(
-            previous_trading_day(dt.datetime.fromtimestamp(clock.time(), IST).date()))
+        today = config.today or dt.datetime.fromtimestamp(clock.time(), IST).date()
+        start = config.start if config.start is not None else session_start_ts(previous_trading_day(today))
         specs = [DEFAULT_UNDERLYINGS[u] for u in config.underlyings]
         self.rows = build_instruments(specs, dt.datetime.fromtimestamp(start, IST).date(), config.expiries,
                                       config.strikes)

@@ -55,9 +55,11 @@ async def test_backfill_fills_gaps_from_historical_candles_and_keeps_live_bars(
     await migrate(pg_dsn, pg_schema)
     await write_instruments(pg_dsn, pg_schema, simulator.rows)
     await _trade_for(addr, tokens, 7.0)  # about 7 simulated minutes
+    # nobody streams now, so nothing trades: about 2 simulated minutes without any trade (and the endpoint's
+    # rate window passes)
+    await asyncio.sleep(2.5)
     since = simulator.start_ts
     until = int(simulator.exchange_now()) // 60 * 60  # the minute in progress is not complete: leave it
-    await asyncio.sleep(1.2)  # the endpoint's rate window
     # a live bar the backfill must not touch
     option = next(int(r["instrument_token"]) for r in simulator.rows if r["instrument_type"] == "CE")
     live_minute = int(since) // 60 * 60 + 120
@@ -102,9 +104,14 @@ async def test_backfill_fills_gaps_from_historical_candles_and_keeps_live_bars(
                 sum(r["volume"] for r in g)) for k, g in groups.items()}
     got = {(r["instrument_token"], r["b"]): (r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in five}
     assert got and got == want
-    # a second run over the same range finds the gaps filled: no request, nothing written
+    # minutes without a trade (no candle, no bar) were asked for once and recorded as such
+    no_trade = sum(1 for token in tokens for minute in range(int(since) // 60 * 60, until, 60)
+                   if (token, minute) not in by_key)
+    assert no_trade > 0 and f"{no_trade:,} minutes without trades" in done.stdout, done.stdout
+    # a second run over the same range finds the gaps filled or known to have no trades: no request, nothing written
     again = await _strikeflow("backfill", "--since", _iso(since), "--until", _iso(until), env=env)
-    assert again.returncode == 0 and "0 requests" in again.stdout and "wrote nothing" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "0 gap minutes; 0 requests" in again.stdout and "wrote nothing" in again.stdout, again.stdout
 
 
 async def test_backfill_errors_are_one_line(kite_simulator, pg_dsn: str, pg_schema: str) -> None:

@@ -32,6 +32,7 @@ EXPECTED = {
                             "strikes_listed", "strikes_covered", "rr25", "bf25", "gex", "gex_flip",
                             "parity_violations", "crossed_quotes", "butterfly_violations", "strikes_quoted"}
        for tf in ("1m", "5m", "15m")},
+    "backfill_checked": {"instrument_token", "since", "until", "checked_at"},
 }
 PRIMARY_KEYS = {
     "ticks": ["instrument_token", "recv_ts"],
@@ -136,7 +137,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0011_volatility_analytics, 0010_vol_index, 0009_bar_source" in report
+        assert "rolled back 0012_backfill_checked, 0011_volatility_analytics, 0010_vol_index, 0009_bar_source" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

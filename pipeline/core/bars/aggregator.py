@@ -2,7 +2,7 @@
 
 Pure core: no I/O and no wall clock. Time enters only through the ticks'
 ``exchange_ts`` (the event time), so a replay gives the same bars as the live
-run. Definitions are those of DESIGN.md:
+run. Definitions are those of docs/design.md:
 
 - bucket: ``exchange_ts // interval_s * interval_s`` (epoch seconds, the start
   of the interval; epoch-aligned, so 09:15 IST starts a 1/5/15-minute bucket).
@@ -84,7 +84,7 @@ class BarAggregator:
     - volume: sum over the bucket's ticks of their increments: the rise of the
       instrument's running maximum of cumulative volume within its IST trading
       day, in event order (``builder.running_volume``). A day's first tick has
-      increment 0 (DESIGN: the first bucket counts from its first tick); a
+      increment 0 (docs/design.md: the first bucket counts from its first tick); a
       cumulative volume below the running maximum counts nothing and, when it
       recovers, only what exceeds the maximum counts (a dip never counts twice);
       volume is never negative. So a bar's volume is the day's running maximum at

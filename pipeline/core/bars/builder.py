@@ -3,7 +3,7 @@
 Pure functions over numpy arrays (the BarBuilder of the design: it computes a
 bar from its ticks and says nothing about when a bar closes; that is
 ``pipeline.core.bars.watermark`` and ``pipeline.core.bars.aggregator``).
-Definitions (DESIGN.md): OHLC of ``last_price`` in event order; volume the sum
+Definitions (docs/design.md): OHLC of ``last_price`` in event order; volume the sum
 of the ticks' increments of cumulative volume; OI at the last tick and its
 open/high/low; VWAP over the increments (NaN when volume is 0); Greeks of the
 last tick. A tick's increment is the rise of its instrument's running maximum of
@@ -31,12 +31,12 @@ def trading_day(exchange_ts: np.ndarray | int) -> np.ndarray | int:
 def running_volume(cum: np.ndarray, segment_start: np.ndarray, init: np.ndarray, has_init: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(running maximum of the cumulative volume, increment) of each tick, over segments of one instrument's
-    ticks of one trading day in event order (DESIGN: a cumulative volume below the running maximum is
+    ticks of one trading day in event order (docs/design.md: a cumulative volume below the running maximum is
     ignored, so a dip never counts twice when it recovers).
 
     ``segment_start`` marks each segment's first tick; ``init``/``has_init`` per segment start: the running
     maximum the segment continues from (the instrument's earlier ticks of that day), if any. A segment
-    without one starts from its first tick: increment 0 (DESIGN: "minus its first tick's cumulative volume").
+    without one starts from its first tick: increment 0 (docs/design.md: "minus its first tick's cumulative volume").
     """
     n = len(cum)
     if n == 0:

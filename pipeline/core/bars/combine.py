@@ -1,6 +1,6 @@
 """Bars of a coarser interval (5, 15 minutes) combined from the finest interval's bars (1 minute).
 
-DESIGN: one late-tick rule for every interval, so a 5-minute bar always equals
+docs/design.md: one late-tick rule for every interval, so a 5-minute bar always equals
 its five 1-minute bars. The finest interval's :class:`BarAggregator` decides
 which ticks count, once; a :class:`BarCombiner` only combines the fine bars it
 emits (closes and corrections), so the coarse intervals hold no ticks at all:

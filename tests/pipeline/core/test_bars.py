@@ -1,4 +1,4 @@
-"""BarAggregator against a plain per-tick reference implementation of DESIGN's definitions."""
+"""BarAggregator against a plain per-tick reference implementation of docs/design.md's definitions."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class Reference:
             day = day_max = None
             groups: dict[int, list[tuple[dict, int, dict | None]]] = {}
             for t in ticks:
-                # DESIGN: cumulative volume per IST trading day; a value below the day's running
+                # docs/design.md: cumulative volume per IST trading day; a value below the day's running
                 # maximum is ignored (a dip never counts twice when it recovers)
                 t_day = (t["exchange_ts"] + 19_800) // 86_400
                 if t_day != day:
@@ -466,7 +466,7 @@ def test_first_bucket_volume_is_relative_to_first_tick() -> None:
 
 
 def test_volume_dip_below_the_running_maximum_never_counts_twice() -> None:
-    """DESIGN: a cumulative volume below the day's running maximum is ignored; when it recovers, only what
+    """docs/design.md: a cumulative volume below the day's running maximum is ignored; when it recovers, only what
     exceeds the maximum counts (the old rule took the dip for a new day and counted 5,020 again)."""
     sink = Sink()
     agg = BarAggregator(60, sink)

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 import greeks
-from pipeline.core.backfill import candle_bars, coarse_bars, price_minute_bars
+from pipeline.core.backfill import (
+    candle_bars,
+    coarse_bars,
+    gap_minutes,
+    price_minute_bars,
+    settled_spans,
+)
 from pipeline.core.pricing import PricingRules
 from pipeline.feed.instruments import select_universe
-from pipeline.records.bars import CANDLE_DTYPE
+from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE, CHECKED_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY
@@ -91,3 +97,31 @@ def test_coarse_bars_equal_the_plain_grouping_of_their_minutes() -> None:
         assert bar["high"] == mine["high"].max() and bar["low"] == mine["low"].min()
         assert bar["volume"] == mine["volume"].sum()
     assert len(five) == 4 * len(np.unique(minutes["bucket"] // 300))
+
+
+def _stored(token: int, buckets: list[int]) -> np.ndarray:
+    bars = np.zeros(len(buckets), BAR_DTYPE)
+    bars["instrument_token"], bars["bucket"] = token, buckets
+    return bars
+
+
+def test_gap_minutes_leave_out_stored_bars_and_minutes_kite_already_answered() -> None:
+    minutes = MINUTE + 60 * np.arange(10)
+    stored = _stored(7, [MINUTE + 60, MINUTE + 120])
+    checked = np.array([(7, MINUTE + 300, MINUTE + 480), (8, MINUTE, MINUTE + 600)], dtype=CHECKED_DTYPE)
+    gaps = gap_minutes(np.array([7, 8, 9]), minutes, stored, checked)
+    want_7 = [m for m in minutes.tolist() if m not in (MINUTE + 60, MINUTE + 120) and not MINUTE + 300 <= m < MINUTE + 480]
+    assert gaps[7].tolist() == want_7
+    assert 8 not in gaps  # every minute answered before: nothing to ask
+    assert gaps[9].tolist() == minutes.tolist()
+
+
+def test_settled_spans_cover_what_was_asked_up_to_the_settling_margin() -> None:
+    asked = {7: MINUTE + 60 * np.array([0, 3, 9]), 8: MINUTE + 60 * np.array([8, 9])}
+    fetched = MINUTE + 60 * 9 + 30 + 120  # minute 9 still being written when asked; minute 8 had just settled
+    spans = settled_spans(asked, fetched, settle_s=120)
+    assert spans.tolist() == [(7, MINUTE, MINUTE + 60 * 9), (8, MINUTE + 60 * 8, MINUTE + 60 * 9)]
+    # asked long after: the whole span, to the end of its last minute
+    assert settled_spans(asked, MINUTE + 86400).tolist() == [(7, MINUTE, MINUTE + 600), (8, MINUTE + 480, MINUTE + 600)]
+    # asked too soon: nothing settles, the minutes are asked for again next time
+    assert len(settled_spans(asked, MINUTE + 100)) == 0

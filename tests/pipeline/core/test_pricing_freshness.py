@@ -1,4 +1,4 @@
-"""The freshness rules of the pricer (DESIGN.md "Pricing model", "Fresh", "IV"), on hand-built ticks.
+"""The freshness rules of the pricer (docs/design.md "Pricing model", "Fresh", "IV"), on hand-built ticks.
 
 The chain is the simulator's NIFTY listing; prices come from a flat-volatility Black-76 market written
 plainly here, so every expected forward and IV is known exactly.

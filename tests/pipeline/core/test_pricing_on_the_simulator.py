@@ -1,4 +1,4 @@
-"""The pricer and the bars on the simulated market, end to end in-process (DESIGN.md "Pricing model").
+"""The pricer and the bars on the simulated market, end to end in-process (docs/design.md "Pricing model").
 
 The simulator's Market ticks as the server makes it tick (liquidity-weighted, trades and quote-only
 updates, Kite frames' fields), the ticks are stamped as the ingestor stamps them and go through the
