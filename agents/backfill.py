@@ -4,7 +4,7 @@ Routes candles through the core (``pipeline.core.backfill``) into the bar tables
 bars always win:
 
 1. Gaps: per instrument of the chosen underlyings, the minutes of continuous trading (NSE calendar,
-   ``pipeline.sim.exchange_calendar``) in the range with no stored 1-minute bar and not already answered
+   ``pipeline.records.exchange_calendar``) in the range with no stored 1-minute bar and not already answered
    by Kite (the ledger ``backfill_checked``: a minute without a trade has no candle, and is not asked for
    again). An instrument with none is not requested at all.
 2. Candles: one request per instrument (and per 60 days) over the span of its gaps, spaced within
@@ -33,7 +33,7 @@ from pipeline.feed.kite_history import HistoricalCandles
 from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
-from pipeline.sim.exchange_calendar import session_minutes
+from pipeline.records.exchange_calendar import session_minutes
 from sinks.backfill_ledger import load_checked, record_checked
 from sinks.bar_history import load_bars_between
 from sinks.timescale_writer import TimescaleWriter

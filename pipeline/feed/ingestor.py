@@ -31,9 +31,11 @@ from pipeline.feed.quiet_clock import QuietClock
 from pipeline.feed.sharding import Shard, ShardingError, plan_shards, reassign
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.feed.tick_producer import TickProducer
+from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import encode_clock, encode_ticks
+from pipeline.records.time_units import IST
 from pipeline.runtime import metrics
 from pipeline.runtime.health import Checks, TaskWatch
 from pipeline.runtime.settings import KiteAccount, Settings
@@ -232,10 +234,11 @@ def plan_universe(rows: list[dict], settings: Settings, n_accounts: int, today: 
     With ``strikes_around_atm`` set, exactly that many strikes each side (a ShardingError when the
     connections cannot hold them). Unset: every listed strike; when that needs more connections than
     the accounts allow, the most strikes each side that fit, the farthest dropped first, with a warning
-    (the chain rows' ``strikes_covered`` then falls short of ``strikes_listed``). Expiries from ``today``
-    on: given, else ``settings.market_date``, else the date in IST.
+    (the chain rows' ``strikes_covered`` then falls short of ``strikes_listed``). Expiries from the trading
+    day of ``today`` on (``today`` given, else ``settings.market_date``, else the date in IST; on a weekend or
+    holiday the last trading day before it, whose session a simulator replays).
     """
-    today = today or settings.market_date
+    today = previous_trading_day(today or settings.market_date or dt.datetime.now(IST).date())
 
     def pick(k: int | None) -> InstrumentIndex:
         return InstrumentIndex.from_rows(select_universe(rows, settings.underlyings, settings.expiries, k, today))

@@ -55,7 +55,7 @@ from pipeline.records.time_units import IST
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from pipeline.sim.candles import MinuteCandles
 from pipeline.sim.capture import CaptureWriter, read_capture
-from pipeline.sim.exchange_calendar import previous_trading_day
+from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.sim.faults import FaultWindows
 from pipeline.sim.historical_api import HistoricalApi
 from pipeline.sim.market import (

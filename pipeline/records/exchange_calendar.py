@@ -1,4 +1,7 @@
-"""The exchange calendar of the simulated market: trading days, holidays and the session's phases (pure).
+"""The NSE exchange calendar: trading days, holidays and the session's phases (pure reference data).
+
+Shared by the simulator (its sessions and expiries), the ingestor (the trading day whose expiries it
+selects) and the backfill (the session minutes it fills).
 
 Holidays: ``nse_holidays.csv`` next to this module (NSE's published list, its source in the file's
 header; BSE keeps the same days). A weekly or monthly expiry that falls on a holiday moves to the
@@ -31,7 +34,7 @@ OPEN, CLOSE = dt.time(9, 15), dt.time(15, 30)
 @functools.cache
 def holidays() -> dict[dt.date, str]:
     """{date: name} of the weekday trading holidays shipped with the simulator."""
-    text = resources.files("pipeline.sim").joinpath("nse_holidays.csv").read_text()
+    text = resources.files("pipeline.records").joinpath("nse_holidays.csv").read_text()
     rows = csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#"))))
     return {dt.date.fromisoformat(r["date"]): r["holiday"] for r in rows}
 
