@@ -27,11 +27,17 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
-## Micro-benchmarks (scripts that print figures and ratios; never run by `make test`).
+## Every benchmark script (they print figures and ratios; never run by `make test`); those that need
+## PostgreSQL or Redis use the configured ones or start private ones. `strikeflow bench` is the end-to-end one.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_greeks.py
 	$(BIN)/python benchmarks/bench_bars.py
+	$(BIN)/python benchmarks/bench_checkpoint.py
+	$(BIN)/python benchmarks/pricing_stale_quotes.py
+	$(BIN)/python benchmarks/bench_analyst_sql.py
+	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_recovery.py --no-store-ticks
 
 ## Refresh docs/dashboard.png: the browser test's screenshot of the live chain page.
 screenshot: $(STAMP)

@@ -19,9 +19,7 @@ skipped exactly. Bad records are held and acked in partition order like the rest
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any
 
 import faust
 import numpy as np
@@ -33,26 +31,19 @@ from agents.topics import Topics
 from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
 from pipeline.records.bars import encode_bars
 from pipeline.records.columnar import BatchFormatError
-from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.rollups import encode_rollups
 from pipeline.records.ticks import decode_ticks_record, encode_priced_ticks
 from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.settings import Settings
-from sinks.bar_history import load_latest_bars
+from sinks.bar_history import seed_rollups
 
 SEED_TIMEOUT_S = 10.0
 
 
-def bar_config(settings: Settings) -> BarConfig:
-    # a silence as long as the ingestor's dead-socket rule is a feed gap
-    return BarConfig(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s,
-                     settings.kite_silence_timeout_s)
-
-
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
                            topics: Topics) -> Checkpointer:
-    processor = TickProcessor(bar_config(settings), settings.vix_roll_days)
+    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days)
     checkpoints = Checkpointer(app, settings, resources, processor)
 
     @app.agent(topics.ticks, name="process")
@@ -98,7 +89,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             metrics.TICK_TO_PROCESS.observe(max(time.time() - int(ticks["recv_ts"].max()) / 1e6, 0.0))
         if np.any(res.instruments.positions(ticks["instrument_token"]) < 0):
             await resources.refresh_instruments()
-        await seed_rollups(processor, underlying, ticks, res.pool, res.instruments, settings.pg_schema)
+        await seed_rollups(processor, underlying, ticks, res.pool, res.instruments, settings.pg_schema, SEED_TIMEOUT_S)
         try:
             result = processor.process(underlying, ticks, res.pricer)
         except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
@@ -109,21 +100,6 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
         return result
 
     return checkpoints
-
-
-async def seed_rollups(processor: TickProcessor, underlying: str, ticks: np.ndarray, pool: Any,
-                       index: InstrumentIndex, schema: str) -> None:
-    """Before an underlying's first batch: seed its rollups with the newest bar of each option stored in
-    ``schema``; a failed query leaves them unseeded (logged), it never blocks the live path."""
-    for request in processor.start(underlying, ticks, index):
-        try:
-            bars = await asyncio.wait_for(
-                load_latest_bars(pool, schema, request.interval_s, request.tokens, request.before), SEED_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - never block the live path on the seed
-            logger.warning("{} {}s rollups start unseeded: cannot load stored bars ({}: {})",
-                           underlying, request.interval_s, type(exc).__name__, exc)
-            continue
-        processor.seed(underlying, request.interval_s, bars, index)
 
 
 async def _emit(result: ProcessResult, res: Connected, topics: Topics, store_ticks: bool) -> None:

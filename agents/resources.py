@@ -33,12 +33,6 @@ PROBE_INTERVAL_S = 2.0  # how often /ready's database and Redis checks are refre
 PROBE_TIMEOUT_S = 3.0
 
 
-def pricing_rules(settings: Settings) -> PricingRules:
-    """The pricer's freshness rules from the settings (docs/design.md "Pricing model")."""
-    return PricingRules(fresh_s=settings.fresh_s, max_spread=settings.max_spread,
-                        parity_strikes=settings.parity_strikes, near_expiry_s=settings.near_expiry_s)
-
-
 @dataclass
 class Connected:
     pool: asyncpg.Pool
@@ -107,7 +101,7 @@ class WorkerResources:
             redact_url(self.pg_dsn), schema, redact_url(self.redis_url), len(instruments),
         )
         return Connected(pool, redis, writer, publisher, instruments,
-                         OptionPricer(instruments, self.settings.risk_free_rate, pricing_rules(self.settings)))
+                         OptionPricer(instruments, self.settings.risk_free_rate, PricingRules.from_settings(self.settings)))
 
     async def refresh_instruments(self) -> InstrumentIndex:
         """Reload the instrument index (the ingestor adds contracts at start-up).

@@ -18,20 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.records.bars import BAR_DTYPE  # noqa: E402
-from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
-from sinks.timescale_writer import TimescaleWriter  # noqa: E402
+from pipeline.commands.local_services import services_for_script
+from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE
+from sinks.migrate import migrate
+from sinks.timescale_writer import TimescaleWriter
 
 EXPIRY = dt.date(2030, 1, 31)
 OPEN = int(dt.datetime(2030, 1, 10, 3, 45, tzinfo=dt.timezone.utc).timestamp())  # 09:15 IST
@@ -144,8 +142,11 @@ async def _bulk(writer: TimescaleWriter, rng: np.random.Generator, args: argpars
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--pg", help="PostgreSQL DSN (default: STRIKEFLOW_PG_DSN, else a private server started for the run)")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--bars", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=50_000)
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    with services_for_script(args.pg) as services:
+        args.pg = services.pg_dsn
+        asyncio.run(main(args))

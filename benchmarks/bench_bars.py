@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from pipeline.core.bars.aggregator import BarAggregator  # noqa: E402
-from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE  # noqa: E402
+from pipeline.core.bars.aggregator import BarAggregator
+from pipeline.records.ticks import GREEK_FIELDS, PRICED_TICK_DTYPE
 
 T0915 = 1_767_584_700  # 2026-01-05 09:15 IST
 

@@ -17,21 +17,18 @@ import argparse
 import asyncio
 import datetime as dt
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.checkpoint import FORMAT  # noqa: E402
-from pipeline.core.pricing import OptionPricer  # noqa: E402
-from pipeline.core.processor import BarConfig, TickProcessor  # noqa: E402
-from pipeline.feed.ingestor import split_by_underlying  # noqa: E402
-from pipeline.feed.stamping import ReceiveClock, ticks_from_kite  # noqa: E402
-from pipeline.records.instruments import InstrumentIndex  # noqa: E402
-from pipeline.sim.market import (  # noqa: E402
+from pipeline.core.checkpoint import FORMAT
+from pipeline.core.pricing import OptionPricer
+from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.feed.ingestor import split_by_underlying
+from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

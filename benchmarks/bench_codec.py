@@ -26,18 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.feed.kite_codec import FrameDecoder, decode_frame  # noqa: E402
-from pipeline.feed.kite_encode import encode_frame  # noqa: E402
-from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL, MODE_LTP, MODE_QUOTE  # noqa: E402
+from pipeline.feed.kite_codec import FrameDecoder, decode_frame
+from pipeline.feed.kite_encode import encode_frame
+from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL, MODE_LTP, MODE_QUOTE
 
 NIFTY50 = 256265
 

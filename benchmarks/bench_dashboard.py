@@ -25,10 +25,8 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -37,19 +35,19 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.commands.web import FANOUT, build_app  # noqa: E402
-from pipeline.records.instruments import InstrumentIndex  # noqa: E402
-from pipeline.records.kinds import InstrumentKind  # noqa: E402
-from pipeline.records.ticks import PRICED_TICK_DTYPE  # noqa: E402
-from pipeline.runtime.metrics import REGISTRY  # noqa: E402
-from pipeline.runtime.percentiles import percentiles_ms  # noqa: E402
-from pipeline.runtime.process_stats import ProcessSampler  # noqa: E402
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
-from sinks.redis.channels import Channels  # noqa: E402
-from sinks.redis.publisher import RedisPublisher  # noqa: E402
+from pipeline.commands.local_services import services_for_script
+from pipeline.commands.web import FANOUT, build_app
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import InstrumentKind
+from pipeline.records.ticks import PRICED_TICK_DTYPE
+from pipeline.runtime.metrics import REGISTRY
+from pipeline.runtime.percentiles import percentiles_ms
+from pipeline.runtime.process_stats import ProcessSampler
+from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments
+from sinks.migrate import migrate
+from sinks.redis.channels import Channels
+from sinks.redis.publisher import RedisPublisher
 
 BATCHES_PER_S = 20
 
@@ -160,12 +158,15 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pg", help="PostgreSQL DSN (default: STRIKEFLOW_PG_DSN, else a private server)")
+    parser.add_argument("--redis", help="Redis URL (default: STRIKEFLOW_REDIS_URL, else a private server)")
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fast", type=int, default=4)
     parser.add_argument("--slow", type=int, default=2)
     parser.add_argument("--slow-read-s", type=float, default=2.0)
     parser.add_argument("--interval", type=float, default=0.25, help="the server's pacing (dashboard_update_interval_s)")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    with services_for_script(args.pg, args.redis) as services:
+        args.pg, args.redis = services.pg_dsn, services.redis_url
+        asyncio.run(main(args))

@@ -27,15 +27,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.commands.demo import DEV_KAFKA_ENV, _wait_for_line  # noqa: E402
-from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn  # noqa: E402
-from pipeline.commands.top import consumer_lag  # noqa: E402
-from pipeline.runtime.metrics import scrape  # noqa: E402
-from sinks.demo_queries import check_bars_against_ticks, drop_schema  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
-from sinks.redis.tick_watch import TickWatch  # noqa: E402
+from pipeline.commands.demo import DEV_KAFKA_ENV
+from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn
+from pipeline.commands.top import consumer_lag
+from pipeline.runtime.metrics import scrape
+from sinks.demo_queries import check_bars_against_ticks, drop_schema
+from sinks.migrate import migrate
+from sinks.redis.tick_watch import TickWatch
 
 SCHEMA = "strikeflow_recovery"
 PARTITIONS = 6  # NIFTY -> 3, BANKNIFTY -> 1 (aiokafka's murmur2)
@@ -92,7 +91,7 @@ async def _main(args: argparse.Namespace) -> None:
         sim = spawn("simulator", python + ["simulate", "--port", "0", "--speed", "1", "--rate", str(args.rate)],
                     log_dir, env=env)
         children.append(sim)
-        port = int(_wait_for_line(sim, r"listening on ws://[\d.]+:(\d+)", 30).group(1))
+        port = int(sim.wait_for_line(r"listening on ws://[\d.]+:(\d+)", 30).group(1))
         workers = {}
 
         def start_worker(name: str) -> str:

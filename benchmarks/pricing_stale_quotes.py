@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import greeks  # noqa: E402
-from pipeline.core.pricing import OptionPricer  # noqa: E402
-from pipeline.feed.instruments import select_universe  # noqa: E402
-from pipeline.records.instruments import InstrumentIndex  # noqa: E402
-from pipeline.records.kinds import InstrumentKind  # noqa: E402
-from pipeline.records.ticks import FORWARD_SOURCES, MODE_FULL, TICK_DTYPE  # noqa: E402
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts  # noqa: E402
+import greeks
+from pipeline.core.pricing import OptionPricer
+from pipeline.feed.instruments import select_universe
+from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.kinds import InstrumentKind
+from pipeline.records.ticks import FORWARD_SOURCES, MODE_FULL, TICK_DTYPE
+from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 DAY, R, VOL = dt.date(2026, 12, 28), 0.065, 0.15  # Monday; Tuesday 29th is a weekly and the monthly expiry
 T0 = int(session_start_ts(DAY)) + 600

@@ -11,12 +11,16 @@ propagate to the caller.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
+from loguru import logger
 
 from pipeline.records.bars import BAR_DTYPE
+from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.ticks import FORWARD_SOURCES
 from sinks.migrate import check_schema_name, quote_ident
 from sinks.timescale_writer import BAR_TABLES
@@ -93,4 +97,38 @@ def _as_bars(rows: list[Any], interval_s: int) -> np.ndarray:
     return out
 
 
-__all__ = ["latest_bars_sql", "load_bars_between", "load_latest_bars"]
+class SeedRequest(Protocol):
+    """What rollups starting for an underlying need: the newest stored bar of ``interval_s`` (seconds)
+    of each of ``tokens`` before bucket ``before`` (epoch s)."""
+
+    interval_s: int
+    tokens: np.ndarray
+    before: int
+
+
+class SeedsRollups(Protocol):
+    """The processor's seeding seam (``pipeline.core.processor.TickProcessor``): ``start`` says what an
+    underlying's first batch needs, ``seed`` takes the bars loaded for it."""
+
+    def start(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> Sequence[SeedRequest]: ...
+
+    def seed(self, underlying: str, interval_s: int, bars: np.ndarray, index: InstrumentIndex) -> None: ...
+
+
+async def seed_rollups(processor: SeedsRollups, underlying: str, ticks: np.ndarray, pool: Any,
+                       index: InstrumentIndex, schema: str, timeout_s: float = 10.0) -> None:
+    """Before an underlying's first batch: seed its rollups with the newest bar of each option stored in
+    ``schema``; a failed or slow query (over ``timeout_s``) leaves them unseeded (logged): it never blocks
+    the live path."""
+    for request in processor.start(underlying, ticks, index):
+        try:
+            bars = await asyncio.wait_for(
+                load_latest_bars(pool, schema, request.interval_s, request.tokens, request.before), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - never block the live path on the seed
+            logger.warning("{} {}s rollups start unseeded: cannot load stored bars ({}: {})",
+                           underlying, request.interval_s, type(exc).__name__, exc)
+            continue
+        processor.seed(underlying, request.interval_s, bars, index)
+
+
+__all__ = ["SeedRequest", "SeedsRollups", "latest_bars_sql", "load_bars_between", "load_latest_bars", "seed_rollups"]

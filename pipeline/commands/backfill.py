@@ -1,5 +1,5 @@
 """``strikeflow backfill --since TS --until TS [--underlyings NIFTY,...]``: fill gaps in the 1-minute bars
-(an outage, a late start) from Kite's historical candles (``agents.backfill``).
+(an outage, a late start) from Kite's historical candles (``pipeline.jobs.backfill``).
 
 Uses the first configured Kite account (or the simulator's default credentials) at
 ``STRIKEFLOW_KITE_API_URL``, the instruments table of ``STRIKEFLOW_PG_SCHEMA`` (the universe the
@@ -18,7 +18,7 @@ import time
 import asyncpg
 import numpy as np
 
-from agents.backfill import BackfillReport, backfill
+from pipeline.jobs.backfill import BackfillReport, backfill
 from pipeline.commands.migrate import DATABASE_ERRORS, database_error_line
 from pipeline.feed.kite_history import HistoricalCandles, HistoricalError
 from pipeline.records.time_units import parse_timestamp

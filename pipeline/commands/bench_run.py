@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from pipeline.commands.bench_report import Phase, Totals, kept_up, phase_figures, report_of
-from pipeline.commands.demo import DEV_KAFKA_ENV, _wait_for_line
+from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import LOOPBACK, LocalServices, ManagedProcess, ensure_services, free_port, spawn
 from pipeline.commands.top import consumer_lag
 from pipeline.runtime.metrics import scrape
@@ -120,7 +120,7 @@ class BenchRun:
                                         "--start", start, "--around-the-clock", "--underlyings",
                                         ",".join(u.underlyings), "--expiries", str(u.expiries),
                                         "--strikes", str(u.strikes)], env)
-        port = int(_wait_for_line(sim, r"listening on ws://[\d.]+:(\d+)", 60).group(1))
+        port = int(sim.wait_for_line(r"listening on ws://[\d.]+:(\d+)", 60).group(1))
         self.urls["simulator"] = f"http://{LOOPBACK}:{port}"
         for i in range(self.args.workers):
             web = free_port()

@@ -46,18 +46,6 @@ DEV_KAFKA_ENV = {
 }
 
 
-def _wait_for_line(proc: ManagedProcess, pattern: str, timeout: float) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(pattern, proc.log_path.read_text(errors="replace") if proc.log_path.exists() else "")
-        if match:
-            return match
-        if not proc.alive():
-            break
-        time.sleep(0.1)
-    raise ServiceStartError(f"{proc.name} did not start:\n{proc.log_tail()}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="stop by itself after this many seconds")
     parser.add_argument("--speed", type=float, default=30.0, help="simulated exchange time per wall second")
@@ -152,7 +140,7 @@ def _start_children(args: argparse.Namespace, settings: Settings, services: Loca
     simulator = spawn("simulator", python + ["simulate", "--port", "0", "--speed", str(args.speed),
                                             "--rate", str(args.rate), "--seed", str(args.seed)], log_dir, env=env, cwd=cwd)
     children.insert(0, simulator)
-    sim_port = int(_wait_for_line(simulator, r"listening on ws://[\d.]+:(\d+)", 30).group(1))
+    sim_port = int(simulator.wait_for_line(r"listening on ws://[\d.]+:(\d+)", 30).group(1))
     sim_root = f"http://{LOOPBACK}:{sim_port}"
 
     worker_port = free_port()
@@ -165,7 +153,7 @@ def _start_children(args: argparse.Namespace, settings: Settings, services: Loca
 
     web = spawn("web", python + ["web", "--host", LOOPBACK, "--port", "0"], log_dir, env=env, cwd=cwd)
     children.insert(0, web)
-    web_port = int(_wait_for_line(web, r"dashboard http://[\d.]+:(\d+)/", 60).group(1))
+    web_port = int(web.wait_for_line(r"dashboard http://[\d.]+:(\d+)/", 60).group(1))
 
     urls = {
         "simulator": f"ws://{LOOPBACK}:{sim_port} (instruments {sim_root}/instruments)",

@@ -24,13 +24,14 @@ import glob
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,19 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.kill()
             self.popen.wait(timeout)
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first match of ``pattern`` in the process's log within ``timeout`` seconds; a
+        :class:`ServiceStartError` with the log's tail when it exits or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log_path.read_text(errors="replace") if self.log_path.exists() else "")
+            if match:
+                return match
+            if not self.alive():
+                break
+            time.sleep(0.1)
+        raise ServiceStartError(f"{self.name} did not start:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -364,6 +378,21 @@ class LocalServices:
 
     def started(self) -> list[str]:
         return [f"{p.name} (pid {p.pid}, log {p.log_path})" for p in self.processes]
+
+
+@contextlib.contextmanager
+def services_for_script(pg_dsn: str | None = None, redis_url: str | None = None,
+                        log_dir: Path | None = None) -> Iterator[LocalServices]:
+    """For a benchmark or a one-off script: the given (or ``STRIKEFLOW_*`` configured) services, else local
+    ones started for the duration of the ``with`` block."""
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="strikeflow-script-"))
+    services = ensure_services(os.environ.get("STRIKEFLOW_KAFKA_URL"),
+                               pg_dsn or os.environ.get("STRIKEFLOW_PG_DSN"),
+                               redis_url or os.environ.get("STRIKEFLOW_REDIS_URL"), log_dir)
+    try:
+        yield services
+    finally:
+        services.close()
 
 
 def ensure_services(

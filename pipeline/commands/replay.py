@@ -1,5 +1,5 @@
 """``strikeflow replay --from-schema S --to-schema T [--since TS] [--until TS]``: rebuild T's bars, strike bars
-and chain bars from S's stored ticks with the live worker's code (``agents.replay``).
+and chain bars from S's stored ticks with the live worker's code (``pipeline.jobs.replay``).
 
 T is created or upgraded by the migrations first; S must be a migrated schema whose ticks were stored
 (``STRIKEFLOW_STORE_TICKS``). Without ``--since``/``--until`` the whole of S's ticks is replayed. Progress
@@ -16,7 +16,7 @@ import time
 
 import asyncpg
 
-from agents.replay import ReplayProgress, coarsest_bucket_start, replay_ticks
+from pipeline.jobs.replay import ReplayProgress, coarsest_bucket_start, replay_ticks
 from pipeline.records.time_units import parse_timestamp
 from pipeline.commands.migrate import DATABASE_ERRORS, database_error_line
 from pipeline.runtime.settings import ConfigError, Settings

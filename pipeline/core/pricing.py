@@ -32,6 +32,7 @@ from pipeline.core.price_book import BookEntries, PriceBook
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY, priced_ticks
+from pipeline.runtime.settings import Settings
 
 FORWARD_SOURCE_CODES = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "carry": FORWARD_CARRY, "": np.nan}
 
@@ -47,6 +48,12 @@ class PricingRules:
     max_spread: float = 0.10
     parity_strikes: int = 5
     near_expiry_s: float = 1800.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PricingRules:
+        """The rules configured (``STRIKEFLOW_FRESH_S`` and the rest)."""
+        return cls(fresh_s=settings.fresh_s, max_spread=settings.max_spread,
+                   parity_strikes=settings.parity_strikes, near_expiry_s=settings.near_expiry_s)
 
     def __post_init__(self) -> None:
         if not self.fresh_s > 0:

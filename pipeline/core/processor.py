@@ -35,6 +35,7 @@ from pipeline.records.kinds import OPTION_KINDS
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, VOL_INDEX_DTYPE
 from pipeline.records.ticks import PRICED_TICK_DTYPE
 from pipeline.records.time_units import SECONDS_PER_YEAR
+from pipeline.runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class BarConfig:
     grace_s: float = 2.0
     late_window_s: float = 60.0
     feed_gap_s: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BarConfig:
+        """The bars configured; a silence as long as the ingestor's dead-socket rule is a feed gap."""
+        return cls(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s,
+                   settings.kite_silence_timeout_s)
 
 
 @dataclass(frozen=True)

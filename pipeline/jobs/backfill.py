@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.resources import pricing_rules
+from pipeline.core.pricing import PricingRules
 from pipeline.core.backfill import MINUTE_S, candle_bars, coarse_bars, gap_minutes, price_minute_bars, settled_spans
 from pipeline.feed.kite_history import HistoricalCandles
 from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE
@@ -94,7 +94,7 @@ async def backfill(pool: Any, schema: str, index: InstrumentIndex, tokens: np.nd
     bars = candle_bars(candles, fetched_us)
     context = stored[np.isin(stored["bucket"], bars["bucket"])]  # live closes of the same minutes
     bars = price_minute_bars(np.concatenate([bars, context]), index, settings.risk_free_rate,
-                             pricing_rules(settings))[:len(bars)]
+                             PricingRules.from_settings(settings))[:len(bars)]
     writer = TimescaleWriter(pool, schema)
     report.written[MINUTE_S] = await writer.write_bars(MINUTE_S, bars, source="historical")
     for interval in COARSE_INTERVALS_S:

@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.process import bar_config, seed_rollups
-from agents.resources import pricing_rules
-from pipeline.core.pricing import OptionPricer
-from pipeline.core.processor import ProcessResult, TickProcessor
+from pipeline.core.pricing import OptionPricer, PricingRules
+from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
+from sinks.bar_history import seed_rollups
 from sinks.instrument_store import load_instrument_index
 from sinks.migrate import quote_ident
 from sinks.tick_history import count_ticks, read_tick_records
@@ -124,8 +123,8 @@ async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, s
     (it holds the read cursor), ``target_pool`` a pool or connection on a migrated ``target`` schema."""
     index: InstrumentIndex = await load_instrument_index(source_conn, source)
     await copy_instruments(target_pool, source, target)
-    processor = TickProcessor(bar_config(settings), settings.vix_roll_days)
-    pricer = OptionPricer(index, settings.risk_free_rate, pricing_rules(settings))
+    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days)
+    pricer = OptionPricer(index, settings.risk_free_rate, PricingRules.from_settings(settings))
     progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
     results = _Results(TimescaleWriter(target_pool, target), progress)
     async for records in read_tick_records(source_conn, source, since, until):
