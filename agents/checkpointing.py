@@ -149,7 +149,7 @@ class Checkpointer:
             metrics.CHECKPOINTS.labels("none").inc()
             return
         try:
-            names = self.processor.restore(stored.state, res.pricer)
+            names = self.processor.restore(stored.state, res.pricer, time.time())
         except CheckpointError as exc:
             metrics.CHECKPOINTS.labels("refused").inc()
             logger.error("the checkpoint of {} cannot be restored here ({}); it starts fresh from the committed "

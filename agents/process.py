@@ -124,6 +124,10 @@ def _count(result: ProcessResult) -> None:
     metrics.DUPLICATE_TICKS.inc(counts.duplicates)
     metrics.LATE_CORRECTIONS.inc(counts.late_corrections)
     metrics.TOO_LATE_TICKS.inc(counts.too_late)
+    if counts.future_rejected:
+        metrics.TICKS_REJECTED.labels("worker", "future").inc(counts.future_rejected)
+        logger.warning("rejected {} {} ticks with an exchange time implausibly far ahead of their receive time",
+                       counts.future_rejected, result.underlying)
     if counts.feed_gap_s:
         metrics.FEED_GAPS.labels(result.underlying).inc()
         logger.warning("feed gap: no {} tick received for {:.1f}s", result.underlying, counts.feed_gap_s)

@@ -21,7 +21,8 @@ from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, ConsumerProgress, LoopMonitor, TaskWatch
-from pipeline.runtime.settings import Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import Settings
 from sinks.instrument_store import load_instrument_index
 from sinks.migrate import schema_version
 from sinks.redis.conflation import ConflatingPublisher

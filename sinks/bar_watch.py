@@ -22,7 +22,6 @@ from sinks.migrate import quote_ident
 from sinks.table_columns import BAR_TABLES
 
 
-
 class BarWatch:
     def __init__(self, pg_dsn: str, schema: str, since_epoch_s: float, *, poll_s: float = 0.5,
                  clock: Callable[[], float] = time.time) -> None:

@@ -41,9 +41,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
-from typing import Any
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
 from loguru import logger

@@ -18,9 +18,9 @@ import time
 import asyncpg
 import numpy as np
 
-from pipeline.jobs.backfill import BackfillReport, backfill
 from pipeline.commands.migrate import DATABASE_ERRORS, database_error_line
 from pipeline.feed.kite_history import HistoricalCandles, HistoricalError
+from pipeline.jobs.backfill import BackfillReport, backfill
 from pipeline.records.time_units import parse_timestamp
 from pipeline.runtime.settings import ConfigError, Settings
 from sinks.instrument_store import load_instrument_index

@@ -18,14 +18,27 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import TextIO
 
-from pipeline.commands.bench_report import Phase, Totals, kept_up, phase_figures, report_of
+from pipeline.commands.bench_report import (
+    Phase,
+    Totals,
+    kept_up,
+    phase_figures,
+    report_of,
+)
 from pipeline.commands.demo import DEV_KAFKA_ENV
-from pipeline.commands.local_services import LOOPBACK, LocalServices, ManagedProcess, ensure_services, free_port, spawn
+from pipeline.commands.local_services import (
+    LOOPBACK,
+    LocalServices,
+    ManagedProcess,
+    ensure_services,
+    free_port,
+    spawn,
+)
 from pipeline.commands.top import consumer_lag
 from pipeline.runtime.metrics import scrape
 from pipeline.runtime.process_stats import ProcessSampler

@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"strikeflow {args.command}: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_json, process=args.command)
+    configure_logging(settings.log_level, settings.log_json, process=args.command,
+                      secrets=settings.secret_values(), diagnose=settings.log_diagnose)
     if args.command == "worker":
         # Faust's worker parses sys.argv itself; give it only its own name.
         sys.argv = sys.argv[:1]

@@ -28,7 +28,8 @@ from pipeline.commands.local_services import (
     spawn,
 )
 from pipeline.runtime.metrics import scrape
-from pipeline.runtime.settings import ConfigError, Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, Settings
 from sinks.demo_queries import (
     SchemaLock,
     check_bars_against_ticks,
@@ -44,6 +45,9 @@ DEV_KAFKA_ENV = {
     "STRIKEFLOW_KAFKA_HEARTBEAT_INTERVAL_S": "1",
     "STRIKEFLOW_KAFKA_REBALANCE_TIMEOUT_S": "6",
 }
+# The simulated session runs --speed times faster than the clock, so its exchange time gets ahead of the
+# receive clock: allow it (two days) instead of rejecting its ticks as implausible (STRIKEFLOW_MAX_CLOCK_SKEW_S).
+SIMULATED_CLOCK_ENV = {"STRIKEFLOW_MAX_CLOCK_SKEW_S": str(2 * 86400)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +139,7 @@ def _start_children(args: argparse.Namespace, settings: Settings, services: Loca
         "STRIKEFLOW_REDIS_URL": services.redis_url,
         "STRIKEFLOW_PG_SCHEMA": settings.pg_schema,
         "STRIKEFLOW_STORE_TICKS": "false" if args.no_store_ticks else "true",
+        **SIMULATED_CLOCK_ENV,
     }
     cwd = Path.cwd()
     simulator = spawn("simulator", python + ["simulate", "--port", "0", "--speed", str(args.speed),

@@ -25,7 +25,8 @@ from pipeline.feed.tick_producer import TickProducer, ensure_topic_eventually
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, LoopMonitor, liveness
-from pipeline.runtime.settings import ConfigError, KiteAccount, Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, KiteAccount, Settings
 from sinks.instrument_store import write_instruments
 from sinks.migrate import schema_problem
 

@@ -9,9 +9,9 @@ import sys
 
 import asyncpg
 
-from pipeline.runtime.settings import ConfigError, Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, Settings
 from sinks.migrate import migrate, status
-
 
 DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError)
 

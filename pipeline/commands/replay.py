@@ -16,9 +16,9 @@ import time
 
 import asyncpg
 
+from pipeline.commands.migrate import DATABASE_ERRORS, database_error_line
 from pipeline.jobs.replay import ReplayProgress, coarsest_bucket_start, replay_ticks
 from pipeline.records.time_units import parse_timestamp
-from pipeline.commands.migrate import DATABASE_ERRORS, database_error_line
 from pipeline.runtime.settings import ConfigError, Settings
 from sinks.migrate import check_schema_name, migrate, quote_ident, schema_problem
 

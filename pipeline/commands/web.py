@@ -33,7 +33,8 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 from pipeline.runtime import metrics
-from pipeline.runtime.settings import ConfigError, Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, Settings
 from sinks.dashboard_reads import chain_list, chain_view, series_view
 from sinks.migrate import schema_problem
 from sinks.redis.channels import Channels
@@ -76,19 +77,25 @@ def _chain_args(request: web.Request) -> tuple[str, dt.date]:
                                  content_type="application/json") from None
 
 
+def _same_secret(offered: str, token: str) -> bool:
+    """Constant-time comparison as bytes: a header or cookie that is not valid UTF-8 (aiohttp keeps its bytes
+    as surrogates) is simply not the token, never an error."""
+    return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape"))
+
+
 def _auth_middleware(token: str | None) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
         if token is None:
             return await handler(request)
         given = request.query.get("token") if request.path == "/" else None
-        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+        if given is not None and _same_secret(given, token):
             response = web.HTTPFound("/")
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
             raise response
         header = request.headers.get("Authorization", "")
         offered = header[7:] if header.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE, "")
-        if not hmac.compare_digest(offered.encode(), token.encode()):
+        if not _same_secret(offered, token):
             return _json({"error": "unauthorized: send Authorization: Bearer <token>"}, status=401)
         return await handler(request)
 

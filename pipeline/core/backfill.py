@@ -23,7 +23,13 @@ import numpy as np
 
 import greeks
 from pipeline.core.bars.combine import combine
-from pipeline.core.pricing import FORWARD_SOURCE_CODES, Chain, ExpiryChains, PricingRules, first_positive
+from pipeline.core.pricing import (
+    FORWARD_SOURCE_CODES,
+    Chain,
+    ExpiryChains,
+    PricingRules,
+    first_positive,
+)
 from pipeline.records.bars import BAR_DTYPE, CHECKED_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind

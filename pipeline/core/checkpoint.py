@@ -39,6 +39,12 @@ def encode_checkpoint(config: object, states: dict[str, object], books: dict[str
     return _HEADER.pack(MAGIC, FORMAT) + body
 
 
+def _bar_settings(config: object) -> tuple:
+    """What a checkpoint's state depends on: the intervals, the grace and the late window (the other settings,
+    e.g. the feed-gap or clock-skew rules, can change between a save and a restore)."""
+    return tuple(getattr(config, name, None) for name in ("intervals_s", "grace_s", "late_window_s"))
+
+
 def decode_checkpoint(blob: bytes, config: object) -> tuple[dict[str, object], dict[str, BookEntries]]:
     """``(states, books)`` of a checkpoint taken with the same ``config``; CheckpointError otherwise."""
     if len(blob) < _HEADER.size:
@@ -52,6 +58,6 @@ def decode_checkpoint(blob: bytes, config: object) -> tuple[dict[str, object], d
         payload = pickle.loads(memoryview(blob)[_HEADER.size:])
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not restorable here
         raise CheckpointError(f"checkpoint does not load ({type(exc).__name__}: {exc})") from None
-    if payload.get("config") != config:
+    if _bar_settings(payload.get("config")) != _bar_settings(config):
         raise CheckpointError(f"checkpoint taken with bar settings {payload.get('config')}, this worker has {config}")
     return payload["states"], payload["books"]

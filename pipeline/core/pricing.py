@@ -31,7 +31,12 @@ import greeks
 from pipeline.core.price_book import BookEntries, PriceBook
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY, priced_ticks
+from pipeline.records.ticks import (
+    FORWARD_CARRY,
+    FORWARD_FUTURE,
+    FORWARD_PARITY,
+    priced_ticks,
+)
 from pipeline.runtime.settings import Settings
 
 FORWARD_SOURCE_CODES = {"future": FORWARD_FUTURE, "parity": FORWARD_PARITY, "carry": FORWARD_CARRY, "": np.nan}

@@ -26,14 +26,14 @@ import numpy as np
 from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.core.bars.combine import BarCombiner
 from pipeline.core.chain_quality import QualityLedger, chain_quality
-from pipeline.core.checkpoint import decode_checkpoint, encode_checkpoint
+from pipeline.core.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint
 from pipeline.core.pricing import Chain, OptionPricer
 from pipeline.core.rollups import OIRollup
 from pipeline.core.vol_index_live import expiry_label, underlying_chains, vol_index_rows
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, VOL_INDEX_DTYPE
-from pipeline.records.ticks import PRICED_TICK_DTYPE
+from pipeline.records.ticks import PRICED_TICK_DTYPE, implausible_future
 from pipeline.records.time_units import SECONDS_PER_YEAR
 from pipeline.runtime.settings import Settings
 
@@ -47,12 +47,15 @@ class BarConfig:
     grace_s: float = 2.0
     late_window_s: float = 60.0
     feed_gap_s: float = 5.0
+    # a tick whose exchange time is further ahead of its receive time than this is rejected before it can move
+    # event time (``records.ticks.implausible_future``); infinite: no bound
+    max_clock_skew_s: float = float("inf")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BarConfig:
         """The bars configured; a silence as long as the ingestor's dead-socket rule is a feed gap."""
         return cls(tuple(settings.bar_intervals_s), settings.bar_grace_s, settings.late_window_s,
-                   settings.kite_silence_timeout_s)
+                   settings.kite_silence_timeout_s, settings.max_clock_skew_s)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TickCounts:
     late_corrections: int = 0
     too_late: int = 0
     feed_gap_s: float = 0.0  # > 0: the batch came after this many seconds (receive time) without a tick
+    future_rejected: int = 0  # ticks rejected: exchange time implausibly far ahead of the receive time
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,8 @@ class TickProcessor:
         """Before an underlying's first batch with a known exchange time: the seeds its rollups need
         (empty when it has started already or the batch has no exchange time)."""
         state = self.state(underlying)
-        known = ticks["exchange_ts"][ticks["exchange_ts"] > 0]
+        plausible = ~implausible_future(ticks, self.config.max_clock_skew_s)
+        known = ticks["exchange_ts"][(ticks["exchange_ts"] > 0) & plausible]
         if state.started or not len(known):
             return []
         return state.start(int(known.min()), index)
@@ -199,13 +204,16 @@ class TickProcessor:
         self.state(underlying).rollups[interval_s].seed(bars, index)
 
     def process(self, underlying: str, ticks: np.ndarray, pricer: OptionPricer) -> ProcessResult:
-        """Price ``ticks`` (TICK_DTYPE, one underlying, receive order), aggregate, roll up."""
+        """Price ``ticks`` (TICK_DTYPE, one underlying, receive order), aggregate, roll up. Ticks with an
+        implausible exchange time (``BarConfig.max_clock_skew_s``) are left out first: they touch no state."""
         state = self.state(underlying)
+        future = implausible_future(ticks, self.config.max_clock_skew_s)
+        if future.any():
+            ticks = ticks[~future]
         priced = pricer.price(ticks)
         bars, counts = state.add(priced)
-        gap_s = self._feed_gap_s(state, ticks)
-        if gap_s:
-            counts = replace(counts, feed_gap_s=gap_s)
+        gap_s = self._feed_gap_s(state, ticks) if len(ticks) else 0.0
+        counts = replace(counts, feed_gap_s=gap_s, future_rejected=int(future.sum()))
         return self._result(state, priced, bars, counts, pricer.index, pricer)
 
     def _result(self, state: UnderlyingState, priced: np.ndarray, bars: np.ndarray | None, counts: TickCounts,
@@ -264,12 +272,18 @@ class TickProcessor:
         return encode_checkpoint(self.config, {u: self.states[u] for u in names},
                                  {u: pricer.book_entries(u) for u in names})
 
-    def restore(self, blob: bytes, pricer: OptionPricer) -> list[str]:
+    def restore(self, blob: bytes, pricer: OptionPricer, now_s: float = float("inf")) -> list[str]:
         """Replace the states of a checkpoint's underlyings by it; the underlyings restored.
 
-        Raises ``CheckpointError`` (nothing changed) when it was taken with other bar settings or
-        another format."""
+        Raises ``CheckpointError`` (nothing changed) when it was taken with other bar settings or another
+        format, or when its event time is more than ``max_clock_skew_s`` ahead of ``now_s`` (the caller's
+        clock, epoch s): a watermark poisoned by a far-future tick is never brought back."""
         states, books = decode_checkpoint(blob, self.config)
+        for name, state in states.items():
+            event_time = state.aggregator.event_time()
+            if event_time is not None and event_time > now_s + self.config.max_clock_skew_s:
+                raise CheckpointError(f"{name}'s event time {event_time} is more than "
+                                      f"{self.config.max_clock_skew_s:.0f}s ahead of the clock ({now_s:.0f})")
         self.states.update(states)
         for entries in books.values():
             pricer.restore_book(entries)

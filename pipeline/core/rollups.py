@@ -98,8 +98,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.chain_analytics import (
+    BUILDUPS,
+    atm_iv,
+    atm_strike,
+    buildup,
+    gamma_exposure,
+    gex_flip,
+    wing_ivs,
+)
 from pipeline.core.chain_quality import QUALITY_FIELDS
-from pipeline.core.chain_analytics import BUILDUPS, atm_iv, atm_strike, buildup, gamma_exposure, gex_flip, wing_ivs
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, MISSING_INT, STRIKE_BAR_DTYPE

@@ -11,7 +11,12 @@
 - reconnects use exponential backoff (1 s, x2, cap 30 s) with +-20 % jitter,
   reset after a successful handshake; the gap is logged and counted;
 - HTTP 403/429 on the upgrade = rejected account: the host moves the shard to
-  another configured account when one has a free slot.
+  another configured account when one has a free slot;
+- hostile or broken input never ends the connection: a message the host cannot handle is dropped and
+  counted (``strikeflow_ws_frame_errors_total{reason="handler"}``), a message over ``MAX_MESSAGE_BYTES`` is a
+  WebSocket error (reconnect), any other failure of a session reconnects with the backoff
+  (``strikeflow_ws_connection_errors_total``); closing waits at most ``CLOSE_TIMEOUT_S`` for the feed's
+  answer, so a stop is never held up by a feed that does not answer.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 from loguru import logger
@@ -29,11 +34,16 @@ from loguru import logger
 from pipeline.feed.sharding import Shard
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import Backoff
+from pipeline.runtime.redaction import redact
 from pipeline.runtime.settings import KiteAccount, Settings
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 BACKOFF_JITTER = 0.2
+# Kite's largest valid message: a full-mode frame of a connection's 3,000 tokens, 2 + 3,000 x (2 + 184) bytes
+# = 558,002 bytes; anything larger is not Kite's and is refused before it is buffered.
+MAX_MESSAGE_BYTES = 1024 * 1024
+CLOSE_TIMEOUT_S = 2.0
 
 
 class IngestCounters(Protocol):
@@ -104,7 +114,12 @@ class Connection:
                 logger.error("Kite refused api_key {} ({}) and no other account has a free connection: retrying",
                              account.api_key, exc.reason)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, exc)
+                # the URL (with the access token) can be in the exception's text: redacted
+                logger.warning("connection {}: {} ({})", self.name, type(exc).__name__, redact(str(exc)))
+            except Exception as exc:  # noqa: BLE001 - anything else: reconnect with the backoff, never die silently
+                metrics.WS_CONNECTION_ERRORS.labels(self.name, type(exc).__name__).inc()
+                logger.error("connection {}: unexpected {} ({}); reconnecting", self.name, type(exc).__name__,
+                             redact(str(exc)))
             metrics.WS_CONNECTED.labels(self.name).set(0)
             self.connected = False
             if self._up:  # the session got through the handshake: this is a new outage, from now
@@ -119,8 +134,9 @@ class Connection:
     async def _session(self, account: KiteAccount, down_since: float | None) -> None:
         ing = self.ingestor
         try:
-            ws = await ing.http.ws_connect(self.url(account), heartbeat=None, autoping=True, max_msg_size=0,
-                                           headers={"X-Kite-Version": "3"})
+            ws = await ing.http.ws_connect(self.url(account), heartbeat=None, autoping=True,
+                                           max_msg_size=MAX_MESSAGE_BYTES, headers={"X-Kite-Version": "3"},
+                                           timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S))
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (403, 429):
                 raise AccountRejected(exc.status) from None
@@ -141,6 +157,16 @@ class Connection:
             self.connected = True
             await self._receive(ws)
 
+    def _handle(self, handler: Callable[[str, Any], None], data: Any) -> None:
+        """One message to the ingestor: a handler that raises on it costs that message only (counted, logged
+        by type), never the connection."""
+        try:
+            handler(self.name, data)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the connection
+            metrics.FRAME_ERRORS.labels("handler").inc()
+            logger.warning("connection {}: a message of {} bytes could not be handled ({}: {}); dropped",
+                           self.name, len(data), type(exc).__name__, redact(str(exc)))
+
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         ing = self.ingestor
         silence, mute = ing.settings.kite_silence_timeout_s, ing.settings.kite_mute_timeout_s
@@ -152,7 +178,7 @@ class Connection:
                 logger.warning("connection {}: silent for {:.0f}s, reconnecting", self.name, silence)
                 return
             if msg.type == aiohttp.WSMsgType.BINARY:
-                ing.on_binary(self.name, msg.data)
+                self._handle(ing.on_binary, msg.data)
                 now = time.monotonic()
                 if len(msg.data) > 1:
                     last_data = now
@@ -162,8 +188,12 @@ class Connection:
                     metrics.MUTE_RECONNECTS.labels(self.name).inc()
                     return
             elif msg.type == aiohttp.WSMsgType.TEXT:
-                ing.on_text(self.name, msg.data)
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
-                              aiohttp.WSMsgType.ERROR):
+                self._handle(ing.on_text, msg.data)
+            elif msg.type == aiohttp.WSMsgType.ERROR:  # e.g. a message over MAX_MESSAGE_BYTES
+                metrics.FRAME_ERRORS.labels("ws_error").inc()
+                logger.warning("connection {}: WebSocket error ({}), reconnecting", self.name,
+                               redact(str(ws.exception())))
+                return
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 logger.warning("connection {} closed by server (code {})", self.name, ws.close_code)
                 return

@@ -34,7 +34,7 @@ from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.records.ticks import encode_clock, encode_ticks
+from pipeline.records.ticks import encode_clock, encode_ticks, implausible_future
 from pipeline.records.time_units import IST
 from pipeline.runtime import metrics
 from pipeline.runtime.health import Checks, TaskWatch
@@ -114,6 +114,9 @@ class Ingestor:
                 return
         ticks = ticks_from_kite(decoded, self.clock.stamp(len(decoded), time.time_ns() // 1000),
                                 self.last_exchange_ts)
+        ticks = self._plausible(ticks)
+        if not len(ticks):
+            return
         self.last_exchange_ts = max(self.last_exchange_ts, int(ticks["exchange_ts"].max()))
         groups, unknown = split_by_underlying(ticks, self.index)
         self.stats.unknown_tokens += unknown
@@ -121,6 +124,18 @@ class Ingestor:
         self.quiet_clock.ticked(groups, self.last_exchange_ts, self.last_message_at)
         self.stats.ticks += len(ticks) - unknown
         metrics.TICKS_INGESTED.inc(len(ticks) - unknown)
+
+    def _plausible(self, ticks: np.ndarray) -> np.ndarray:
+        """``ticks`` less those whose exchange time is implausibly far ahead of their receive time
+        (``implausible_future``): counted and logged, they never move the exchange clock sent to the worker."""
+        future = implausible_future(ticks, self.settings.max_clock_skew_s)
+        if future.any():
+            metrics.TICKS_REJECTED.labels("ingest", "future").inc(int(future.sum()))
+            logger.warning("rejected {} ticks with an exchange time more than {:.0f}s ahead of the clock (e.g. token "
+                           "{} at {})", int(future.sum()), self.settings.max_clock_skew_s,
+                           int(ticks["instrument_token"][future][0]), int(ticks["exchange_ts"][future][0]))
+            ticks = ticks[~future]
+        return ticks
 
     def _coalesce(self, groups: dict[str, np.ndarray]) -> None:
         """Hold the ticks until the event loop's next turn, so the frames of every connection that arrived
@@ -149,7 +164,8 @@ class Ingestor:
     def on_text(self, connection: str, data: str) -> None:
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: Kite's own client ignores it
+            metrics.FRAME_ERRORS.labels("bad_text").inc()
             return
         if isinstance(message, dict) and message.get("type") == "error":
             logger.error("Kite error on {}: {}", connection, message.get("data"))

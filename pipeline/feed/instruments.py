@@ -25,7 +25,8 @@ from requests.exceptions import RequestException
 from pipeline.records.instruments import is_index_row, underlying_of_row
 from pipeline.records.time_units import IST, parse_date
 from pipeline.runtime.backoff import Backoff
-from pipeline.runtime.settings import ConfigError, KiteAccount, Settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, KiteAccount, Settings
 
 INSTRUMENT_ATTEMPTS = 5
 

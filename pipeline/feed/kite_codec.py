@@ -417,6 +417,9 @@ class FrameDecoder:
                 self.heartbeats += 1
                 return None
             rows = decode_frame(data)
+            if not len(rows):
+                self._error("no_packets", "a frame of 0 packets")
+                return None
         except FrameError as exc:
             self._error(exc.reason, str(exc))
             return None

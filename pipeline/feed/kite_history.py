@@ -21,7 +21,7 @@ from requests.exceptions import RequestException
 
 from pipeline.records.bars import CANDLE_DTYPE
 from pipeline.records.time_units import IST
-from pipeline.runtime.settings import redact_url
+from pipeline.runtime.redaction import redact_url
 
 MAX_WINDOW_S = 60 * 86_400  # Kite: minute candles for at most 60 days per request
 RATE_PER_S = 3.0

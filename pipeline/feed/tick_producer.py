@@ -14,9 +14,9 @@ aiokafka's one in-flight request per partition.
 from __future__ import annotations
 
 import asyncio
-import time
 import collections
 import contextlib
+import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic

@@ -27,13 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.backfill import (
+    MINUTE_S,
+    candle_bars,
+    coarse_bars,
+    gap_minutes,
+    price_minute_bars,
+    settled_spans,
+)
 from pipeline.core.pricing import PricingRules
-from pipeline.core.backfill import MINUTE_S, candle_bars, coarse_bars, gap_minutes, price_minute_bars, settled_spans
 from pipeline.feed.kite_history import HistoricalCandles
 from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE
+from pipeline.records.exchange_calendar import session_minutes
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
-from pipeline.records.exchange_calendar import session_minutes
 from sinks.backfill_ledger import load_checked, record_checked
 from sinks.bar_history import load_bars_between
 from sinks.timescale_writer import TimescaleWriter

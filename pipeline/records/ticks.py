@@ -92,6 +92,13 @@ def decode_ticks(payload: bytes) -> tuple[str, np.ndarray]:
     return underlying, ticks
 
 
+def implausible_future(ticks: np.ndarray, max_skew_s: float) -> np.ndarray:
+    """Mask of ``ticks`` (``TICK_DTYPE`` or priced) whose exchange time (s) is more than ``max_skew_s`` ahead of
+    their receive time (µs): a clock that far off is a broken or hostile feed, and such a tick would move the
+    event-time watermark past every tick after it."""
+    return ticks["exchange_ts"].astype(np.float64) > ticks["recv_ts"].astype(np.float64) / 1e6 + max_skew_s
+
+
 def encode_clock(underlying: str, exchange_ts: int) -> bytes:
     """A clock record for the ``ticks`` topic (see ``CLOCK_DTYPE``)."""
     return encode_batch(RecordKind.CLOCK, underlying, np.array([(int(exchange_ts),)], CLOCK_DTYPE), CLOCK_DTYPE)
@@ -155,6 +162,7 @@ __all__ = [
     "encode_clock",
     "encode_priced_ticks",
     "encode_ticks",
+    "implausible_future",
     "priced_ticks",
     "record_starts",
 ]

@@ -35,6 +35,13 @@ TICKS_INGESTED = Counter("strikeflow_ticks_ingested_total", "Ticks decoded and p
 RECONNECTS = Counter("strikeflow_ws_reconnects_total", "WebSocket reconnects", ["connection"], registry=REGISTRY)
 MUTE_RECONNECTS = Counter("strikeflow_ws_mute_reconnects_total", "Connections reconnected because they were open "
                           "(heartbeats) but sent no data while another connection did", ["connection"], registry=REGISTRY)
+WS_CONNECTION_ERRORS = Counter("strikeflow_ws_connection_errors_total",
+                               "Sessions of a Kite connection ended by an unexpected error (reconnected with backoff)",
+                               ["connection", "error"], registry=REGISTRY)
+TICKS_REJECTED = Counter("strikeflow_ticks_rejected_total",
+                         "Ticks rejected before they could move event time: exchange time implausible against the "
+                         "receive clock (reason future: more than STRIKEFLOW_MAX_CLOCK_SKEW_S ahead)",
+                         ["stage", "reason"], registry=REGISTRY)
 WS_CONNECTED = Gauge("strikeflow_ws_connected", "1 when the connection is up", ["connection"], registry=REGISTRY)
 PRODUCE_BUFFER_BYTES = Gauge(
     "strikeflow_produce_buffer_bytes", "Tick batches waiting for Kafka", registry=REGISTRY

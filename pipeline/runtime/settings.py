@@ -13,12 +13,13 @@ secrets (access tokens, passwords inside URLs) never appear in it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -36,6 +37,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.runtime.redaction import redact_url
+
 ENV_PREFIX = "STRIKEFLOW_"
 
 
@@ -50,18 +53,6 @@ class KiteAccount(BaseModel):
 
     api_key: str = Field(min_length=1)
     access_token: SecretStr
-
-
-def redact_url(url: str | None) -> str:
-    """``url`` with any password replaced by ``***`` (safe for logs and errors)."""
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class Settings(BaseSettings):
@@ -110,6 +101,7 @@ class Settings(BaseSettings):
     parity_strikes: int = Field(5, ge=1, le=50, description="strikes nearest the money whose fresh mids the parity forward combines (median)")
     near_expiry_s: float = Field(1800.0, ge=0, le=86400, description="IVs within this many seconds before 15:30 IST on expiry day are flagged near_expiry")
     bar_intervals_s: tuple[int, ...] = (60, 300, 900)
+    max_clock_skew_s: float = Field(300.0, gt=0, description="a tick whose exchange time is more than this many seconds ahead of its receive time is rejected (counted in strikeflow_ticks_rejected_total) before it can move event time: one far-future tick would otherwise make every later tick too late. A simulator run faster than the clock (the demo) raises it")
     bar_grace_s: int = Field(2, ge=0, le=300, description="event-time seconds a bar waits for stragglers")
     late_window_s: int = Field(60, ge=0, le=3600, description="event-time seconds after a bar closes in which a late tick still corrects it; older ones are dropped and counted. The worker keeps every tick of this window (40 bytes each) in memory and in its checkpoints: at 10,000 ticks/s, 60 s is ~48 MB, 300 s ~144 MB")
     store_ticks: bool = False
@@ -143,6 +135,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".strikeflow")
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
+    log_diagnose: bool = Field(False, description="tracebacks show variable values (loguru's diagnose): for debugging only, since values can hold secrets")
 
     @classmethod
     def settings_customise_sources(
@@ -180,6 +173,13 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("dashboard_token", "kite_access_token")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty or blank: set a real value, or unset the variable")
         return value
 
     @field_validator("underlyings")
@@ -221,6 +221,20 @@ class Settings(BaseSettings):
         if self.kite_api_key and self.kite_access_token is not None:
             primary = (KiteAccount(api_key=self.kite_api_key, access_token=self.kite_access_token),)
         return primary + self.kite_accounts
+
+    def secret_values(self) -> list[str]:
+        """Every secret value configured (tokens, passwords, whole DSNs and the passwords inside them), for
+        the logs' redaction."""
+        values: list[str] = []
+        secrets = [v for _, v in self if isinstance(v, SecretStr)]
+        secrets += [a.access_token for a in self.kite_accounts]
+        for secret in secrets:
+            text = secret.get_secret_value()
+            values.append(text)
+            if "://" in text:
+                with contextlib.suppress(ValueError):
+                    values.append(urlsplit(text).password or "")
+        return [v for v in values if v]
 
     def describe(self) -> dict[str, Any]:
         """A log-safe view of the settings: secrets masked, passwords cut out of URLs."""

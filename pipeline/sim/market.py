@@ -49,9 +49,14 @@ import numpy as np
 
 import greeks
 from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL
+from pipeline.records.exchange_calendar import (
+    Phase,
+    phase_at,
+    previous_trading_day,
+    trading_date,
+)
 from pipeline.records.instruments import expiry_close_ts, positions_in
 from pipeline.records.time_units import IST, SECONDS_PER_DAY, SECONDS_PER_YEAR
-from pipeline.records.exchange_calendar import Phase, phase_at, previous_trading_day, trading_date
 
 TICK_SIZE = 0.05
 NFO_SEGMENT = 2

@@ -51,11 +51,11 @@ from pipeline.feed.instruments import instruments_csv
 from pipeline.feed.kite_codec import decode_frame
 from pipeline.feed.kite_encode import encode_frame
 from pipeline.feed.kite_wire import HEARTBEAT, MODE_FULL, MODE_LTP, MODE_QUOTE
+from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.records.time_units import IST
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from pipeline.sim.candles import MinuteCandles
 from pipeline.sim.capture import CaptureWriter, read_capture
-from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.sim.faults import FaultWindows
 from pipeline.sim.historical_api import HistoricalApi
 from pipeline.sim.market import (
@@ -107,8 +107,7 @@ class Simulator:
     def __init__(self, config: SimConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
-        today = config.today or dt.datetime.fromtimestamp(clock.time(), IST).date()
-        start = config.start if config.start is not None else session_start_ts(previous_trading_day(today))
+        start = config.start if config.start is not None else session_start_ts(self._market_day(config, clock))
         specs = [DEFAULT_UNDERLYINGS[u] for u in config.underlyings]
         self.rows = build_instruments(specs, dt.datetime.fromtimestamp(start, IST).date(), config.expiries,
                                       config.strikes)
@@ -126,6 +125,18 @@ class Simulator:
         self._recorder = CaptureWriter(config.record) if config.record else None
         self.candles = MinuteCandles()
         self.historical = HistoricalApi(self.candles, self.known, self._authorised)
+
+    @staticmethod
+    def _market_day(config: SimConfig, clock: Clock) -> dt.date:
+        """``config.today``'s trading day (the last one before it on a weekend or holiday); by default the
+        last session that has begun by the clock, so that at ``--speed 1`` exchange time never runs ahead of it."""
+        if config.today is not None:
+            return previous_trading_day(config.today)
+        now = dt.datetime.fromtimestamp(clock.time(), IST)
+        day = previous_trading_day(now.date())
+        if day == now.date() and clock.time() < session_start_ts(day):
+            day = previous_trading_day(day - dt.timedelta(days=1))
+        return day
 
     # --- clock -------------------------------------------------------------------------------
     def exchange_now(self) -> float:

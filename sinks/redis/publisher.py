@@ -18,7 +18,13 @@ from pipeline.runtime import metrics
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 from sinks.redis.channels import Channels
 from sinks.redis.forward_gate import FORWARD_TICKS_LUA, forward_ticks_call
-from sinks.redis.payloads import bar_messages, chain_messages, clean, dumps, vix_messages
+from sinks.redis.payloads import (
+    bar_messages,
+    chain_messages,
+    clean,
+    dumps,
+    vix_messages,
+)
 
 SNAPSHOT_TTL_S = 7 * SECONDS_PER_DAY
 

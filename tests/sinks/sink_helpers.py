@@ -8,7 +8,13 @@ import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.instruments import InstrumentIndex
-from pipeline.records.ticks import CLOSE_FIELDS, FORWARD_FUTURE, FORWARD_PARITY, GREEK_FIELDS, PRICED_TICK_DTYPE
+from pipeline.records.ticks import (
+    CLOSE_FIELDS,
+    FORWARD_FUTURE,
+    FORWARD_PARITY,
+    GREEK_FIELDS,
+    PRICED_TICK_DTYPE,
+)
 
 EXPIRY = dt.date(2030, 1, 31)
 SPOT, FUT, CALL, PUT = 256265, 1001, 2001, 2002

@@ -197,6 +197,10 @@ class BarAggregator:
             "instruments": len(self._slots),
         }
 
+    def event_time(self) -> int | None:
+        """The watermark: the newest exchange time seen (epoch s), None before the first tick."""
+        return self._watermark.value
+
     def closed_before(self) -> int | None:
         """Every bucket below this is closed (None before the first close)."""
         return self._closed_before

@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 
 from pipeline.commands.bench import validate
-from pipeline.commands.bench_report import Phase, Totals, bottleneck, kept_up, phase_figures, report_of
+from pipeline.commands.bench_report import (
+    Phase,
+    Totals,
+    bottleneck,
+    kept_up,
+    phase_figures,
+    report_of,
+)
 from pipeline.commands.bench_run import Universe, accounts_for, universe_for
 from pipeline.runtime.process_stats import ProcessSampler
 from pipeline.runtime.settings import ConfigError

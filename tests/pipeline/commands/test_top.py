@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from pipeline.commands.top import Sample, View, bottleneck, consumer_lag, render, view_between
+from pipeline.commands.top import (
+    Sample,
+    View,
+    bottleneck,
+    consumer_lag,
+    render,
+    view_between,
+)
 
 T = "strikeflow_ticks_ingested_total"
 P = "strikeflow_ticks_processed_total"

@@ -199,3 +199,41 @@ async def test_a_client_that_does_not_acknowledge_gets_two_messages_then_only_th
     prices = {t["token"]: t["last_price"] for t in newest["ticks"]}
     assert prices[int(index.tokens[call])] == 100 + 6.0 * call  # the last batch's price, not a backlog
     await ws.close()
+
+
+def _raw_get(port: int, path: str, header: bytes) -> bytes:
+    """A request with raw header bytes (a client library would refuse to send them), over a real socket."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+async def test_a_credential_that_is_not_utf8_is_a_401_and_the_token_is_never_logged(served) -> None:
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG", format="{message} {exception}")
+    try:
+        client = await (served[0])("s3cret-token")
+        port = client.server.port
+        for header in (b"Authorization: Bearer \xff\xfe", b"Cookie: strikeflow_token=\xff"):
+            response = await asyncio.to_thread(_raw_get, port, "/api/chains", header)
+            assert response.startswith(b"HTTP/1.1 401"), response[:200]
+    finally:
+        logger.remove(sink)
+    assert "s3cret-token" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_dashboard_token_is_a_configuration_error(pg_dsn: str, redis_url: str, blank: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipeline.commands.cli", "web", "--host", "0.0.0.0", "--port", "0"],
+                          env={"PATH": "/usr/bin:/bin", "STRIKEFLOW_PG_DSN": pg_dsn, "STRIKEFLOW_REDIS_URL": redis_url,
+                               "STRIKEFLOW_DASHBOARD_TOKEN": blank}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("strikeflow web: configuration error: STRIKEFLOW_DASHBOARD_TOKEN: is empty or blank: "
+                                   "set a real value, or unset the variable")

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import greeks
-from pipeline.core.chain_analytics import BUILDUPS, buildup, gamma_exposure, gex_flip, wing_ivs
+from pipeline.core.chain_analytics import (
+    BUILDUPS,
+    buildup,
+    gamma_exposure,
+    gex_flip,
+    wing_ivs,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_processor import CONFIG, DAY, R, _assert_rows_equal, _market
+from test_processor import CONFIG, DAY, R, _assert_rows_equal, _market, _records
 
 from pipeline.core.checkpoint import (
     FORMAT,
@@ -24,6 +24,7 @@ from pipeline.core.processor import BarConfig, TickProcessor
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
+from pipeline.records.ticks import decode_ticks
 from pipeline.sim.market import session_start_ts
 
 pytestmark = pytest.mark.unit
@@ -125,3 +126,22 @@ def test_checkpoint_bytes_start_with_magic_and_format() -> None:
     blob = encode_checkpoint(CONFIG, {}, {})
     assert blob[:4] == b"SFCP" and int.from_bytes(blob[4:6], "big") == FORMAT
     assert pickle.loads(blob[6:])["config"] == CONFIG
+
+
+def test_a_checkpoint_whose_event_time_is_ahead_of_the_clock_is_refused_and_changes_nothing() -> None:
+    from pipeline.core.checkpoint import CheckpointError
+
+    index, records = _records(120)
+    config = BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0, max_clock_skew_s=300.0)
+    processor, pricer = TickProcessor(config), OptionPricer(index, R)
+    for _, payload in records:
+        underlying, ticks = decode_ticks(payload)
+        processor.start(underlying, ticks, index)
+        processor.process(underlying, ticks, pricer)
+    event_time = processor.states["NIFTY"].aggregator.event_time()
+    blob = processor.snapshot(["NIFTY"], pricer)
+    fresh, fresh_pricer = TickProcessor(config), OptionPricer(index, R)
+    with pytest.raises(CheckpointError, match="ahead of the clock"):
+        fresh.restore(blob, fresh_pricer, now_s=event_time - 301)  # the clock is far behind the checkpoint
+    assert fresh.states == {}
+    assert fresh.restore(blob, fresh_pricer, now_s=event_time) == ["NIFTY"]

@@ -16,7 +16,12 @@ from pipeline.feed.instruments import select_universe
 from pipeline.feed.kite_wire import MODE_FULL, MODE_QUOTE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY, TICK_DTYPE
+from pipeline.records.ticks import (
+    FORWARD_CARRY,
+    FORWARD_FUTURE,
+    FORWARD_PARITY,
+    TICK_DTYPE,
+)
 from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 pytestmark = pytest.mark.unit

@@ -308,3 +308,44 @@ def test_chain_quality_counts_equal_a_plain_count_of_the_quotes_at_each_close() 
                           and r["bucket"] == row["bucket"] + 240]
             assert [int(r["strikes_quoted"]) for r in one_minute] == [int(row["strikes_quoted"])]
     assert checked > 20
+
+
+def _bars_from(ticks: np.ndarray, token: int, bucket: int) -> tuple[float, float, float, float, int]:
+    """The plain 1-minute OHLC and tick count of ``token`` in ``bucket`` from priced ``ticks``."""
+    mine = ticks[(ticks["instrument_token"] == token) & (ticks["exchange_ts"] // 60 * 60 == bucket)]
+    mine = mine[np.lexsort((mine["recv_ts"], mine["exchange_ts"]))]
+    prices = mine["last_price"]
+    return prices[0], prices.max(), prices.min(), prices[-1], len(mine)
+
+
+def test_far_future_and_far_past_ticks_never_move_event_time_and_bars_equal_the_clean_ticks() -> None:
+    index, records = _records(200)
+    processor = TickProcessor(BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0,
+                                        max_clock_skew_s=300.0))
+    pricer = OptionPricer(index, R)
+    clean, bars, future, too_late = [], [], 0, 0
+    for i, (_, payload) in enumerate(records):
+        underlying, ticks = decode_ticks(payload)
+        newest = int(ticks["exchange_ts"].max())
+        if i in (40, 41):  # between normal records: one tick from 2096, one from the day before
+            hostile = ticks[:1].copy()
+            hostile["exchange_ts"] = 4_000_000_000 if i == 40 else int(ticks["exchange_ts"][0]) - 86_400
+            hostile["recv_ts"] = ticks["recv_ts"][0] - 1
+            ticks = np.concatenate([hostile, ticks])
+        processor.start(underlying, ticks, index)
+        result = processor.process(underlying, ticks, pricer)
+        future += result.counts.future_rejected
+        too_late += result.counts.too_late
+        clean.append(result.priced[result.priced["exchange_ts"] > newest - 86_000])  # without the far-past one
+        if result.bars is not None:
+            bars.append(result.bars)
+    assert future == 1 and too_late >= 1
+    assert processor.states["NIFTY"].aggregator.event_time() < 4_000_000_000
+    assert processor.states["BANKNIFTY"].aggregator.event_time() < 4_000_000_000
+    priced = np.concatenate(clean)
+    one_minute = np.concatenate(bars)
+    one_minute = one_minute[one_minute["interval_s"] == 60]
+    assert len(one_minute) > 20  # bars kept closing after the hostile ticks
+    for bar in one_minute:
+        assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["tick_count"]) == _bars_from(
+            priced, int(bar["instrument_token"]), int(bar["bucket"]))

@@ -10,7 +10,11 @@ import pytest
 import greeks
 from pipeline.core.price_book import PriceBook
 from pipeline.core.pricing import ExpiryChains
-from pipeline.core.vol_index_live import underlying_chains, vol_index_row, vol_index_rows
+from pipeline.core.vol_index_live import (
+    underlying_chains,
+    vol_index_row,
+    vol_index_rows,
+)
 from pipeline.feed.instruments import select_universe
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from pipeline.commands import ingest as ingest_command
+from pipeline.commands.local_services import free_port
 from pipeline.feed.ingestor import (
     Ingestor,
     plan_universe,
     split_by_underlying,
 )
-from pipeline.commands import ingest as ingest_command
-from pipeline.commands.local_services import free_port
 from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
@@ -410,3 +410,74 @@ async def test_health_fails_after_the_event_loop_was_blocked_naming_how_long(kit
             assert "connection:" + run.ingestor.connections[0].name in body["tasks_alive"]
     finally:
         await runner.cleanup()
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.integration
+async def test_zero_packet_frame_and_deeply_nested_text_do_not_stop_ingestion(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    empty_before = _sample("strikeflow_ws_frame_errors_total", {"reason": "no_packets"})
+    text_before = _sample("strikeflow_ws_frame_errors_total", {"reason": "bad_text"})
+    for client in list(simulator.clients):
+        await client.ws.send_bytes(b"\x00\x00")  # a frame of 0 packets
+        await client.ws.send_str("[" * 100_000)  # JSON nested too deep to parse
+    await _until(lambda: _sample("strikeflow_ws_frame_errors_total", {"reason": "no_packets"}) > empty_before
+                 and _sample("strikeflow_ws_frame_errors_total", {"reason": "bad_text"}) > text_before,
+                 what="both messages counted")
+    ticks = run.ingestor.stats.ticks
+    await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after the hostile messages")
+    assert run.ingestor.stats.reconnects == 0 and all(c.connected for c in run.ingestor.connections)
+    assert not run.ingestor.tasks.dead
+
+
+@pytest.mark.integration
+async def test_a_far_future_tick_is_rejected_and_never_moves_the_exchange_clock(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    from pipeline.feed.kite_encode import encode_frame
+
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    rejected = _sample("strikeflow_ticks_rejected_total", {"stage": "ingest", "reason": "future"})
+    token = int(run.ingestor.index.tokens[run.ingestor.index.kind == 3][0]) if (run.ingestor.index.kind == 3).any() \
+        else int(run.ingestor.index.tokens[0])
+    frame = simulator.market.snapshot(simulator.market.positions(np.array([token], dtype=np.uint32)),
+                                      np.array([3], dtype=np.uint8))
+    frame["exchange_timestamp"] = 4_000_000_000  # the year 2096
+    for client in list(simulator.clients):
+        await client.ws.send_bytes(encode_frame(frame))
+    await _until(lambda: _sample("strikeflow_ticks_rejected_total", {"stage": "ingest", "reason": "future"}) > rejected,
+                 what="the far-future tick rejected")
+    ticks = run.ingestor.stats.ticks
+    await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after the far-future one")
+    assert run.ingestor.last_exchange_ts < 4_000_000_000 and run.ingestor.last_exchange_ts <= time.time() + 300
+
+
+@pytest.mark.integration
+async def test_a_bad_feed_url_never_logs_the_access_token(kafka_url: str, unique_name: str, tmp_path) -> None:  # noqa: ANN001
+    secret = "SECRET-token-7f3a9c"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("STRIKEFLOW_", "KITE_"))},
+           "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
+           "KITE_API_KEY": "key", "KITE_ACCESS_TOKEN": secret, "STRIKEFLOW_UNDERLYINGS": '["NIFTY"]'}
+    # the instruments come from a file-less simulator: use a real one for the master, a bad URL for the feed
+    from pipeline.sim.server import SimConfig, serve
+
+    simulator, runner, port = await serve(SimConfig(port=0, api_key="key", access_token=secret))
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.cli", "ingest", "--ws-url",
+                                 "ws://127.0.0.1:99999", "--api-url", f"http://127.0.0.1:{port}",
+                                 "--metrics-port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        await asyncio.sleep(8)  # start-up, then several failed connects with the backoff
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        await runner.cleanup()
+    text = out.decode(errors="replace")
+    assert "InvalidUrl" in text or "connection" in text, text[-2000:]  # the failure was logged...
+    assert secret not in text  # ...without the token
+    assert proc.returncode is not None

@@ -10,7 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.runtime.clock import ManualClock
-from pipeline.runtime.health import Checks, ConsumerProgress, LoopMonitor, TaskWatch, liveness
+from pipeline.runtime.health import (
+    Checks,
+    ConsumerProgress,
+    LoopMonitor,
+    TaskWatch,
+    liveness,
+)
 
 pytestmark = pytest.mark.unit
 

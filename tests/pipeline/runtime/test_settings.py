@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.runtime.settings import ConfigError, load_settings, redact_url
+from pipeline.runtime.redaction import redact_url
+from pipeline.runtime.settings import ConfigError, load_settings
 
 pytestmark = pytest.mark.unit
 
