@@ -21,6 +21,7 @@ from aiohttp import web as aiohttp_web
 from faust.transport.drivers import aiokafka as _driver
 from loguru import logger
 
+from agents.dead_letters import DeadLetters
 from agents.process import register_process_agent
 from agents.resources import WorkerResources
 from agents.store import register_store_agents
@@ -95,8 +96,9 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
 
 def register_agents(app: faust.App, settings: Settings, resources: WorkerResources) -> Topics:
     topics = declare_topics(app, settings)
-    checkpoints = register_process_agent(app, settings, resources, topics)
-    register_store_agents(app, settings, resources, topics)
+    dead = DeadLetters(app, settings.topic_partitions)
+    checkpoints = register_process_agent(app, settings, resources, topics, dead)
+    register_store_agents(app, settings, resources, topics, dead)
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **_: object) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from loguru import logger
 
 from agents.checkpointing import Checkpointer
+from agents.dead_letters import DeadLetters
 from agents.resources import Connected, WorkerResources
 from agents.topics import Topics
 from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
@@ -42,7 +43,7 @@ SEED_TIMEOUT_S = 10.0
 
 
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
-                           topics: Topics) -> Checkpointer:
+                           topics: Topics, dead: DeadLetters) -> Checkpointer:
     processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days)
     checkpoints = Checkpointer(app, settings, resources, processor)
 
@@ -57,7 +58,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
                     await manual.ack(event)  # the restored checkpoint already reflects it
                     resources.progress.processed(tp, offset)
                     continue
-                result = await _process(event.value)
+                result = await _process(event.message)
                 checkpoints.processed(tp, offset, event, None if result is None else result.underlying)
                 resources.progress.processed(tp, offset)
 
@@ -72,14 +73,15 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
     async def _revoked(app: faust.App, revoked: set, **_: object) -> None:
         await checkpoints.revoke(tp for tp in revoked if tp.topic == settings.ticks_topic)
 
-    async def _process(payload: bytes) -> ProcessResult | None:
-        """Handle one ticks record; the result when it fed the bars, else None (released at once)."""
+    async def _process(message: Any) -> ProcessResult | None:
+        """Handle one ticks record; the result when it fed the bars, else None (released at once). A poison
+        record (undecodable, or one the core fails on) goes to the dead letters and the next one is processed."""
         res = await resources.get()
         try:
-            underlying, ticks, clock = decode_ticks_record(payload)
+            underlying, ticks, clock = decode_ticks_record(message.value)
         except BatchFormatError as exc:
             metrics.BAD_BATCHES.labels(settings.ticks_topic).inc()
-            logger.warning("skipping a bad ticks record: {}", exc)
+            await dead.send(message, "undecodable", exc)
             return None
         if clock is not None:  # a quiet underlying's exchange clock: close its bars on time
             result = processor.advance(underlying, clock, res.instruments, res.pricer)
@@ -92,9 +94,9 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
         await seed_rollups(processor, underlying, ticks, res.pool, res.instruments, settings.pg_schema, SEED_TIMEOUT_S)
         try:
             result = processor.process(underlying, ticks, res.pricer)
-        except Exception:  # noqa: BLE001 - one poisoned batch must not stop every underlying
+        except Exception as exc:  # noqa: BLE001 - one poisoned batch must not stop every underlying
             metrics.BAD_BATCHES.labels(f"{settings.ticks_topic}:process-error").inc()
-            logger.exception("skipping a batch of {} {} ticks that failed to process", len(ticks), underlying)
+            await dead.send(message, "process-error", exc)
             return None
         await _emit(result, res, topics, settings.store_ticks)
         return result

@@ -1,22 +1,25 @@
 """Store agents: closed bars, OI rollups (and optionally priced ticks) into PostgreSQL/TimescaleDB.
 
-Records are taken in batches (``stream.take``) and written with one bulk
-upsert per table; the records are acknowledged only when the next batch is
-taken, i.e. after the write succeeded, so offsets never run ahead of the
-database. A failed write is retried with backoff while the topic buffers:
-a slow database shows up as consumer lag, never as lost bars, and never slows
-the live Redis path (a different agent on a different topic).
+Records are taken in batches (``stream.take_events``) and written with one bulk upsert per table; the
+records are acknowledged only after the batch is handled, i.e. after the write succeeded, so offsets never
+run ahead of the database. The one error policy (``pipeline.runtime.errors``): a transient failure (the
+database down, a timeout) is retried with the backoff while the topic buffers: a slow database shows up as
+consumer lag, never as lost bars, and never slows the live Redis path (a different agent on a different
+topic). A poison record (undecodable, or refused by the database for its own content) never stalls the
+topic: the batch is written again record by record and what still fails goes to ``<topic>.dlq``
+(``agents.dead_letters``), counted and logged once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 import numpy as np
 from loguru import logger
 
+from agents.dead_letters import DeadLetters
 from agents.resources import WorkerResources
 from agents.topics import Topics
 from pipeline.records.bars import decode_bars
@@ -26,70 +29,84 @@ from pipeline.records.ticks import decode_priced_ticks, record_starts
 from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
+from pipeline.runtime.errors import is_transient
 from pipeline.runtime.settings import Settings
 
 TAKE_MAX = 500
 TAKE_WITHIN_S = 0.25  # a closed bar waits at most this long for the next records of its batch
 RETRY_MAX_S = 2.0  # a database back from an outage is written to within ~2 s (retries are cheap: one round trip)
 
+Write = Callable[[list[Any]], Awaitable[None]]
 
-async def _write_with_retry(what: str, write: Callable[[], Awaitable[int]]) -> None:
+
+async def _retrying(what: str, write: Callable[[], Awaitable[None]]) -> None:
+    """``write()``, retried while it fails transiently; a poison failure propagates."""
     def failed(exc: BaseException, delay: float) -> None:
         metrics.SINK_ERRORS.labels("postgres").inc()
         logger.warning("writing {} failed ({}); retrying in {:.1f}s", what, type(exc).__name__, delay)
 
-    # any sink failure is retried; the record is not acked meanwhile
-    await retry_forever(write, retry_on=Exception, on_failure=failed, start_s=0.5, max_s=RETRY_MAX_S)
+    await retry_forever(write, retry_on=is_transient, on_failure=failed, start_s=0.5, max_s=RETRY_MAX_S)
 
 
-def _decode_all(payloads: list[bytes], decode: Callable[[bytes], tuple[object, Any]], topic: str,
-                keys: set[str] | None = None) -> list[Any]:
-    """The decoded arrays of ``payloads`` (bad records counted and skipped); their keys go into ``keys``."""
-    arrays = []
-    for payload in payloads:
+async def store_batch(events: Sequence[Any], decode: Callable[[bytes], Any], write: Write, what: str,
+                      dead: DeadLetters) -> None:
+    """Decode ``events`` and ``write`` the decoded records in one go; a poison record goes to the dead letters
+    and the others are still written (record by record, once the bulk write failed for a poison)."""
+    decoded = []
+    for event in events:
         try:
-            key, array = decode(payload)
-            arrays.append(array)
-            if keys is not None:
-                keys.add(str(key))
+            decoded.append((event, decode(event.message.value)))
         except BatchFormatError as exc:
-            metrics.BAD_BATCHES.labels(topic).inc()
-            logger.warning("skipping a bad {} record: {}", topic, exc)
-    return arrays
+            await dead.send(event.message, "undecodable", exc)
+    if not decoded:
+        return
+    try:
+        await _retrying(what, lambda: write([record for _, record in decoded]))
+        return
+    except Exception as exc:  # noqa: BLE001 - poison (transient ones were retried): find the record(s)
+        logger.warning("writing {} failed on a poison record ({}); writing record by record", what,
+                       type(exc).__name__)
+    for event, record in decoded:
+        try:
+            await _retrying(what, lambda r=record: write([r]))
+        except Exception as exc:  # noqa: BLE001 - this record is poison
+            await dead.send(event.message, "unwritable", exc)
 
 
-def register_store_agents(app: faust.App, settings: Settings, resources: WorkerResources, topics: Topics) -> None:
+def register_store_agents(app: faust.App, settings: Settings, resources: WorkerResources, topics: Topics,
+                          dead: DeadLetters) -> None:
     @app.agent(topics.bars, name="store-bars")
     async def store_bars(stream: faust.StreamT) -> None:
         res = await resources.get()
-        async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
-            underlyings: set[str] = set()
-            arrays = _decode_all(payloads, decode_bars, settings.bars_topic, underlyings)
-            if not arrays:
-                continue
-            bars = np.concatenate(arrays)
-            for interval in np.unique(bars["interval_s"]):
+
+        async def write(records: list[tuple[str, np.ndarray]]) -> None:
+            bars = np.concatenate([bars for _, bars in records])
+            for interval in np.unique(bars["interval_s"]).tolist():
                 chunk = bars[bars["interval_s"] == interval]
-                await _write_with_retry(f"{len(chunk)} bars", lambda c=chunk, i=int(interval): res.writer.write_bars(i, c))
+                await res.writer.write_bars(interval, chunk)
                 metrics.ROWS_WRITTEN.labels(f"bars_{label_of(interval)}").inc(len(chunk))
-            for underlying in underlyings:
+            for underlying in {u for u, _ in records}:
                 metrics.BAR_WRITTEN_AGE.touch(underlying)
+
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            await store_batch(events, decode_bars, write, "bars", dead)
 
     @app.agent(topics.rollups, name="store-rollups")
     async def store_rollups(stream: faust.StreamT) -> None:
         res = await resources.get()
-        async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
-            records = _decode_all(payloads, lambda p: (None, decode_rollups(p)[1:]), topics.rollups.get_topic_name())
-            if not records:
-                continue
-            for table, j, write in (("strike_bars", 0, res.writer.write_strike_bars),
-                                    ("chain_bars", 1, res.writer.write_chain_bars),
-                                    ("vol_index", 2, res.writer.write_vol_index)):
-                rows = np.concatenate([r[j] for r in records])  # (strike rows, chain rows) per record
+
+        async def write(records: list[tuple]) -> None:
+            for table, j, write_rows in (("strike_bars", 1, res.writer.write_strike_bars),
+                                         ("chain_bars", 2, res.writer.write_chain_bars),
+                                         ("vol_index", 3, res.writer.write_vol_index)):
+                rows = np.concatenate([r[j] for r in records])
                 for interval in np.unique(rows["interval_s"]).tolist():
                     chunk = row_dicts(rows[rows["interval_s"] == interval])
-                    await _write_with_retry(f"{len(chunk)} {table}", lambda w=write, c=chunk, i=interval: w(i, c))
+                    await write_rows(interval, chunk)
                     metrics.ROWS_WRITTEN.labels(f"{table}_{label_of(interval)}").inc(len(chunk))
+
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            await store_batch(events, decode_rollups, write, "rollups", dead)
 
     if not settings.store_ticks:
         return
@@ -97,9 +114,12 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
     @app.agent(topics.priced_ticks, name="store-ticks")
     async def store_ticks(stream: faust.StreamT) -> None:
         res = await resources.get()
-        async for payloads in stream.take(TAKE_MAX, within=TAKE_WITHIN_S):
-            arrays = _decode_all(payloads, decode_priced_ticks, topics.priced_ticks.get_topic_name())
-            if arrays:
-                ticks, starts = np.concatenate(arrays), record_starts(arrays)
-                await _write_with_retry(f"{len(ticks)} ticks", lambda t=ticks, s=starts: res.writer.write_ticks(t, s))
-                metrics.ROWS_WRITTEN.labels("ticks").inc(len(ticks))
+
+        async def write(records: list[tuple[str, np.ndarray]]) -> None:
+            arrays = [ticks for _, ticks in records]
+            ticks = np.concatenate(arrays)
+            await res.writer.write_ticks(ticks, record_starts(arrays))
+            metrics.ROWS_WRITTEN.labels("ticks").inc(len(ticks))
+
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            await store_batch(events, decode_priced_ticks, write, "ticks", dead)

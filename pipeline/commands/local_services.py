@@ -259,9 +259,16 @@ def start_postgres(log_dir: Path, port: int | None = None, datadir: Path | None 
         user=user,
     )
     wait_for_port(proc, port, timeout=60)
+    dsn = f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
+    deadline = time.monotonic() + 60
+    while not _postgres_answers(dsn):  # the port opens while the server still says "starting up"
+        if not proc.alive() or time.monotonic() > deadline:
+            proc.stop()
+            raise ServiceStartError(f"postgres did not accept connections on port {port}:\n{proc.log_tail()}")
+        time.sleep(0.1)
     if throw_away:
         atexit.register(shutil.rmtree, datadir, True)
-    return f"postgresql://postgres@{LOOPBACK}:{port}/postgres", proc
+    return dsn, proc
 
 
 def _initdb(bindir: Path, datadir: Path, user: str | None) -> None:

@@ -52,19 +52,23 @@ class Backoff:
 async def retry_forever(
     attempt: Callable[[], Awaitable[T]],
     *,
-    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool],
     on_failure: Callable[[BaseException, float], None],
     start_s: float = 1.0,
     max_s: float = 30.0,
 ) -> T:
-    """``await attempt()`` until it returns; on ``retry_on`` call ``on_failure(exc, delay_s)`` (log,
-    count), sleep ``delay_s`` and double it up to ``max_s``. Anything else propagates; so does
-    cancellation, which is how callers stop waiting."""
+    """``await attempt()`` until it returns; on ``retry_on`` (exception types, or a predicate such as
+    ``pipeline.runtime.errors.is_transient``) call ``on_failure(exc, delay_s)`` (log, count), sleep
+    ``delay_s`` and double it up to ``max_s``. Anything else propagates; so does cancellation, which is how
+    callers stop waiting."""
     backoff = Backoff(start_s, max_s)
+    wanted = retry_on if not isinstance(retry_on, type | tuple) else (lambda exc: isinstance(exc, retry_on))
     while True:
         try:
             return await attempt()
-        except retry_on as exc:
+        except Exception as exc:
+            if not wanted(exc):
+                raise
             delay = backoff.next()
             on_failure(exc, delay)
             await asyncio.sleep(delay)

@@ -38,6 +38,9 @@ MUTE_RECONNECTS = Counter("strikeflow_ws_mute_reconnects_total", "Connections re
 WS_CONNECTION_ERRORS = Counter("strikeflow_ws_connection_errors_total",
                                "Sessions of a Kite connection ended by an unexpected error (reconnected with backoff)",
                                ["connection", "error"], registry=REGISTRY)
+DEAD_LETTERS = Counter("strikeflow_dead_letters_total",
+                       "Poison records sent to <topic>.dlq (never retried forever, never silently dropped)",
+                       ["topic", "reason"], registry=REGISTRY)
 TICKS_REJECTED = Counter("strikeflow_ticks_rejected_total",
                          "Ticks rejected before they could move event time: exchange time implausible against the "
                          "receive clock (reason future: more than STRIKEFLOW_MAX_CLOCK_SKEW_S ahead)",

@@ -223,17 +223,18 @@ class Settings(BaseSettings):
         return primary + self.kite_accounts
 
     def secret_values(self) -> list[str]:
-        """Every secret value configured (tokens, passwords, whole DSNs and the passwords inside them), for
-        the logs' redaction."""
+        """Every secret value configured (tokens; of a DSN or URL, the password inside it: the rest of it, host
+        and database, is what an operator needs to read in a log), for the logs' redaction."""
         values: list[str] = []
         secrets = [v for _, v in self if isinstance(v, SecretStr)]
         secrets += [a.access_token for a in self.kite_accounts]
         for secret in secrets:
             text = secret.get_secret_value()
-            values.append(text)
-            if "://" in text:
-                with contextlib.suppress(ValueError):
-                    values.append(urlsplit(text).password or "")
+            if "://" not in text:
+                values.append(text)
+                continue
+            with contextlib.suppress(ValueError):
+                values.append(urlsplit(text).password or "")
         return [v for v in values if v]
 
     def describe(self) -> dict[str, Any]:
