@@ -94,6 +94,15 @@ class SlotTable:
 
     def set_base(self, slots: np.ndarray | int, ex: np.ndarray | int, recv: np.ndarray | int,
                  cum: np.ndarray | int) -> None:
+        """The freed baseline of ``slots``: the end (exchange time, receive time, running volume maximum) of
+        their newest bucket that left the late window. An older end (in event order) never replaces it: when one
+        batch closes a bucket and frees older ones, the older buckets' ends come after the newer one's."""
+        slots = np.atleast_1d(np.asarray(slots))
+        ex, recv, cum = (np.broadcast_to(np.asarray(v, dtype=np.int64), slots.shape) for v in (ex, recv, cum))
+        old_ex, old_recv = self.base_ex[slots], self.base_recv[slots]
+        newer = ~self.base_valid[slots] | (ex > old_ex) | ((ex == old_ex) & (recv >= old_recv))
+        if not newer.all():
+            slots, ex, recv, cum = slots[newer], ex[newer], recv[newer], cum[newer]
         self.base_valid[slots] = True
         self.base_ex[slots] = ex
         self.base_recv[slots] = recv
