@@ -5,13 +5,16 @@ Definitions (docs/design.md "Definitions"):
 - ATM strike: the listed strike nearest the forward; ATM IV: interpolated at the forward between the two
   listed strikes bracketing it, from the out-of-the-money sides (``atm_iv``).
 
-- GEX per strike and side: ``call_gex = +call OI x call gamma x F^2 x 0.01``, ``put_gex = -put OI x put
-  gamma x F^2 x 0.01``: rupees of delta change per 1 % move, with dealers long calls and short puts
-  (the common convention); OI in units as Kite reports it, gamma per rupee of F (Black-76). ``gex``
-  is their sum over the expiry's strikes.
-- ``gex_flip``: the forward level where the expiry's total GEX changes sign: the total recomputed with
-  every option's gamma at its own IV with the forward set to each listed strike, interpolated linearly
-  between the two strikes around the sign change nearest the current forward; NaN when it never changes.
+- GEX is one function of the forward level X over one set of options: every listed strike's option with
+  a known current OI and a last usable IV (its newest bar's mid IV, else its IV), each with its Black-76
+  gamma (undiscounted: the exposure to a move of the forward) re-evaluated at X with that IV:
+  ``total(X) = sum(+call OI x gamma_c(X) - put OI x gamma_p(X)) x X^2 x 0.01`` (rupees of delta change per
+  1 % move, dealers long calls and short puts, the common convention; OI in units as Kite reports it).
+  ``call_gex``/``put_gex`` are each option's term at the bucket's forward F; ``gex = total(F)``; NaN (NULL),
+  never 0, when F is unknown or no option has both OI and an IV. Why re-evaluate: the bars' gammas are
+  of their own closes, some at an old forward; one forward makes the total and its flip agree.
+- ``gex_flip``: a root of exactly ``total``: evaluated at every listed strike, interpolated linearly
+  between the two strikes around the sign change nearest F; NaN when it never changes sign.
 - Build-up per strike and side against the option's previous bar: price up and OI up 'long_buildup',
   price down and OI up 'short_buildup', price up and OI down 'short_covering', price down and OI down
   'long_unwinding'; none when either change is zero or there is no previous bar.
@@ -65,22 +68,34 @@ def gamma_exposure(oi: np.ndarray, gamma: np.ndarray, forward: float, is_call: b
     return sign * np.asarray(oi, np.float64) * np.asarray(gamma, np.float64) * forward * forward * 0.01
 
 
-def gex_flip(strikes: np.ndarray, forward: float, t: float, r: float, call_oi: np.ndarray, put_oi: np.ndarray,
+def gex_terms(level: float, strikes: np.ndarray, t: float, oi: np.ndarray, iv: np.ndarray,
+              is_call: bool) -> np.ndarray:
+    """Each option's term of ``total`` (module docstring) at forward ``level``: +/- OI x gamma(level) x
+    level^2 x 0.01; NaN where its OI or IV is unknown."""
+    oi = np.asarray(oi, np.float64)
+    gamma = greeks.black76_greeks(level, strikes, t, 0.0, iv, is_call).gamma
+    return gamma_exposure(oi, gamma, level, is_call)
+
+
+def gex_total(level: float, strikes: np.ndarray, t: float, call_oi: np.ndarray, put_oi: np.ndarray,
+              call_iv: np.ndarray, put_iv: np.ndarray) -> float:
+    """``total(level)`` (module docstring); NaN when no option has both OI and an IV, or t <= 0."""
+    if not np.isfinite(level) or not t > 0:
+        return float("nan")
+    terms = np.concatenate([gex_terms(level, strikes, t, call_oi, call_iv, True),
+                            gex_terms(level, strikes, t, put_oi, put_iv, False)])
+    return float(np.nansum(terms)) if np.isfinite(terms).any() else float("nan")
+
+
+def gex_flip(strikes: np.ndarray, forward: float, t: float, call_oi: np.ndarray, put_oi: np.ndarray,
              call_iv: np.ndarray, put_iv: np.ndarray) -> float:
-    """The forward level where total GEX changes sign (module docstring); NaN when it does not or when the
+    """The forward level where ``total`` changes sign (module docstring); NaN when it does not or when the
     inputs say nothing (no forward, t <= 0, fewer than two strikes)."""
     if len(strikes) < 2 or not np.isfinite(forward) or not t > 0:
         return float("nan")
-    levels = strikes[:, None]  # forward set to each listed strike
-    totals = np.zeros(len(strikes))
-    for oi, iv, is_call in ((call_oi, call_iv, True), (put_oi, put_iv, False)):
-        ok = np.isfinite(iv) & (np.asarray(oi, np.float64) > 0)
-        if not ok.any():
-            continue
-        # gamma of every option (columns) with the forward at each level (rows)
-        g = greeks.black76_greeks(levels, strikes[ok][None, :], t, r, iv[ok][None, :], is_call).gamma
-        sign = 1.0 if is_call else -1.0
-        totals += sign * np.nansum(np.asarray(oi, np.float64)[ok][None, :] * g, axis=1) * strikes * strikes * 0.01
+    totals = np.array([gex_total(float(k), strikes, t, call_oi, put_oi, call_iv, put_iv) for k in strikes])
+    if not np.isfinite(totals).all():
+        return float("nan")
     sign = np.sign(totals)
     cross = np.flatnonzero((sign[:-1] * sign[1:] < 0))
     if cross.size == 0:

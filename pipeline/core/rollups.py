@@ -103,8 +103,9 @@ from pipeline.core.chain_analytics import (
     atm_iv,
     atm_strike,
     buildup,
-    gamma_exposure,
     gex_flip,
+    gex_terms,
+    gex_total,
     wing_ivs,
 )
 from pipeline.core.chain_quality import QUALITY_FIELDS
@@ -391,19 +392,21 @@ def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray,
     forward = float(chain["forward"][0])
     compared, prev_close, prev_oi = previous
     codes = buildup(np.where(compared, cur["close"] - prev_close, 0), np.where(compared, cur["oi"] - prev_oi, 0))
-    oi = {}
+    oi, usable = {}, {}
     for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
         m = cur["kind"] == kind
-        gamma = np.full(len(rows), np.nan)
-        gamma[inv[m]] = cur["gamma"][m]
+        usable[side] = np.full(len(rows), np.nan)  # the option's last usable IV: its newest bar's mid IV, else IV
+        usable[side][inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
         oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
-        rows[f"{side}_gex"] = gamma_exposure(oi[side], gamma, forward, kind == InstrumentKind.CALL)
+        rows[f"{side}_gex"] = (gex_terms(forward, rows["strike"], t, oi[side], usable[side], kind == InstrumentKind.CALL)
+                               if np.isfinite(forward) and t > 0 else np.nan)
         labels = np.full(len(rows), b"", dtype=rows.dtype[f"{side}_buildup"])
         labels[inv[m]] = np.array([BUILDUPS[c].encode() for c in codes[m].tolist()], dtype=labels.dtype)
         rows[f"{side}_buildup"] = labels
     call_iv, put_iv = fresh_ivs
-    chain["gex"] = float(np.nansum(rows["call_gex"]) + np.nansum(rows["put_gex"]))
-    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, 0.0, oi["call"], oi["put"], call_iv, put_iv)
+    gex = (rows["strike"], t, oi["call"], oi["put"], usable["call"], usable["put"])
+    chain["gex"] = gex_total(forward, *gex)
+    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, *gex[2:])
     # the wings from the same fresh sides (a NaN IV leaves its strike out)
     c25, p25 = wing_ivs(rows["call_delta"], call_iv, rows["put_delta"], put_iv)
     chain["rr25"] = c25 - p25

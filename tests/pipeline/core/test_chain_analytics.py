@@ -51,7 +51,7 @@ def test_gex_flip_is_where_the_recomputed_total_changes_sign_between_strikes() -
     call_oi = np.where(strikes >= 22000, 5e5, 1e5)  # call OI above the money, put OI below
     put_oi = np.where(strikes <= 22000, 5e5, 1e5)
     iv = np.full(len(strikes), 0.15)
-    flip = gex_flip(strikes, 22010.0, t, 0.065, call_oi, put_oi, iv, iv)
+    flip = gex_flip(strikes, 22010.0, t, call_oi, put_oi, iv, iv)
     totals = [_total_gex(k, strikes, t, call_oi, put_oi, iv, iv) for k in strikes]
     i = next(j for j in range(len(strikes) - 1) if totals[j] * totals[j + 1] < 0)
     want = strikes[i] + totals[i] / (totals[i] - totals[i + 1]) * 100.0
@@ -61,7 +61,7 @@ def test_gex_flip_is_where_the_recomputed_total_changes_sign_between_strikes() -
 
 def test_gex_flip_is_nan_when_the_total_never_changes_sign() -> None:
     strikes = np.arange(21500.0, 22501.0, 100.0)
-    only_calls = gex_flip(strikes, 22000.0, 0.02, 0.0, np.full(11, 1e5), np.zeros(11), np.full(11, 0.15),
+    only_calls = gex_flip(strikes, 22000.0, 0.02, np.full(11, 1e5), np.zeros(11), np.full(11, 0.15),
                           np.full(11, np.nan))
     assert math.isnan(only_calls)
 

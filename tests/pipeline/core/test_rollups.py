@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import greeks
 from pipeline.core.chain_analytics import atm_iv
 from pipeline.core.rollups import OIRollup, max_pain
 from pipeline.records.bars import BAR_DTYPE
@@ -487,7 +488,7 @@ def test_start_mid_bucket_unseeded_warmup_suppressed():
 
 
 def test_rollup_rows_carry_gex_buildup_and_skew_from_their_bars() -> None:
-    index = _index()
+    index = _index(expiries=("2030-06-27",))  # after T0: the options have time to expiry
     rollup = OIRollup("NIFTY", 60)
     tokens = [_token(22000.0, "CE"), _token(22000.0, "PE"), _token(22100.0, "CE")]
     first = _bars(tokens, T0, oi=1000, close=100.0, forward=22050.0)
@@ -497,8 +498,14 @@ def test_rollup_rows_carry_gex_buildup_and_skew_from_their_bars() -> None:
     bars["gamma"] = [0.0004, 0.0005, 0.0003]
     strike, chain = rollup.update(bars, index)
     row = _by_strike(strike)[22000.0]
-    assert row["call_gex"] == pytest.approx(1200 * 0.0004 * 22050.0**2 * 0.01)
-    assert row["put_gex"] == pytest.approx(-900 * 0.0005 * 22050.0**2 * 0.01)
+    t = (index.expiry_ts[index.positions(np.array([tokens[0]]))[0]] - (T0 + 60)) / (365 * 86400)
+
+    def gamma(k: float, iv: float, is_call: bool) -> float:  # at the bucket's forward, from the option's IV
+        return float(greeks.black76_greeks(22050.0, k, t, 0.0, iv, is_call).gamma)
+
+    # the bars' own gammas (0.0004, 0.0005) are of their closes: GEX re-evaluates them at the bucket's forward
+    assert row["call_gex"] == pytest.approx(1200 * gamma(22000.0, 0.16, True) * 22050.0**2 * 0.01, rel=1e-12)
+    assert row["put_gex"] == pytest.approx(-900 * gamma(22000.0, 0.19, False) * 22050.0**2 * 0.01, rel=1e-12)
     assert (row["call_buildup"], row["put_buildup"]) == (b"long_buildup", b"long_unwinding")
     other = _by_strike(strike)[22100.0]
     assert other["call_buildup"] == b"" and np.isnan(other["put_gex"])  # price down, OI flat: no label
@@ -508,3 +515,54 @@ def test_rollup_rows_carry_gex_buildup_and_skew_from_their_bars() -> None:
     assert chain["bf25"][0] == pytest.approx((0.16 + 0.19) / 2 - 0.17)
     first_rows = row_dicts(OIRollup("NIFTY", 60).update(first, index)[0])
     assert first_rows[0]["call_buildup"] is None  # no previous bar: no label
+
+
+def _gex_chain(traded_strikes: set[float], forward: float, strikes=(21800.0, 21900.0, 22000.0, 22100.0, 22200.0)):  # noqa: ANN202
+    """Every option of a 5-strike chain traded at T0 (forward 22000) with set OI and IVs; at T0+60 only the
+    options at ``traded_strikes`` trade again, at ``forward``. Returns (index, chain row of T0+60)."""
+    index = _index(strikes=strikes, expiries=("2030-06-27",))
+    rollup = OIRollup("NIFTY", 60)
+    tokens = [_token(k, typ) for k in strikes for typ in ("CE", "PE")]
+    oi = np.array([(9e5 if k >= 22000 else 2e5) if typ == "CE" else (9e5 if k <= 22000 else 2e5)
+                   for k in strikes for typ in ("CE", "PE")], dtype=np.int64)
+    iv = np.array([0.14 + abs(k - 22000) / 1e5 for k in strikes for _ in ("CE", "PE")])
+    rollup.update(_bars(tokens, T0, oi=oi, iv=iv, forward=22000.0), index)
+    again = np.array([i for i, k in enumerate(k for k in strikes for _ in ("CE", "PE")) if k in traded_strikes])
+    _, chain = rollup.update(_bars(np.array(tokens)[again], T0 + 60, oi=oi[again], iv=iv[again], forward=forward),
+                             index)
+    return chain[chain["bucket"] == T0 + 60][0]
+
+
+def test_gex_and_its_flip_are_one_function_over_every_listed_strike_whatever_traded() -> None:
+    everything = _gex_chain({21800.0, 21900.0, 22000.0, 22100.0, 22200.0}, 22000.0)
+    near_only = _gex_chain({22000.0}, 22000.0)
+    low_only = _gex_chain({21800.0, 21900.0, 22000.0}, 22000.0)
+    # the same OI and IVs: the same total and the same flip, whichever options traded in the bucket
+    for other in (near_only, low_only):
+        assert other["gex"] == pytest.approx(everything["gex"], rel=1e-12)
+        assert other["gex_flip"] == pytest.approx(everything["gex_flip"], rel=1e-12)
+    assert 21800.0 < everything["gex_flip"] < 22200.0
+
+
+def test_gex_flip_is_a_root_of_the_function_whose_value_at_the_forward_is_gex() -> None:
+    from pipeline.core.chain_analytics import gex_total
+
+    strikes = np.array([21800.0, 21900.0, 22000.0, 22100.0, 22200.0])
+    moved = _gex_chain({22000.0}, 22300.0)  # the forward moved 300 points; only the money traded
+    t = (_index(strikes=tuple(strikes), expiries=("2030-06-27",)).expiry_ts.max() - (T0 + 60)) / (365 * 86400)
+    call_oi = np.where(strikes >= 22000, 9e5, 2e5)
+    put_oi = np.where(strikes <= 22000, 9e5, 2e5)
+    iv = 0.14 + np.abs(strikes - 22000) / 1e5
+    assert moved["gex"] == pytest.approx(gex_total(22300.0, strikes, t, call_oi, put_oi, iv, iv), rel=1e-12)
+    # plainly: the total at each strike, the sign change, the interpolated root
+    totals = [gex_total(float(k), strikes, t, call_oi, put_oi, iv, iv) for k in strikes]
+    i = next(j for j in range(len(strikes) - 1) if totals[j] * totals[j + 1] < 0)
+    assert moved["gex_flip"] == pytest.approx(strikes[i] + totals[i] / (totals[i] - totals[i + 1]) * 100.0, rel=1e-9)
+
+
+def test_gex_is_null_not_zero_when_no_forward_is_known() -> None:
+    index = _index(expiries=("2030-06-27",))
+    tokens = [_token(22000.0, "CE"), _token(22000.0, "PE")]
+    _, chain = OIRollup("NIFTY", 60).update(_bars(tokens, T0, oi=1000, forward=np.nan), index)
+    assert np.isnan(chain["gex"][0]) and np.isnan(chain["gex_flip"][0]) and np.isnan(chain["rr25"][0])
+    assert row_dicts(chain)[0]["gex"] is None  # NULL in the table and on Redis
