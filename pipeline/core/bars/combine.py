@@ -19,8 +19,13 @@ Closing: a coarse bucket ``b`` closes when every fine bucket in it has closed
 (the fine aggregator's ``closed_before`` reaches ``b + interval_s``), which is
 exactly when ``b + interval_s + grace_s <= watermark``. A fine bar emitted again
 for a coarse bucket already closed re-emits the coarse bar (``correction`` 1);
-one for a bucket still open just replaces its earlier version. A coarse bucket
-is kept while the fine aggregator still keeps its last fine bucket for
+one for a bucket still open just replaces its earlier version. A fine bar for a
+coarse bucket that closed before any of its fine bars was seen here (the worker
+started or restarted after it began, and a late tick reached one of its minutes)
+opens it and emits the coarse bar as a correction: every fine bar reaches its
+coarse bars (the sink keeps the version with the most ticks, so a coarse bar made
+only of what this worker saw never replaces a fuller one stored before). A coarse
+bucket is kept while the fine aggregator still keeps its last fine bucket for
 corrections, then dropped.
 """
 
@@ -52,7 +57,7 @@ class BarCombiner:
         the coarse bars this closes or corrects (None: none)."""
         out: list[np.ndarray] = []
         if fine_bars is not None and len(fine_bars):
-            out.extend(self._take(fine_bars))
+            out.extend(self._take(fine_bars, fine_free_limit))
         if fine_closed_before is not None:
             closing = fine_closed_before // self.interval_s * self.interval_s
             if self._closed_before is None or closing > self._closed_before:
@@ -71,14 +76,15 @@ class BarCombiner:
         self.stats["bars_emitted"] += len(bars)
         return bars
 
-    def _take(self, fine_bars: np.ndarray) -> list[np.ndarray]:
+    def _take(self, fine_bars: np.ndarray, fine_free_limit: float) -> list[np.ndarray]:
         """Store fine bars by coarse bucket; the corrections of coarse bars already closed."""
         coarse = fine_bars["bucket"] // self.interval_s * self.interval_s
         out = []
         for b in np.unique(coarse).tolist():
             rows = fine_bars[coarse == b]
             closed = self._closed_before is not None and b < self._closed_before
-            if closed and b not in self._fine:  # cannot happen while retention follows the fine late store
+            dropped = b + self.interval_s - self.fine_interval_s <= fine_free_limit
+            if closed and b not in self._fine and dropped:  # cannot happen while retention follows the fine late store
                 self.stats["unmatched_corrections"] += len(rows)
                 continue
             self._fine.setdefault(b, []).append(rows)

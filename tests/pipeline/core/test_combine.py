@@ -73,3 +73,15 @@ def test_a_coarse_interval_must_be_a_multiple_of_the_fine_one() -> None:
         BarCombiner(90, 60)
     with pytest.raises(ValueError):
         BarCombiner(60, 60)
+
+
+def test_a_late_fine_bar_of_a_coarse_bucket_closed_before_it_was_seen_still_makes_its_coarse_bar() -> None:
+    """After a start: the first close covers T0's 5 minutes, none of whose minutes had a bar here; a late
+    tick then makes minute 4 of it: its 5-minute bar is emitted (as a correction), not counted and lost."""
+    combiner = BarCombiner(300, 60)
+    assert combiner.add(_fine(7, T0 + 300, 100, 101, 99, 100, 5, 100.0, 1, 10), T0 + 360, T0 + 180) is None
+    late = _fine(7, T0 + 240, 90, 95, 89, 94, 3, 92.0, 2, 20)
+    [bar] = combiner.add(late, T0 + 360, T0 + 180)
+    assert (bar["bucket"], bar["interval_s"], bar["correction"]) == (T0, 300, 1)
+    assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"], bar["tick_count"]) == (90, 95, 89, 94, 3, 2)
+    assert combiner.stats["unmatched_corrections"] == 0
