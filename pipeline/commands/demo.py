@@ -139,6 +139,8 @@ def _start_children(args: argparse.Namespace, settings: Settings, services: Loca
         "STRIKEFLOW_REDIS_URL": services.redis_url,
         "STRIKEFLOW_PG_SCHEMA": settings.pg_schema,
         "STRIKEFLOW_STORE_TICKS": "false" if args.no_store_ticks else "true",
+        # the volatility index rolls to the next two expiries near the first's expiry: three keep it on any day
+        "STRIKEFLOW_EXPIRIES": str(max(settings.expiries, 3)),
         **SIMULATED_CLOCK_ENV,
     }
     cwd = Path.cwd()
