@@ -108,17 +108,23 @@ async def main(args: argparse.Namespace) -> None:
         await writer.write_chain_bars(60, chain)
         await writer.write_bars(60, bars)
         async with pool.acquire() as conn:
-            await conn.execute(f'ANALYZE "{schema}".strike_bars_1m; ANALYZE "{schema}".chain_bars_1m; '
-                               f'ANALYZE "{schema}".bars_1m')
             start, end = (dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in (OPEN, OPEN + 60 * (MINUTES - 1)))
             print(f"one trading day: {len(strike_rows):,} strike rows, {len(chain)} chain rows, {len(bars):,} option bars")
-            dist = await _time_calls(conn, f'SELECT * FROM "{schema}".strike_distribution($1, $2, $3)',
-                                     lambda i: ("NIFTY", EXPIRY, start + dt.timedelta(seconds=int(rng.integers(0, 22_500)))),
-                                     args.calls)
-            print(f"strike_distribution ({args.calls} calls): {_percentiles(dist)}")
-            money = await _time_calls(conn, f'SELECT * FROM "{schema}".moneyness_series($1, $2, $3, $4, $5)',
-                                      lambda i: ("NIFTY", EXPIRY, METRICS[i % len(METRICS)], start, end), args.calls)
-            print(f"moneyness_series, whole day, 11 offsets ({args.calls} calls, metrics in turn): {_percentiles(money)}")
+            # first as freshly loaded (no statistics: after a replay, a backfill, a new TimescaleDB chunk), then
+            # analysed: a plan that depends on the statistics shows as the difference
+            for state in ("freshly loaded, not analysed", "after ANALYZE"):
+                if state == "after ANALYZE":
+                    await conn.execute(f'ANALYZE "{schema}".strike_bars_1m; ANALYZE "{schema}".chain_bars_1m; '
+                                       f'ANALYZE "{schema}".bars_1m')
+                calls = args.calls if state == "after ANALYZE" else max(args.calls // 10, 5)
+                dist = await _time_calls(conn, f'SELECT * FROM "{schema}".strike_distribution($1, $2, $3)',
+                                         lambda i: ("NIFTY", EXPIRY, start + dt.timedelta(seconds=int(rng.integers(0, 22_500)))),
+                                         calls)
+                print(f"[{state}] strike_distribution ({calls} calls): {_percentiles(dist)}")
+                money = await _time_calls(conn, f'SELECT * FROM "{schema}".moneyness_series($1, $2, $3, $4, $5)',
+                                          lambda i: ("NIFTY", EXPIRY, METRICS[i % len(METRICS)], start, end), calls)
+                print(f"[{state}] moneyness_series, whole day, 11 offsets ({calls} calls, metrics in turn): "
+                      f"{_percentiles(money)}")
         await _bulk(writer, rng, args)
     finally:
         await pool.close()
