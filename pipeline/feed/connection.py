@@ -100,6 +100,15 @@ class Connection:
         return f"{base}?api_key={account.api_key}&access_token={account.access_token.get_secret_value()}"
 
     async def run(self) -> None:
+        """Connect and reconnect until the ingestor stops. However it ends (a stop, a cancellation), the
+        connection is marked down, so ``/ready`` and ``strikeflow_ws_connected`` never report a dead one as up."""
+        try:
+            await self._reconnect_forever()
+        finally:
+            metrics.WS_CONNECTED.labels(self.name).set(0)
+            self.connected = False
+
+    async def _reconnect_forever(self) -> None:
         ing = self.ingestor
         backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S, jitter=BACKOFF_JITTER)
         down_since: float | None = None

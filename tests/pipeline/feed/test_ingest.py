@@ -481,3 +481,20 @@ async def test_a_bad_feed_url_never_logs_the_access_token(kafka_url: str, unique
     assert "InvalidUrl" in text or "connection" in text, text[-2000:]  # the failure was logged...
     assert secret not in text  # ...without the token
     assert proc.returncode is not None
+
+
+@pytest.mark.integration
+async def test_a_connection_task_that_ends_is_reported_down_and_not_ready(kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    from pipeline.runtime.health import Checks
+
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: all(c.connected for c in run.ingestor.connections), what="connected")
+    task = next(t for t in asyncio.all_tasks() if t.get_name().startswith("connection:"))
+    task.cancel()  # the task ends, whatever ended it
+    await _until(lambda: task.done(), what="the task to end")
+    checks = Checks()
+    run.ingestor.feed_checks(checks, 10.0)
+    name = task.get_name().removeprefix("connection:")
+    assert _sample("strikeflow_ws_connected", {"connection": name}) == 0
+    assert checks.report()["checks"][f"feed:{name}"]["ok"] is False and checks.report()["ready"] is False
