@@ -44,7 +44,8 @@ SEED_TIMEOUT_S = 10.0
 
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
                            topics: Topics, dead: DeadLetters) -> Checkpointer:
-    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days)
+    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days,
+                              settings.vix_min_strikes)
     checkpoints = Checkpointer(app, settings, resources, processor)
 
     @app.agent(topics.ticks, name="process")
@@ -126,6 +127,8 @@ def _count(result: ProcessResult) -> None:
     metrics.DUPLICATE_TICKS.inc(counts.duplicates)
     metrics.LATE_CORRECTIONS.inc(counts.late_corrections)
     metrics.TOO_LATE_TICKS.inc(counts.too_late)
+    for reason, n in counts.vix_skipped.items():
+        metrics.VOL_INDEX_SKIPPED.labels(result.underlying, reason).inc(n)
     if counts.future_rejected:
         metrics.TICKS_REJECTED.labels("worker", "future").inc(counts.future_rejected)
         logger.warning("rejected {} {} ticks with an exchange time implausibly far ahead of their receive time",

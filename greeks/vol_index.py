@@ -36,6 +36,9 @@ class ExpiryVariance(NamedTuple):
     forward: float
     k0: float
     strikes_used: int
+    puts_used: int = 0  # out-of-the-money puts below k0 with a non-zero bid in the sum
+    calls_used: int = 0  # out-of-the-money calls above k0 with a non-zero bid in the sum
+    truncated: bool = False  # a walk ran out of listed strikes before two consecutive zero bids ended it
 
 
 def _arrays(strikes: ArrayLike, *quotes: ArrayLike) -> tuple[np.ndarray, ...]:
@@ -53,8 +56,9 @@ def _arrays(strikes: ArrayLike, *quotes: ArrayLike) -> tuple[np.ndarray, ...]:
     return (k, *out)
 
 
-def _walk(bids: np.ndarray, order: np.ndarray) -> list[int]:
-    """Strikes used walking outward in ``order``: zero bids skipped, stop after two in a row."""
+def _walk(bids: np.ndarray, order: np.ndarray) -> tuple[list[int], bool]:
+    """Strikes used walking outward in ``order``: zero bids skipped, stop after two in a row; and whether the
+    strikes ran out first (the chain listed or subscribed is narrower than the market's)."""
     used, zeros = [], 0
     for i in order.tolist():
         if bids[i] > 0:
@@ -63,8 +67,8 @@ def _walk(bids: np.ndarray, order: np.ndarray) -> list[int]:
         else:
             zeros += 1
             if zeros == 2:
-                break
-    return used
+                return used, False
+    return used, True
 
 
 def expiry_variance(strikes: ArrayLike, call_bid: ArrayLike, call_ask: ArrayLike, put_bid: ArrayLike,
@@ -89,8 +93,8 @@ def expiry_variance(strikes: ArrayLike, call_bid: ArrayLike, call_ask: ArrayLike
     if below.size == 0:
         raise ValueError(f"every strike is above the forward {forward}: no k0")
     i0 = int(below[-1])
-    puts = _walk(pb, np.arange(i0 - 1, -1, -1))
-    calls = _walk(cb, np.arange(i0 + 1, len(k)))
+    puts, puts_out = _walk(pb, np.arange(i0 - 1, -1, -1))
+    calls, calls_out = _walk(cb, np.arange(i0 + 1, len(k)))
     used = np.array(sorted([*puts, i0, *calls]))
     q = np.where(k[used] < k[i0], put_mid[used], np.where(k[used] > k[i0], call_mid[used], 0.0))
     q[used == i0] = (call_mid[i0] + put_mid[i0]) / 2
@@ -102,7 +106,8 @@ def expiry_variance(strikes: ArrayLike, call_bid: ArrayLike, call_ask: ArrayLike
         dk[1:-1] = (ku[2:] - ku[:-2]) / 2
         dk[0], dk[-1] = ku[1] - ku[0], ku[-1] - ku[-2]
     variance = 2 / t * float(np.sum(dk / ku**2 * growth * q)) - (forward / k[i0] - 1) ** 2 / t
-    return ExpiryVariance(variance, float(forward), float(k[i0]), len(used))
+    return ExpiryVariance(variance, float(forward), float(k[i0]), len(used), len(puts), len(calls),
+                          puts_out or calls_out)
 
 
 def vol_index(t1: float, var1: float, t2: float, var2: float, target_days: float = 30) -> float:

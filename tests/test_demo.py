@@ -69,7 +69,7 @@ async def test_demo_writes_bars_publishes_to_redis_and_leaves_no_process(
         "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
         "STRIKEFLOW_BARS_TOPIC": f"{unique_name}-bars",
         "STRIKEFLOW_DATA_DIR": str(tmp_path / "data"),
-        "STRIKEFLOW_STRIKES_AROUND_ATM": "3",
+        "STRIKEFLOW_STRIKES_AROUND_ATM": "5",  # the volatility index needs 3 out-of-the-money strikes each side
     }
     client = aioredis.from_url(redis_url)
     pubsub = client.pubsub()

@@ -68,6 +68,7 @@ class TickCounts:
     too_late: int = 0
     feed_gap_s: float = 0.0  # > 0: the batch came after this many seconds (receive time) without a tick
     future_rejected: int = 0  # ticks rejected: exchange time implausibly far ahead of the receive time
+    vix_skipped: dict[str, int] = field(default_factory=dict)  # closed minutes without an index row, by reason
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,10 @@ class UnderlyingState:
 class TickProcessor:
     """Every underlying's state in one worker; :meth:`process` is the whole live-path computation."""
 
-    def __init__(self, config: BarConfig, vix_roll_days: float = 3.0) -> None:
+    def __init__(self, config: BarConfig, vix_roll_days: float = 3.0, vix_min_strikes: int = 3) -> None:
         self.config = config
         self.vix_roll_days = vix_roll_days  # the near expiry of the volatility index rolls this close to expiry
+        self.vix_min_strikes = vix_min_strikes  # out-of-the-money strikes with bids each side of k0 an index needs
         self.states: dict[str, UnderlyingState] = {}
 
     def state(self, underlying: str) -> UnderlyingState:
@@ -229,8 +231,11 @@ class TickProcessor:
         if pricer is not None and minutes:
             expiries = underlying_chains(pricer.index, pricer.chains, state.underlying)
             self._record_quality(state, minutes, expiries, pricer)
+            skipped: dict[str, int] = {}
             vix = vol_index_rows(state.underlying, minutes, pricer.book, expiries, pricer.r, pricer.rules.fresh_s,
-                                 self.vix_roll_days, self.config.intervals_s, int(bars["last_recv_ts"].max()))
+                                 self.vix_roll_days, self.config.intervals_s, int(bars["last_recv_ts"].max()),
+                                 self.vix_min_strikes, skipped)
+            counts = replace(counts, vix_skipped=skipped)
         strike_rows, chain_rows = state.rollup(bars, index)
         state.quality.fill(chain_rows, finest)
         return ProcessResult(state.underlying, priced, bars, strike_rows, chain_rows, counts, vix)

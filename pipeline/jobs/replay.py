@@ -123,7 +123,8 @@ async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, s
     (it holds the read cursor), ``target_pool`` a pool or connection on a migrated ``target`` schema."""
     index: InstrumentIndex = await load_instrument_index(source_conn, source)
     await copy_instruments(target_pool, source, target)
-    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days)
+    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days,
+                              settings.vix_min_strikes)
     pricer = OptionPricer(index, settings.risk_free_rate, PricingRules.from_settings(settings))
     progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
     results = _Results(TimescaleWriter(target_pool, target), progress)

@@ -41,6 +41,9 @@ WS_CONNECTION_ERRORS = Counter("strikeflow_ws_connection_errors_total",
 DEAD_LETTERS = Counter("strikeflow_dead_letters_total",
                        "Poison records sent to <topic>.dlq (never retried forever, never silently dropped)",
                        ["topic", "reason"], registry=REGISTRY)
+VOL_INDEX_SKIPPED = Counter("strikeflow_vol_index_skipped_total",
+                            "Closed minutes without a volatility index row, by reason (no_expiries, no_quotes, "
+                            "few_strikes, negative_variance)", ["underlying", "reason"], registry=REGISTRY)
 TICKS_REJECTED = Counter("strikeflow_ticks_rejected_total",
                          "Ticks rejected before they could move event time: exchange time implausible against the "
                          "receive clock (reason future: more than STRIKEFLOW_MAX_CLOCK_SKEW_S ahead)",

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     # --- universe ---
     underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
     vix_roll_days: float = Field(3.0, ge=0, description="the volatility index rolls from the near expiry to the next two this many calendar days before it")
+    vix_min_strikes: int = Field(3, ge=1, le=50, description="the volatility index needs at least this many out-of-the-money puts and as many calls with non-zero bids on each side of k0, per expiry; fewer: no row for that minute (counted in strikeflow_vol_index_skipped_total)")
     expiries: int = Field(2, ge=1, le=12, description="nearest expiries per underlying")
     strikes_around_atm: int | None = Field(None, ge=0, le=500, description="strikes each side of the money to subscribe; unset (the default) = every listed strike of the chosen expiries, so PCR, max pain and OI totals cover the whole chain, narrowed from the farthest strikes only when the connection budget cannot hold them (logged; chain rows show strikes_covered < strikes_listed)")
 

@@ -32,9 +32,11 @@ INDEX = InstrumentIndex.from_rows(select_universe(
 EXPIRIES = underlying_chains(INDEX, ExpiryChains(INDEX), "NIFTY")
 
 
-def _book(quote_ts: int = NOW) -> PriceBook:
-    """Every option quoted 0.05 either side of its flat-volatility model price (never below a tick)."""
+def _book(quote_ts: int = NOW, only: np.ndarray | None = None, book: PriceBook | None = None) -> PriceBook:
+    """Every option (or the index rows ``only``) quoted 0.05 either side of its flat-volatility model price
+    (never below a tick) at exchange time ``quote_ts``, into ``book`` (a new one by default)."""
     opt = np.flatnonzero(np.isin(INDEX.kind, (InstrumentKind.CALL, InstrumentKind.PUT)))
+    opt = opt if only is None else np.intersect1d(opt, only)
     t = (INDEX.expiry_ts[opt] - NOW) / (365 * 86400)
     model = greeks.black76_price(SPOT * np.exp(R * t), INDEX.strike[opt], t, R, VOL,
                                  INDEX.kind[opt] == InstrumentKind.CALL)
@@ -44,14 +46,14 @@ def _book(quote_ts: int = NOW) -> PriceBook:
     ticks["bid"] = np.where(model - 0.05 >= 0.05, np.round(model - 0.05, 2), 0.0)
     ticks["ask"] = np.maximum(np.round(model + 0.05, 2), 0.05)
     ticks["last_price"] = np.maximum(np.round(model, 2), 0.05)
-    book = PriceBook(len(INDEX))
+    book = PriceBook(len(INDEX)) if book is None else book
     book.update(INDEX.positions(ticks["instrument_token"]), ticks)
     return book
 
 
 def test_flat_volatility_chain_gives_back_its_volatility_from_the_rolled_expiries() -> None:
     row = vol_index_row(_book(), EXPIRIES, NOW, R, fresh_s=60, roll_days=3)
-    assert row is not None
+    assert not isinstance(row, str), row
     assert row["near_expiry"].decode() == "2027-01-05" and row["next_expiry"].decode() == "2027-01-12"
     assert math.isclose(row["vix"], 100 * VOL, abs_tol=0.3)
     assert row["strikes_used_near"] > 20 and row["strikes_used_next"] > 20
@@ -72,8 +74,41 @@ def test_index_equals_greeks_applied_plainly_to_the_book_quotes() -> None:
     assert row["vix"] == greeks.vol_index(t1, v1.variance, t2, v2.variance, 30)
 
 
-def test_stale_quotes_give_no_index() -> None:
-    assert vol_index_row(_book(quote_ts=NOW - 600), EXPIRIES, NOW, R, fresh_s=60, roll_days=3) is None
+def test_quotes_not_updated_are_still_the_standing_quotes_and_the_index_does_not_move() -> None:
+    """Far strikes quoted 10 minutes ago, near ones just now, the same prices: the same index as a book quoted
+    entirely now (before, the old quotes dropped out and the index jumped with the wings' freshness)."""
+    near_money = np.flatnonzero(np.abs(INDEX.strike - SPOT) <= 300)
+    mixed = _book(quote_ts=NOW, only=near_money, book=_book(quote_ts=NOW - 600))
+    now_row, mixed_row = (vol_index_row(b, EXPIRIES, NOW, R, fresh_s=60, roll_days=3) for b in (_book(), mixed))
+    assert mixed_row["vix"] == now_row["vix"] and mixed_row["strikes_used_near"] == now_row["strikes_used_near"]
+    a_minute_later = vol_index_row(mixed, EXPIRIES, NOW + 60, R, fresh_s=60, roll_days=3)
+    assert a_minute_later["strikes_used_near"] == now_row["strikes_used_near"]
+    assert abs(a_minute_later["vix"] - now_row["vix"]) < 0.01  # only a minute of time to expiry changed
+
+
+def test_too_few_out_of_the_money_strikes_give_no_row_and_a_reason() -> None:
+    near_money = np.flatnonzero(np.abs(INDEX.strike - SPOT) <= 100)  # k0 and a strike or two each side
+    assert vol_index_row(_book(only=near_money), EXPIRIES, NOW, R, fresh_s=60, roll_days=3) == "few_strikes"
+    skipped: dict[str, int] = {}
+    rows = vol_index_rows("NIFTY", np.array([NOW - 60]), _book(only=near_money), EXPIRIES, R, 60, 3, (60,), 1,
+                          skipped=skipped)
+    assert len(rows) == 0 and skipped == {"few_strikes": 1}
+
+
+def test_a_fresh_near_future_is_the_forward() -> None:
+    book = _book()
+    expiry, chain = EXPIRIES[0]  # Dec 29: December's monthly, with its future (no roll below, so it is the near)
+    assert len(chain.future_rows)
+    future = np.zeros(1, TICK_DTYPE)
+    future["instrument_token"], future["mode"], future["exchange_ts"], future["recv_ts"] = (
+        INDEX.tokens[chain.future_rows[0]], MODE_FULL, NOW - 5, 10**9)
+    future["last_price"], future["volume"], future["last_trade_ts"] = 24_612.5, 100, NOW - 5
+    future["bid"] = future["ask"] = np.nan
+    book.update(INDEX.positions(future["instrument_token"]), future)
+    row = vol_index_row(book, EXPIRIES, NOW, R, fresh_s=60, roll_days=0)
+    assert row["near_expiry"].decode() == INDEX.expiry[chain.call_rows[0]] and row["forward_near"] == 24_612.5
+    stale = vol_index_row(book, EXPIRIES, NOW + 120, R, fresh_s=60, roll_days=0)  # the trade is 2 minutes old
+    assert stale["forward_near"] != 24_612.5  # parity again
 
 
 def test_coarse_rows_only_at_their_closes_with_their_own_bucket() -> None:
