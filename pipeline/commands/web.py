@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import hmac
 import ipaddress
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ def _json(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+_UNDERLYING = re.compile(r"[A-Z0-9&-]{1,32}")  # Kite's underlying names (NIFTY, M&M, BAJAJ-AUTO)
+
+
 def _chain_args(request: web.Request) -> tuple[str, dt.date]:
     """(underlying, expiry) of the query, or a 400 naming what is wrong."""
     underlying = request.query.get("underlying", "").strip().upper()
@@ -69,6 +73,10 @@ def _chain_args(request: web.Request) -> tuple[str, dt.date]:
     if not underlying or not expiry:
         raise web.HTTPBadRequest(text=orjson.dumps({"error": "give underlying and expiry, e.g. "
                                                     "?underlying=NIFTY&expiry=2026-12-08"}).decode(),
+                                 content_type="application/json")
+    if not _UNDERLYING.fullmatch(underlying):
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": f"underlying {underlying[:40]!r} is not a name like "
+                                                    "NIFTY (letters, digits, & and -, at most 32)"}).decode(),
                                  content_type="application/json")
     try:
         return underlying, dt.date.fromisoformat(expiry)

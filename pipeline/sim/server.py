@@ -40,8 +40,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -101,6 +103,22 @@ class Client:
     modes: dict[int, int] = field(default_factory=dict)  # token -> mode
     frames: int = 0
     muted_until: float = float("-inf")  # fault: until then (monotonic) data frames are not sent, heartbeats are
+
+
+def _query_number(request: web.Request, name: str, default: float | None, kind: type, low: float,
+                  high: float) -> Any:
+    """The query parameter ``name`` as ``kind`` (int or float) within [low, high], ``default`` when absent
+    (None: required); a 400 naming the parameter and the range otherwise (``inf``, ``nan``, ``abc``, ``-100``)."""
+    text = request.query.get(name)
+    if text is None and default is not None:
+        return default
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"?{name}= takes a {kind.__name__} from {low:g} to {high:g}, got {text!r}")
+    return value
 
 
 class Simulator:
@@ -361,17 +379,17 @@ class Simulator:
     def build_app(self) -> web.Application:
         async def fault(request: web.Request) -> web.Response:
             kind = request.match_info["kind"]
-            seconds = float(request.query.get("seconds", "0"))
+            seconds = _query_number(request, "seconds", 0.0, float, 0.0, 86_400.0)
             if kind == "drop":
                 return web.json_response({"dropped": self.drop(seconds)})
             if kind == "stall":
                 self.faults.stall(seconds)
             elif kind == "malformed":
-                self.faults.malform(int(request.query.get("count", "1")))
+                self.faults.malform(_query_number(request, "count", 1, int, 0, 1_000_000))
             elif kind == "refuse":
                 self.faults.refuse(seconds)
             elif kind == "mute":
-                return web.json_response({"muted": self.mute(seconds, int(request.query.get("client", "0")))})
+                return web.json_response({"muted": self.mute(seconds, _query_number(request, "client", 0, int, 0, 10_000))})
             elif kind in ("message", "error"):
                 await self.broadcast_text(kind, request.query.get("text", "simulator notice"))
             else:
@@ -382,10 +400,7 @@ class Simulator:
             return web.json_response(self.state())
 
         async def rate(request: web.Request) -> web.Response:
-            try:
-                self.set_rate(float(request.query.get("tps", "")))
-            except ValueError as exc:
-                raise web.HTTPBadRequest(text=f"rate: ?tps= takes a positive number of ticks per second ({exc})")
+            self.set_rate(_query_number(request, "tps", None, float, 1e-6, 10_000_000.0))
             return web.json_response({"rate": self.config.rate})
 
         app = web.Application()

@@ -237,3 +237,10 @@ def test_a_blank_dashboard_token_is_a_configuration_error(pg_dsn: str, redis_url
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("strikeflow web: configuration error: STRIKEFLOW_DASHBOARD_TOKEN: is empty or blank: "
                                    "set a real value, or unset the variable")
+
+
+@pytest.mark.parametrize("underlying", ["NIFTY%00", "NIFTY%0AERROR", "A" * 40, "NIF'TY"])
+async def test_an_underlying_that_is_no_name_is_a_400_not_a_database_error(served, underlying: str) -> None:
+    client = await (served[0])()
+    response = await client.get(f"/api/chain?underlying={underlying}&expiry=2026-12-31")
+    assert response.status == 400 and "is not a name like NIFTY" in (await response.json())["error"]

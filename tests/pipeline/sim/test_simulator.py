@@ -246,3 +246,19 @@ async def test_rate_follows_liquidity_and_changes_at_run_time(sim) -> None:  # n
     n_near = sum(1 for d in by_strike.values() if d <= 100)
     n_far = sum(1 for d in by_strike.values() if d >= 500)
     assert near / n_near > 5 * far / max(n_far, 1)
+
+
+async def test_fault_and_rate_endpoints_refuse_numbers_out_of_range_with_a_400_and_keep_working(sim) -> None:  # noqa: ANN001
+    simulator, addr = sim
+    async with aiohttp.ClientSession() as http:
+        for path in ("/_sim/fault/stall?seconds=inf", "/_sim/fault/stall?seconds=abc", "/_sim/fault/refuse?seconds=-1",
+                     "/_sim/fault/malformed?count=-100", "/_sim/fault/mute?client=x", "/_sim/rate?tps=Infinity",
+                     "/_sim/rate?tps=nan", "/_sim/rate"):
+            async with http.post(f"http://{addr}{path}") as response:
+                assert response.status == 400, path
+                assert "takes a" in await response.text(), path
+        async with http.post(f"http://{addr}/_sim/rate?tps=250") as response:
+            assert response.status == 200 and json.loads(await response.text()) == {"rate": 250.0}
+        async with http.post(f"http://{addr}/_sim/fault/malformed?count=2") as response:
+            assert response.status == 200
+    assert simulator.config.rate == 250.0
