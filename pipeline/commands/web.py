@@ -150,6 +150,10 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     the viewer. Without it a slow browser's socket buffers would queue seconds of stale updates."""
     underlying, expiry = _chain_args(request)
     fanout = request.app[FANOUT]
+    refusal = fanout.refusal(underlying, expiry.isoformat())
+    if refusal:
+        metrics.DASHBOARD_REFUSED.inc()
+        return _json({"error": f"too many viewers: {refusal}; retry later"}, status=503)  # type: ignore[return-value]
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     viewer = ChainViewer(underlying, expiry.isoformat())
@@ -214,12 +218,13 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def build_app(pool: asyncpg.Pool, redis: Any, schema: str, token: str | None, channels: Channels = Channels(),
-              update_interval_s: float = 0.25) -> web.Application:
+              update_interval_s: float = 0.25, max_viewers: int = 1000, max_per_chain: int = 200) -> web.Application:
     """The dashboard application over an open pool and Redis client; the fan-out runs while it serves. A page
     gets at most one update per ``update_interval_s``: a chain ticks hundreds of times a second, a person
     reads a few, and a browser's main thread that redraws on every tick falls behind."""
     app = web.Application(middlewares=[_auth_middleware(token)])
-    fanout = LiveFanout(redis, channels, on_conflated=metrics.DASHBOARD_CONFLATED.inc)
+    fanout = LiveFanout(redis, channels, on_conflated=metrics.DASHBOARD_CONFLATED.inc, max_viewers=max_viewers,
+                        max_per_chain=max_per_chain)
     app[_STATE] = {"pool": pool, "redis": redis, "schema": schema, "channels": channels,
                    "update_interval_s": update_interval_s}
     app[FANOUT] = fanout
@@ -261,7 +266,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     pg_dsn = settings.pg_dsn.get_secret_value()
     pool = await asyncpg.create_pool(pg_dsn, min_size=0, max_size=4, timeout=10)
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    app = build_app(pool, redis, settings.pg_schema, token, update_interval_s=settings.dashboard_update_interval_s)
+    app = build_app(pool, redis, settings.pg_schema, token, update_interval_s=settings.dashboard_update_interval_s,
+                    max_viewers=settings.dashboard_max_viewers, max_per_chain=settings.dashboard_max_viewers_per_chain)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -128,6 +128,8 @@ TASK_DEATHS = Counter("strikeflow_background_task_deaths_total", "Background tas
 EVENT_LOOP_LAG = Gauge("strikeflow_event_loop_lag_seconds", "How late the event loop woke the last time (a blocked "
                        "loop: every request and record waits this long)", registry=REGISTRY)
 DASHBOARD_VIEWERS = Gauge("strikeflow_dashboard_viewers", "Open live chain pages", registry=REGISTRY)
+DASHBOARD_REFUSED = Counter("strikeflow_dashboard_refused_total", "Live chain viewers refused: over the caps on "
+                            "viewers in total or per chain", registry=REGISTRY)
 DASHBOARD_CONFLATED = Counter("strikeflow_dashboard_conflated_total", "Updates replaced by newer ones before a slow "
                               "browser read them", registry=REGISTRY)
 

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     dashboard_host: str = Field("127.0.0.1", description="address `strikeflow web` binds; beyond loopback STRIKEFLOW_DASHBOARD_TOKEN is required")
     dashboard_port: int = Field(8088, ge=0, le=65535)
     dashboard_update_interval_s: float = Field(0.25, ge=0, le=60, description="a chain page gets at most one live update per this many seconds; ticks in between are conflated (newest per instrument)")
+    dashboard_max_viewers: int = Field(1000, ge=1, le=100_000, description="live chain viewers (WebSockets) the dashboard serves at once; more are refused with 503")
+    dashboard_max_viewers_per_chain: int = Field(200, ge=1, le=100_000, description="live viewers of one chain served at once; more are refused with 503")
     dashboard_token: SecretStr | None = Field(None, description="bearer token the dashboard requires of every request when set")
     ingest_metrics_port: int = Field(9108, ge=0, le=65535)
     data_dir: Path = Path(".strikeflow")

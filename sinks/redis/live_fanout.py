@@ -56,13 +56,25 @@ class ChainViewer:
 class LiveFanout:
     """Routes the one subscription's messages to the viewers; ``run`` until cancelled."""
 
-    def __init__(self, redis: Any, channels: Channels, on_conflated: Callable[[int], None] | None = None) -> None:
+    def __init__(self, redis: Any, channels: Channels, on_conflated: Callable[[int], None] | None = None,
+                 max_viewers: int = 1000, max_per_chain: int = 200) -> None:
         self.redis, self.channels = redis, channels
         self.viewers: set[ChainViewer] = set()
+        self.max_viewers, self.max_per_chain = max_viewers, max_per_chain
         self.messages = 0
         self.bad_messages = 0
         self.on_conflated = on_conflated
         self.subscribed = asyncio.Event()
+
+    def refusal(self, underlying: str, expiry: str) -> str | None:
+        """Why one more viewer of this chain is refused (the caps on viewers in total and per chain keep the
+        server's memory and pacing bounded), or None when there is room."""
+        if len(self.viewers) >= self.max_viewers:
+            return f"the dashboard serves {self.max_viewers} live viewers at most"
+        same = sum(1 for v in self.viewers if (v.underlying, v.expiry) == (underlying, expiry))
+        if same >= self.max_per_chain:
+            return f"{underlying} {expiry} has {self.max_per_chain} live viewers, the most one chain is served to"
+        return None
 
     def add(self, viewer: ChainViewer) -> None:
         self.viewers.add(viewer)

@@ -79,8 +79,8 @@ async def served(pool, pg_schema, redis_url, redis_prefix):  # noqa: ANN001, ANN
          "bucket": dt.datetime.fromtimestamp(b, dt.UTC), "call_oi": int(k) + b % 7, "put_oi": 2 * int(k),
          "last_recv_ts": (b + 60) * 1_000_000} for k in strikes for b in (OPEN, OPEN + 60)])
 
-    async def start(token: str | None = None) -> TestClient:
-        client = TestClient(TestServer(build_app(pool, redis, pg_schema, token, channels)))
+    async def start(token: str | None = None, **caps: int) -> TestClient:
+        client = TestClient(TestServer(build_app(pool, redis, pg_schema, token, channels, **caps)))
         await client.start_server()
         clients.append(client)
         return client
@@ -244,3 +244,26 @@ async def test_an_underlying_that_is_no_name_is_a_400_not_a_database_error(serve
     client = await (served[0])()
     response = await client.get(f"/api/chain?underlying={underlying}&expiry=2026-12-31")
     assert response.status == 400 and "is not a name like NIFTY" in (await response.json())["error"]
+
+
+async def test_viewers_over_the_caps_are_refused_with_a_clear_503(served) -> None:
+    start, _, expiry, *_ = served
+    client = await start(max_viewers=3, max_per_chain=2)
+    url = f"/ws?underlying=NIFTY&expiry={expiry}"
+    first, second = await client.ws_connect(url), await client.ws_connect(url)
+    refused = await client.get(url, headers={"Connection": "Upgrade", "Upgrade": "websocket",
+                                             "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert refused.status == 503 and "the most one chain is served to" in (await refused.json())["error"]
+    other = await client.ws_connect("/ws?underlying=NIFTY&expiry=2031-01-30")  # another chain: room in total
+    refused = await client.get("/ws?underlying=BANKNIFTY&expiry=2031-01-30",
+                               headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert refused.status == 503 and "3 live viewers at most" in (await refused.json())["error"]
+    await first.close()
+    for _ in range(50):  # the server notices the close
+        if len(client.app[FANOUT].viewers) < 3:
+            break
+        await asyncio.sleep(0.05)
+    third = await client.ws_connect(url)  # room again
+    for ws in (second, other, third):
+        await ws.close()
