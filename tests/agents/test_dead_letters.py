@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from worker_helpers import NIFTY_INDEX, T0, T0_US, index_ticks, start_worker, stop_workers, wait_for, worker_env
+from worker_helpers import (
+    NIFTY_INDEX,
+    RECV0_US,
+    T0,
+    index_ticks,
+    start_worker,
+    stop_workers,
+    wait_for,
+    worker_env,
+)
 
 from pipeline.commands.local_services import free_port
 from pipeline.feed.tick_producer import bootstrap_servers, ensure_topic
@@ -68,7 +76,7 @@ async def test_poison_records_go_to_the_dead_letter_topics_and_the_next_records_
                                      key=b"NIFTY")
         # ticks: bytes that are no record, then good ticks
         await producer.send_and_wait(f"{unique_name}-ticks", b"\x00not a ticks record", key=b"NIFTY")
-        for chunk in np.array_split(index_ticks(0, 130, recv_base=T0_US + 1_000), 4):
+        for chunk in np.array_split(index_ticks(0, 130, recv_base=RECV0_US + 1_000), 4):
             await producer.send_and_wait(f"{unique_name}-ticks", encode_ticks("NIFTY", chunk), key=b"NIFTY")
 
         async def rows(where: str) -> int:

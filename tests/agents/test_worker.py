@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import pytest
-from worker_helpers import NIFTY_INDEX, T0, T0_US, index_ticks, price_at, wait_for
+from worker_helpers import NIFTY_INDEX, RECV0_US, T0, index_ticks, price_at, wait_for
 
 from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import free_port, start_postgres
@@ -64,7 +64,7 @@ async def test_worker_waits_for_dead_postgres_then_writes_bars_once_despite_rede
         await ensure_topic(kafka_url, f"{unique_name}-ticks", 4)
         producer = TickProducer(kafka_url, f"{unique_name}-ticks", 1 << 20)
         await producer.start()
-        ticks = index_ticks(0, 199, recv_base=T0_US + 1_000)
+        ticks = index_ticks(0, 199, recv_base=RECV0_US + 1_000)
         for chunk in np.array_split(ticks, 10):
             producer.offer("NIFTY", encode_ticks("NIFTY", chunk))
         producer.offer("NIFTY", encode_ticks("NIFTY", ticks[:50]))  # an at-least-once redelivery

@@ -13,8 +13,8 @@ import asyncpg
 import numpy as np
 import pytest
 from worker_helpers import (
+    RECV0_US,
     T0,
-    T0_US,
     assert_complete_bar,
     index_row,
     index_ticks,
@@ -42,7 +42,7 @@ async def _produce(kafka_url: str, topic: str, first: int, last: int) -> None:
     producer = TickProducer(kafka_url, topic, 1 << 22)
     await producer.start()
     for n, (name, token) in enumerate(UNDERLYINGS.items()):
-        ticks = index_ticks(first, last, recv_base=T0_US + 1_000_000 + n * 10_000, token=token)
+        ticks = index_ticks(first, last, recv_base=RECV0_US + 1_000_000 + n * 10_000, token=token)
         for chunk in np.array_split(ticks, max(1, len(ticks) // 10)):
             producer.offer(name, encode_ticks(name, chunk))
     await producer.stop()

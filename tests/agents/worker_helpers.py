@@ -19,7 +19,9 @@ NIFTY_INDEX = dict(instrument_token=256265, exchange_token="1001", tradingsymbol
                    last_price=24500.0, expiry="", strike=0.0, tick_size=0.0, lot_size=0, instrument_type="EQ",
                    segment="INDICES", exchange="NSE")
 T0 = 1_795_407_900  # 09:15 IST on 2026-11-23: a 1/5/15-minute bucket boundary
-T0_US = T0 * 1_000_000  # a receive clock (epoch µs) that starts with the session: exchange times are plausible
+# A receive clock (epoch µs) two hours into the session: every exchange time these tests send is behind it, as a
+# real feed's is (a tick far ahead of its receive time is rejected as implausible)
+RECV0_US = (T0 + 7_200) * 1_000_000
 
 
 def price_at(second: np.ndarray | int) -> np.ndarray:
@@ -32,10 +34,10 @@ def index_row(token: int, name: str) -> dict:
     return {**NIFTY_INDEX, "instrument_token": token, "tradingsymbol": name, "name": name}
 
 
-def index_ticks(first: int, last: int, recv_base: int = T0_US + 1_000_000,
+def index_ticks(first: int, last: int, recv_base: int = RECV0_US + 1_000_000,
                 token: int = NIFTY_INDEX["instrument_token"]) -> np.ndarray:
-    """One tick of index ``token`` per exchange second T0+first..T0+last; recv_ts = recv_base + second (epoch µs:
-    a receive time not before the exchange time, as a real feed's)."""
+    """One tick of index ``token`` per exchange second T0+first..T0+last; recv_ts = recv_base + second (epoch µs,
+    see ``RECV0_US``)."""
     seconds = np.arange(first, last + 1)
     ticks = np.zeros(len(seconds), dtype=TICK_DTYPE)
     ticks["instrument_token"] = token
