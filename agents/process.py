@@ -44,8 +44,7 @@ SEED_TIMEOUT_S = 10.0
 
 def register_process_agent(app: faust.App, settings: Settings, resources: WorkerResources,
                            topics: Topics, dead: DeadLetters) -> Checkpointer:
-    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days,
-                              settings.vix_min_strikes)
+    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days, settings.vix_min_strikes)
     checkpoints = Checkpointer(app, settings, resources, processor)
 
     @app.agent(topics.ticks, name="process")
@@ -65,9 +64,9 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
 
     @app.timer(interval=min(0.5, settings.checkpoint_interval_s / 4))
     async def _checkpoint() -> None:
-        # its own task: the agent goes on processing while a checkpoint is saved (it waits only for the
-        # snapshot, taken under the lock), and a quiet feed still gets its last records checkpointed and acked;
-        # one partition per call, each every checkpoint_interval_s, so the pauses are short and spread
+        # its own task: the agent goes on processing while a checkpoint is saved (it waits only for the snapshot,
+        # taken under the lock), and a quiet feed still gets its last records checkpointed and acked; one
+        # partition per call, each every checkpoint_interval_s, so the pauses are short and spread
         await checkpoints.take_oldest_due()
 
     @app.on_partitions_revoked.connect
