@@ -68,13 +68,24 @@ def gamma_exposure(oi: np.ndarray, gamma: np.ndarray, forward: float, is_call: b
     return sign * np.asarray(oi, np.float64) * np.asarray(gamma, np.float64) * forward * forward * 0.01
 
 
-def gex_terms(level: float, strikes: np.ndarray, t: float, oi: np.ndarray, iv: np.ndarray,
+def gex_terms(level: float | np.ndarray, strikes: np.ndarray, t: float, oi: np.ndarray, iv: np.ndarray,
               is_call: bool) -> np.ndarray:
     """Each option's term of ``total`` (module docstring) at forward ``level``: +/- OI x gamma(level) x
-    level^2 x 0.01; NaN where its OI or IV is unknown."""
+    level^2 x 0.01 (``level`` a scalar or a column of levels, broadcast against the strikes); NaN where its OI
+    or IV is unknown."""
     oi = np.asarray(oi, np.float64)
     gamma = greeks.black76_greeks(level, strikes, t, 0.0, iv, is_call).gamma
     return gamma_exposure(oi, gamma, level, is_call)
+
+
+def _totals(levels: np.ndarray, strikes: np.ndarray, t: float, call_oi: np.ndarray, put_oi: np.ndarray,
+            call_iv: np.ndarray, put_iv: np.ndarray) -> np.ndarray:
+    """``total`` at every forward level of ``levels`` at once (one vectorised pass, rows = levels); NaN where
+    no option has both OI and an IV."""
+    x, k = np.asarray(levels, np.float64)[:, None], np.asarray(strikes, np.float64)[None, :]
+    terms = np.concatenate([gex_terms(x, k, t, call_oi, call_iv, True), gex_terms(x, k, t, put_oi, put_iv, False)],
+                           axis=1)
+    return np.where(np.isfinite(terms).any(axis=1), np.nansum(terms, axis=1), np.nan)
 
 
 def gex_total(level: float, strikes: np.ndarray, t: float, call_oi: np.ndarray, put_oi: np.ndarray,
@@ -82,9 +93,7 @@ def gex_total(level: float, strikes: np.ndarray, t: float, call_oi: np.ndarray, 
     """``total(level)`` (module docstring); NaN when no option has both OI and an IV, or t <= 0."""
     if not np.isfinite(level) or not t > 0:
         return float("nan")
-    terms = np.concatenate([gex_terms(level, strikes, t, call_oi, call_iv, True),
-                            gex_terms(level, strikes, t, put_oi, put_iv, False)])
-    return float(np.nansum(terms)) if np.isfinite(terms).any() else float("nan")
+    return float(_totals(np.array([level]), strikes, t, call_oi, put_oi, call_iv, put_iv)[0])
 
 
 def gex_flip(strikes: np.ndarray, forward: float, t: float, call_oi: np.ndarray, put_oi: np.ndarray,
@@ -93,7 +102,7 @@ def gex_flip(strikes: np.ndarray, forward: float, t: float, call_oi: np.ndarray,
     inputs say nothing (no forward, t <= 0, fewer than two strikes)."""
     if len(strikes) < 2 or not np.isfinite(forward) or not t > 0:
         return float("nan")
-    totals = np.array([gex_total(float(k), strikes, t, call_oi, put_oi, call_iv, put_iv) for k in strikes])
+    totals = _totals(strikes, strikes, t, call_oi, put_oi, call_iv, put_iv)  # the forward at each listed strike
     if not np.isfinite(totals).all():
         return float("nan")
     sign = np.sign(totals)
