@@ -20,6 +20,7 @@ skipped exactly. Bad records are held and acked in partition order like the rest
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import faust
 import numpy as np

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn
-from pipeline.commands.top import consumer_lag
+from pipeline.feed.kafka_topics import consumer_lag
 from pipeline.runtime.metrics import scrape
 from sinks.demo_queries import check_bars_against_ticks, drop_schema
 from sinks.migrate import migrate

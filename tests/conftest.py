@@ -3,7 +3,9 @@
 Services come from ``STRIKEFLOW_KAFKA_URL`` / ``STRIKEFLOW_PG_DSN`` /
 ``STRIKEFLOW_REDIS_URL`` when set; otherwise the session reuses the PostgreSQL
 and Redis answering on their default local ports, or starts private ones, and
-always starts a private Tansu broker (see ``pipeline.commands.local_services``). They
+always starts a private broker: Apache Kafka when Java is here (its jars fetched once
+by Maven), else Tansu; ``STRIKEFLOW_LOCAL_BROKER=kafka|tansu`` chooses (see
+``pipeline.commands.local_kafka``). The report's header and summary name it. They
 start on first use, so ``pytest -m unit`` starts nothing. When a test that used
 them fails, the tail of each started server's log is attached to the report.
 
@@ -29,6 +31,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from pipeline.commands.local_kafka import KAFKA_VERSION, choose_broker
+from pipeline.commands.local_processes import ServiceStartError
 from pipeline.commands.local_services import LocalServices, ensure_services
 
 _SERVICES: list[LocalServices] = []
@@ -48,6 +52,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices
         log_dir,
     )
     _SERVICES.append(local)
+    _STARTED.append(local)
     try:
         yield local
     finally:
@@ -110,6 +115,25 @@ async def pool(pg_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
 def redis_prefix(unique_name: str) -> str:
     """Prefix for this test's Redis keys and channels."""
     return f"{unique_name}:"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("STRIKEFLOW_KAFKA_URL"):
+        return "broker: the configured STRIKEFLOW_KAFKA_URL"
+    try:
+        kind = choose_broker(None)
+    except ServiceStartError as exc:
+        return f"broker: none can start ({exc})"
+    return ("broker: Apache Kafka " + KAFKA_VERSION + " (KRaft, single node, jars from Maven Central)"
+            if kind == "kafka" else "broker: Tansu (memory storage; no Java here, or STRIKEFLOW_LOCAL_BROKER=tansu)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for local in _STARTED:
+        terminalreporter.write_line(f"services: broker {local.broker} at {local.kafka_url}")
+
+
+_STARTED: list[LocalServices] = []
 
 
 @pytest.hookimpl(wrapper=True)

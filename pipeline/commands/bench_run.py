@@ -39,7 +39,7 @@ from pipeline.commands.local_services import (
     free_port,
     spawn,
 )
-from pipeline.commands.top import consumer_lag
+from pipeline.feed.kafka_topics import consumer_lag
 from pipeline.runtime.metrics import scrape
 from pipeline.runtime.process_stats import ProcessSampler
 from pipeline.runtime.settings import Settings

@@ -21,7 +21,8 @@ from pipeline.feed.ingestor import Ingestor, IngestStats, plan_universe
 from pipeline.feed.instruments import load_instruments
 from pipeline.feed.kite_codec import warm_up_codec
 from pipeline.feed.sharding import ShardingError
-from pipeline.feed.tick_producer import TickProducer, ensure_topic_eventually
+from pipeline.feed.kafka_topics import TopicSetupError, ensure_topics_eventually, ticks_topic
+from pipeline.feed.tick_producer import TickProducer
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, LoopMonitor, liveness
@@ -29,6 +30,32 @@ from pipeline.runtime.redaction import redact_url
 from pipeline.runtime.settings import ConfigError, KiteAccount, Settings
 from sinks.instrument_store import write_instruments
 from sinks.migrate import schema_problem
+
+
+async def _ticks_topic_problem(kafka_url: str, settings: Settings) -> TopicSetupError | None:
+    """Create the ticks topic (retrying while Kafka is unreachable); the reason it cannot be used as
+    configured (too few partitions, creation refused), or None."""
+    try:
+        await ensure_topics_eventually(kafka_url, [ticks_topic(settings)])
+    except TopicSetupError as exc:
+        return exc
+    return None
+
+
+def _problem(task: asyncio.Task) -> TopicSetupError | None:
+    return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
+
+
+def _stop_on_setup_error(task: asyncio.Task, ingestor: Ingestor) -> None:
+    """Nothing the ingestor receives could be delivered as configured: stop, and say why (exit 2)."""
+    if _problem(task) is not None:
+        ingestor.stop()
+
+
+def _raise_setup_error(task: asyncio.Task) -> None:
+    problem = _problem(task)
+    if problem is not None:
+        raise problem
 
 
 async def _serve_metrics(ingestor: Ingestor, host: str, port: int) -> web.AppRunner:
@@ -95,13 +122,13 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
             _store_instruments(pg_dsn, settings.pg_schema, [r for r in rows if int(r["instrument_token"]) in listed]))
         # the worker prices from this table: give it a head start, but never wait on a dead database
         await asyncio.wait({instruments_task}, timeout=10)
-    topic_task = asyncio.create_task(ensure_topic_eventually(
-        kafka_url, settings.ticks_topic, settings.topic_partitions, settings.topic_replication_factor))
+    topic_task = asyncio.create_task(_ticks_topic_problem(kafka_url, settings))
     producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)
     await producer.start()
     ingestor = Ingestor(settings, index, shards, accounts, producer, ws_url)
     ingestor.tasks.watch(producer.task, "tick-producer")
     ingestor.tasks.watch(topic_task, "ensure-topic", one_shot=True)
+    topic_task.add_done_callback(lambda task: _stop_on_setup_error(task, ingestor))
     if instruments_task is not None:
         ingestor.tasks.watch(instruments_task, "store-instruments", one_shot=True)
     try:
@@ -118,6 +145,7 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
                 runner.addresses[0][1] if runner.addresses else metrics_port)
     try:
         await ingestor.run()
+        _raise_setup_error(topic_task)
     finally:
         topic_task.cancel()
         if instruments_task is not None:

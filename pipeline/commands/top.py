@@ -29,9 +29,8 @@ import time
 import tty
 from dataclasses import asdict, dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.feed.tick_producer import bootstrap_servers
+from pipeline.feed.kafka_topics import consumer_lag
 from pipeline.runtime.metrics import scrape
 from pipeline.runtime.settings import Settings
 
@@ -80,33 +79,6 @@ def view_between(old: Sample, new: Sample) -> View:
         ingest_up=bool(new.ingest),
         worker_up=bool(new.worker),
     )
-
-
-async def consumer_lag(kafka_url: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Messages not yet committed by ``group``, per topic; {} when Kafka is unreachable.
-
-    Reads the group's committed offsets without joining it (no subscription,
-    so no rebalance of the running workers). Note: the dev broker (Tansu)
-    answers ListOffsets with the end of the last record *batch* rather than the
-    last record, so there the figure is a lower bound; on Apache Kafka it is exact.
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(kafka_url), group_id=group,
-                                enable_auto_commit=False)
-    try:
-        await consumer.start()
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        if not partitions:
-            return {}
-        ends = await consumer.end_offsets(partitions)
-        lag: dict[str, int] = {}
-        for tp in partitions:
-            done = await consumer.committed(tp) or 0
-            lag[tp.topic] = lag.get(tp.topic, 0) + max(ends[tp] - done, 0)
-        return lag
-    except Exception:  # noqa: BLE001 - top must keep drawing when Kafka is down
-        return {}
-    finally:
-        await consumer.stop()
 
 
 BUFFERING_BYTES = 8 * 2**20  # the ingestor buffering this much for Kafka: the broker is the slow stage

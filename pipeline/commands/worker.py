@@ -9,6 +9,7 @@ import socket
 import faust
 
 from agents.app import create_app
+from pipeline.feed.kafka_topics import ensure_topics_eventually, worker_topics
 from pipeline.runtime.settings import ConfigError, Settings
 from sinks.migrate import schema_problem
 
@@ -23,6 +24,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     problem = asyncio.run(schema_problem(settings.pg_dsn.get_secret_value(), settings.pg_schema))
     if problem:
         raise ConfigError(problem)
+    # before Faust subscribes: it would otherwise ignore a missing topic until its next metadata refresh
+    asyncio.run(ensure_topics_eventually(settings.kafka_url, worker_topics(settings)))
     app = create_app(settings)
     # Web bind address and port come from the app's configuration (127.0.0.1 unless configured).
     level = {"TRACE": "debug", "SUCCESS": "info", "CRITICAL": "crit", "WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())

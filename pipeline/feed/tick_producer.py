@@ -19,39 +19,12 @@ import contextlib
 import time
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 from loguru import logger
 
+from pipeline.feed.kafka_topics import bootstrap_servers
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
-
-
-def bootstrap_servers(kafka_url: str) -> str:
-    """``kafka://h1:9092;h2:9092`` -> ``h1:9092,h2:9092`` (aiokafka's form)."""
-    return kafka_url.split("://", 1)[-1].replace(";", ",")
-
-
-async def ensure_topic(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
-    """Create ``topic`` if missing (the worker would create it too, but ingest may start first)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
-
-
-async def ensure_topic_eventually(kafka_url: str, topic: str, partitions: int, replication: int = 1) -> None:
-    """:func:`ensure_topic`, retried with backoff while Kafka is unreachable (run it as a task:
-    the ingestor keeps receiving and buffering meanwhile)."""
-    await retry_forever(
-        lambda: ensure_topic(kafka_url, topic, partitions, replication), retry_on=KafkaError, start_s=0.5, max_s=10.0,
-        on_failure=lambda exc, delay: logger.warning("cannot create topic {} yet ({}); retrying in {:.1f}s",
-                                                     topic, type(exc).__name__, delay),
-    )
 
 
 class TickProducer:

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     bars_topic: str = "bars"
     topic_partitions: int = Field(4, ge=1)
     topic_replication_factor: int = Field(1, ge=1, description="3 on a production cluster")
+    ticks_retention_hours: float = Field(168.0, gt=0, description="retention of the ticks topic when strikeflow creates it: a trading day can be replayed from it through the following week")
+    bars_retention_hours: float = Field(168.0, gt=0, description="retention of the bars, rollups and priced-ticks topics when strikeflow creates them (TimescaleDB is their durable home)")
     kafka_session_timeout_s: float = Field(30.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(5, ge=0, le=1500, description="how long a worker's fetch may wait on the broker for data; Faust's own 1500 ms makes every fetch on Tansu that slow")

@@ -20,7 +20,7 @@ from worker_helpers import (
 )
 
 from pipeline.commands.local_services import free_port
-from pipeline.feed.tick_producer import bootstrap_servers, ensure_topic
+from pipeline.feed.kafka_topics import bootstrap_servers, ensure_topic
 from pipeline.records.bars import BAR_DTYPE, encode_bars
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments

@@ -17,7 +17,8 @@ from worker_helpers import NIFTY_INDEX, RECV0_US, T0, index_ticks, price_at, wai
 
 from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import free_port, start_postgres
-from pipeline.feed.tick_producer import TickProducer, ensure_topic
+from pipeline.feed.kafka_topics import ensure_topic
+from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments
 from sinks.migrate import load_migrations, migrate

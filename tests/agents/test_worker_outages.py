@@ -26,7 +26,8 @@ from worker_helpers import (
 )
 
 from pipeline.commands.local_services import free_port, start_postgres, start_redis
-from pipeline.feed.tick_producer import TickProducer, ensure_topic
+from pipeline.feed.kafka_topics import ensure_topic
+from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments
 from sinks.migrate import migrate
@@ -105,7 +106,8 @@ async def test_postgres_then_redis_outage_under_a_live_feed(kafka_url: str, uniq
     topic = f"{unique_name}-ticks"
     await ensure_topic(kafka_url, topic, 2)
     env = worker_env(kafka_url, pg_dsn, schema, redis_url, unique_name, STRIKEFLOW_DATA_DIR=str(tmp_path / "data"),
-                     STRIKEFLOW_CHECKPOINT_INTERVAL_S="1", STRIKEFLOW_WEB_PORT=str(free_port()))
+                     STRIKEFLOW_CHECKPOINT_INTERVAL_S="1", STRIKEFLOW_WEB_PORT=str(free_port()),
+                     STRIKEFLOW_TOPIC_PARTITIONS="2")
     worker = start_worker(env, tmp_path / "worker.log")
     feed = Feed(kafka_url, topic)
     try:

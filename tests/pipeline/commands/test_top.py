@@ -10,7 +10,6 @@ from pipeline.commands.top import (
     Sample,
     View,
     bottleneck,
-    consumer_lag,
     render,
     view_between,
 )
@@ -92,38 +91,3 @@ def test_top_draws_in_tmux_and_quits_on_q(tmp_path) -> None:  # noqa: ANN001
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
-@pytest.mark.integration
-async def test_consumer_lag_is_positive_until_the_group_commits(kafka_url: str, unique_name: str) -> None:
-    from aiokafka import AIOKafkaConsumer
-
-    from pipeline.feed.tick_producer import (
-        TickProducer,
-        bootstrap_servers,
-        ensure_topic,
-    )
-
-    await ensure_topic(kafka_url, unique_name, partitions=1)
-    producer = TickProducer(kafka_url, unique_name, max_buffer_bytes=1 << 20)
-    await producer.start()
-    for i in range(6):
-        producer.offer(f"k{i}", b"x")
-    await producer.stop()
-    group = f"{unique_name}-group"
-    assert (await consumer_lag(kafka_url, group, [unique_name]))[unique_name] > 0
-    consumer = AIOKafkaConsumer(unique_name, bootstrap_servers=bootstrap_servers(kafka_url), group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        records = await consumer.getmany(timeout_ms=3000)
-        assert sum(len(r) for r in records.values()) == 6
-        await consumer.commit()
-    finally:
-        await consumer.stop()
-    assert await consumer_lag(kafka_url, group, [unique_name]) == {unique_name: 0}
-
-
-@pytest.mark.integration
-async def test_consumer_lag_with_dead_kafka_is_empty() -> None:
-    from pipeline.commands.local_services import free_port
-
-    assert await consumer_lag(f"kafka://127.0.0.1:{free_port()}", "g", ["t"]) == {}

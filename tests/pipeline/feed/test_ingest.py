@@ -24,7 +24,8 @@ from pipeline.feed.ingestor import (
     split_by_underlying,
 )
 from pipeline.feed.stamping import ReceiveClock
-from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.feed.kafka_topics import bootstrap_servers, ensure_topic
+from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
 from pipeline.runtime import metrics
 from pipeline.runtime.settings import KiteAccount, load_settings

@@ -7,7 +7,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.commands.local_services import free_port
-from pipeline.feed.tick_producer import TickProducer, bootstrap_servers, ensure_topic
+from pipeline.feed.kafka_topics import bootstrap_servers, ensure_topic
+from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, encode_ticks
 
 pytestmark = pytest.mark.integration
