@@ -27,6 +27,7 @@ from agents.resources import WorkerResources
 from agents.store import register_store_agents
 from agents.topics import Topics, declare_topics
 from pipeline.runtime.health import liveness
+from pipeline.runtime.kafka_auth import faust_credentials
 from pipeline.runtime.metrics import metrics_text
 from pipeline.runtime.settings import ConfigError, Settings
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, kafka_url: str | None = None, pg_dsn: str 
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
+        broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,

@@ -24,7 +24,6 @@ import uuid
 import asyncpg
 import numpy as np
 
-
 from pipeline.commands.local_services import services_for_script
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE

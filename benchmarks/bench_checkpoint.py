@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-
 from pipeline.core.checkpoint import FORMAT
 from pipeline.core.pricing import OptionPricer
 from pipeline.core.processor import BarConfig, TickProcessor

@@ -31,7 +31,6 @@ import time
 
 import numpy as np
 
-
 from pipeline.feed.kite_codec import FrameDecoder, decode_frame
 from pipeline.feed.kite_encode import encode_frame
 from pipeline.feed.kite_wire import KITE_TICK_DTYPE, MODE_FULL, MODE_LTP, MODE_QUOTE

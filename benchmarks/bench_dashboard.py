@@ -35,7 +35,6 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-
 from pipeline.commands.local_services import services_for_script
 from pipeline.commands.web import FANOUT, build_app
 from pipeline.records.instruments import InstrumentIndex

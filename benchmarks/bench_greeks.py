@@ -33,7 +33,6 @@ import time
 
 import numpy as np
 
-
 import greeks
 
 R = 0.07

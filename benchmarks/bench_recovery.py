@@ -27,7 +27,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
 from pipeline.commands.demo import DEV_KAFKA_ENV
 from pipeline.commands.local_services import LOOPBACK, ensure_services, free_port, spawn
 from pipeline.feed.kafka_topics import consumer_lag

@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 
-
 import greeks
 from pipeline.core.pricing import OptionPricer
 from pipeline.feed.instruments import select_universe

@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pipeline.commands.local_kafka import KAFKA_VERSION, choose_broker
+from pipeline.commands.local_kafka import announce
 from pipeline.commands.local_processes import ServiceStartError
 from pipeline.commands.local_services import LocalServices, ensure_services
 
@@ -121,11 +121,9 @@ def pytest_report_header(config: pytest.Config) -> str:
     if os.environ.get("STRIKEFLOW_KAFKA_URL"):
         return "broker: the configured STRIKEFLOW_KAFKA_URL"
     try:
-        kind = choose_broker(None)
+        return announce(None)
     except ServiceStartError as exc:
         return f"broker: none can start ({exc})"
-    return ("broker: Apache Kafka " + KAFKA_VERSION + " (KRaft, single node, jars from Maven Central)"
-            if kind == "kafka" else "broker: Tansu (memory storage; no Java here, or STRIKEFLOW_LOCAL_BROKER=tansu)")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

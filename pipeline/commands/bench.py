@@ -28,6 +28,7 @@ import sys
 import time
 
 from pipeline.commands.bench_run import BenchRun, universe_for
+from pipeline.commands.local_kafka import BROKER_KINDS
 from pipeline.runtime.settings import ConfigError, Settings
 
 BENCH_SCHEMA = "strikeflow_bench"
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-factor", type=float, default=1.25, help="rate multiplier per --find-max step")
     parser.add_argument("--p99-bound-ms", type=float, default=100.0,
                         help="--find-max: a step whose receive->Redis p99 is over this did not keep up")
+    parser.add_argument("--broker", choices=BROKER_KINDS, default=None,
+                        help="the local broker to start when STRIKEFLOW_KAFKA_URL is not set (default: auto)")
     parser.add_argument("--soak", action="store_true", help="a long run (--seconds 600 or more): RSS slope per process")
 
 

@@ -31,6 +31,7 @@ from pipeline.commands.bench_report import (
     report_of,
 )
 from pipeline.commands.demo import DEV_KAFKA_ENV
+from pipeline.commands.local_kafka import announce
 from pipeline.commands.local_services import (
     LOOPBACK,
     LocalServices,
@@ -40,6 +41,7 @@ from pipeline.commands.local_services import (
     spawn,
 )
 from pipeline.feed.kafka_topics import consumer_lag
+from pipeline.runtime.kafka_auth import client_options
 from pipeline.runtime.metrics import scrape
 from pipeline.runtime.process_stats import ProcessSampler
 from pipeline.runtime.settings import Settings
@@ -102,7 +104,9 @@ class BenchRun:
         s = self.settings
         pg = s.pg_dsn.get_secret_value() if s.pg_dsn else None
         redis = s.redis_url.get_secret_value() if s.redis_url else None
-        self.services = ensure_services(s.kafka_url, pg, redis, self.log_dir)
+        if s.kafka_url is None:
+            self.say(announce(self.args.broker))
+        self.services = ensure_services(s.kafka_url, pg, redis, self.log_dir, broker=self.args.broker)
         for proc in self.services.processes:
             self.samplers[proc.name] = ProcessSampler(proc.pid)
         return self.services
@@ -199,7 +203,8 @@ class BenchRun:
             self.progress(now, last, watch.latency_summary()["p99"])
             last = now
         watch.measuring = bars.measuring = False
-        lag = await consumer_lag(self.services.kafka_url, self._app_id, [self._ticks_topic])
+        lag = await consumer_lag(self.services.kafka_url, self._app_id, [self._ticks_topic],
+                                 client_options(self.settings))
         return Phase(rate=rate, first=first, last=last, latency_ms=watch.latency_summary(),
                      bar_latencies_ms=bars.latencies().copy(), lag_records=sum(lag.values()),
                      cpu={n: s.cpu_percent(first.at, last.at) for n, s in self.samplers.items()})
@@ -284,8 +289,9 @@ class BenchRun:
         if self.args.store_ticks:
             checked = await check_bars_against_ticks(services.pg_dsn, self.settings.pg_schema,
                                                      dt.datetime.fromtimestamp(started, dt.timezone.utc))
-        return report_of(self.args, self.universe, phases, drained, lost_bars, len(watch.bar_keys), watch.backwards,
-                         self.samplers, soak_from, checked)
+        report = report_of(self.args, self.universe, phases, drained, lost_bars, len(watch.bar_keys),
+                           watch.backwards, self.samplers, soak_from, checked)
+        return {"broker": services.broker, **report}
 
     async def _phases(self, watch: TickWatch, bars: BarWatch) -> list[Phase]:
         if not self.args.find_max:

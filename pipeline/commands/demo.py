@@ -1,6 +1,6 @@
 """``strikeflow demo``: the whole pipeline on embedded defaults, with live progress and a summary.
 
-Starts whatever service is not configured (Tansu broker, PostgreSQL, Redis),
+Starts whatever service is not configured (a broker: Apache Kafka or Tansu; PostgreSQL, Redis),
 migrates, then runs three child processes — simulator, worker, ingest — as
 ``python -m pipeline.commands.cli <command>`` with the resolved service URLs in their
 environment. Every child is stopped by its own PID, in order (ingest first so
@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.commands.local_kafka import BROKER_KINDS, announce
 from pipeline.commands.local_services import (
     LOOPBACK,
     LocalServices,
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="simulated ticks per wall second")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-store-ticks", action="store_true", help="do not keep raw ticks in the ticks table")
+    parser.add_argument("--broker", choices=BROKER_KINDS, default=None,
+                        help="the local broker to start when STRIKEFLOW_KAFKA_URL is not set: Apache Kafka (Java "
+                             "needed) or Tansu; default auto (Kafka when Java is here), or STRIKEFLOW_LOCAL_BROKER")
     parser.add_argument("--private-services", action="store_true",
                         help="start private PostgreSQL/Redis even when servers answer on the default local ports")
 
@@ -79,7 +83,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     pg = settings.pg_dsn.get_secret_value() if settings.pg_dsn else None
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     try:
-        services = ensure_services(settings.kafka_url, pg, redis, log_dir, reuse_local=not args.private_services)
+        if settings.kafka_url is None:
+            print(announce(args.broker), flush=True)
+        services = ensure_services(settings.kafka_url, pg, redis, log_dir, reuse_local=not args.private_services,
+                                   broker=args.broker)
     except ServiceStartError as exc:
         raise ConfigError(f"cannot start a local service: {exc}") from None
     children: list[ManagedProcess] = []
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings, services: LocalServices, children: list[ManagedProcess],
          log_dir: Path) -> int:
-    print(f"services: Kafka {services.kafka_url}, PostgreSQL {redact_url(services.pg_dsn)}, "
+    print(f"services: Kafka {services.kafka_url} ({services.broker}), PostgreSQL {redact_url(services.pg_dsn)}, "
           f"Redis {redact_url(services.redis_url)}")
     for line in services.started():
         print(f"  started {line}")

@@ -19,30 +19,31 @@ from loguru import logger
 
 from pipeline.feed.ingestor import Ingestor, IngestStats, plan_universe
 from pipeline.feed.instruments import load_instruments
+from pipeline.feed.kafka_topics import ensure_topics_eventually, ticks_topic
 from pipeline.feed.kite_codec import warm_up_codec
 from pipeline.feed.sharding import ShardingError
-from pipeline.feed.kafka_topics import TopicSetupError, ensure_topics_eventually, ticks_topic
 from pipeline.feed.tick_producer import TickProducer
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, LoopMonitor, liveness
+from pipeline.runtime.kafka_auth import client_options
 from pipeline.runtime.redaction import redact_url
 from pipeline.runtime.settings import ConfigError, KiteAccount, Settings
 from sinks.instrument_store import write_instruments
 from sinks.migrate import schema_problem
 
 
-async def _ticks_topic_problem(kafka_url: str, settings: Settings) -> TopicSetupError | None:
+async def _ticks_topic_problem(kafka_url: str, settings: Settings) -> ConfigError | None:
     """Create the ticks topic (retrying while Kafka is unreachable); the reason it cannot be used as
     configured (too few partitions, creation refused), or None."""
     try:
-        await ensure_topics_eventually(kafka_url, [ticks_topic(settings)])
-    except TopicSetupError as exc:
+        await ensure_topics_eventually(kafka_url, [ticks_topic(settings)], client_options(settings))
+    except ConfigError as exc:
         return exc
     return None
 
 
-def _problem(task: asyncio.Task) -> TopicSetupError | None:
+def _problem(task: asyncio.Task) -> ConfigError | None:
     return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
 
 
@@ -123,8 +124,10 @@ async def ingest_main(settings: Settings, *, kafka_url: str, pg_dsn: str | None,
         # the worker prices from this table: give it a head start, but never wait on a dead database
         await asyncio.wait({instruments_task}, timeout=10)
     topic_task = asyncio.create_task(_ticks_topic_problem(kafka_url, settings))
-    producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes)
-    await producer.start()
+    producer = TickProducer(kafka_url, settings.ticks_topic, settings.ingest_buffer_max_bytes,
+                            compression=settings.kafka_compression, idempotence=settings.kafka_idempotence,
+                            client_options=client_options(settings))
+    await producer.start(topic_task)
     ingestor = Ingestor(settings, index, shards, accounts, producer, ws_url)
     ingestor.tasks.watch(producer.task, "tick-producer")
     ingestor.tasks.watch(topic_task, "ensure-topic", one_shot=True)

@@ -115,6 +115,17 @@ def choose_broker(requested: str | None) -> str:
     return kind
 
 
+def announce(requested: str | None) -> str:
+    """One line saying which broker a run will start, and what that costs: for the first line of
+    ``demo`` and ``bench`` and the test report's header."""
+    kind = choose_broker(requested)
+    if kind == "tansu":
+        why = "asked for" if (requested or os.environ.get(BROKER_ENV) or "auto") == "tansu" else kafka_available()
+        return f"broker: Tansu (memory storage) - {why}; --broker kafka needs Java 17+ and Maven"
+    cached = "jars cached" if _jars_ready(kafka_cache_dir()) else "first start fetches ~45 MB of jars with Maven"
+    return f"broker: Apache Kafka {KAFKA_VERSION} (KRaft, single node; {cached} in {kafka_cache_dir()})"
+
+
 def kafka_jars(timeout_s: float = 900.0) -> Path:
     """The directory of the broker's jars, fetched by Maven into the cache the first time (under a file lock,
     so concurrent first starts download once)."""

@@ -29,8 +29,8 @@ import time
 import tty
 from dataclasses import asdict, dataclass
 
-
 from pipeline.feed.kafka_topics import consumer_lag
+from pipeline.runtime.kafka_auth import client_options
 from pipeline.runtime.metrics import scrape
 from pipeline.runtime.settings import Settings
 
@@ -135,7 +135,7 @@ async def _sample(args: argparse.Namespace, settings: Settings) -> Sample:
     lag = {}
     if settings.kafka_url:
         topics = [settings.ticks_topic, settings.bars_topic, f"{settings.ticks_topic}-priced"]
-        lag = await consumer_lag(settings.kafka_url, settings.app_id, topics)
+        lag = await consumer_lag(settings.kafka_url, settings.app_id, topics, client_options(settings))
     ingest, worker = await asyncio.gather(asyncio.to_thread(scrape, f"{args.ingest}/metrics"),
                                           asyncio.to_thread(scrape, f"{args.worker}/metrics"))
     return Sample(time.monotonic(), ingest, worker, lag)

@@ -10,6 +10,7 @@ import faust
 
 from agents.app import create_app
 from pipeline.feed.kafka_topics import ensure_topics_eventually, worker_topics
+from pipeline.runtime.kafka_auth import client_options
 from pipeline.runtime.settings import ConfigError, Settings
 from sinks.migrate import schema_problem
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if problem:
         raise ConfigError(problem)
     # before Faust subscribes: it would otherwise ignore a missing topic until its next metadata refresh
-    asyncio.run(ensure_topics_eventually(settings.kafka_url, worker_topics(settings)))
+    asyncio.run(ensure_topics_eventually(settings.kafka_url, worker_topics(settings), client_options(settings)))
     app = create_app(settings)
     # Web bind address and port come from the app's configuration (127.0.0.1 unless configured).
     level = {"TRACE": "debug", "SUCCESS": "info", "CRITICAL": "crit", "WARNING": "warn"}.get(settings.log_level, settings.log_level.lower())

@@ -26,7 +26,11 @@ import numpy as np
 from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.core.bars.combine import BarCombiner
 from pipeline.core.chain_quality import QualityLedger, chain_quality
-from pipeline.core.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint
+from pipeline.core.checkpoint import (
+    CheckpointError,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from pipeline.core.pricing import Chain, OptionPricer
 from pipeline.core.rollups import OIRollup
 from pipeline.core.vol_index_live import expiry_label, underlying_chains, vol_index_rows

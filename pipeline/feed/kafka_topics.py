@@ -21,12 +21,21 @@ Retention (``retention.ms``, deletion, not compaction):
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 from loguru import logger
 
 from pipeline.runtime.backoff import retry_forever
@@ -48,6 +57,44 @@ class TopicSpec:
 
 class TopicSetupError(ConfigError):
     """A topic cannot be used as configured (too few partitions, creation refused); one actionable line."""
+
+
+class KafkaAccessError(ConfigError):
+    """The broker refuses this client for good: wrong credentials, a certificate we do not trust. Retrying
+    cannot help (aiokafka would retry forever, reporting only "Unable to bootstrap"); one actionable line."""
+
+
+_AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError,
+                IllegalSaslStateError)
+
+
+async def check_access(kafka_url: str, client_options: Mapping[str, object] | None = None) -> None:
+    """Open one connection to the first broker that answers, with the client's security settings, and turn
+    a refusal into a :class:`KafkaAccessError`; an unreachable broker stays a transient ``OSError``."""
+    options = dict(client_options or {})
+    if options.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+        return
+    last: OSError | None = None
+    for address in bootstrap_servers(kafka_url).split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
+        except ssl.SSLCertVerificationError as exc:
+            raise KafkaAccessError(
+                f"configuration error: STRIKEFLOW_KAFKA_CA_FILE: the certificate of the Kafka broker {address} is not "
+                f"trusted ({exc.verify_message}); set the CA file that signed it") from None
+        except _AUTH_ERRORS as exc:
+            raise KafkaAccessError(
+                f"configuration error: STRIKEFLOW_KAFKA_USERNAME/STRIKEFLOW_KAFKA_PASSWORD: the Kafka broker {address} "
+                f"refused user {options.get('sasl_plain_username')!r} ({options.get('sasl_mechanism')}, "
+                f"{type(exc).__name__}); check the user, the password and the mechanism") from None
+        except OSError as exc:
+            last = exc
+            continue
+        conn.close()
+        return
+    if last is not None:
+        raise last
 
 
 def bootstrap_servers(kafka_url: str) -> str:
@@ -85,6 +132,7 @@ async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_optio
     """Create the missing topics of ``specs``; the names created. :class:`TopicSetupError` when one exists
     with fewer partitions than its spec or the broker refuses to create one (not a transient failure)."""
     specs = list(specs)
+    await check_access(kafka_url, client_options)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(kafka_url), **dict(client_options or {}))
     await admin.start()
     try:
@@ -142,8 +190,8 @@ async def ensure_topic(kafka_url: str, name: str, partitions: int, replication: 
 
 async def ensure_topics_eventually(kafka_url: str, specs: Iterable[TopicSpec],
                                    client_options: Mapping[str, object] | None = None) -> list[str]:
-    """:func:`ensure_topics`, retried with backoff while Kafka is unreachable; a :class:`TopicSetupError`
-    (not transient) is raised at once."""
+    """:func:`ensure_topics`, retried with backoff while Kafka is unreachable; a :class:`TopicSetupError` or
+    :class:`KafkaAccessError` (not transient) is raised at once."""
     specs = list(specs)
     return await retry_forever(
         lambda: ensure_topics(kafka_url, specs, client_options), retry_on=is_transient, start_s=0.5, max_s=10.0,

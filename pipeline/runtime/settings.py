@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, description="3 on a production cluster")
     ticks_retention_hours: float = Field(168.0, gt=0, description="retention of the ticks topic when strikeflow creates it: a trading day can be replayed from it through the following week")
     bars_retention_hours: float = Field(168.0, gt=0, description="retention of the bars, rollups and priced-ticks topics when strikeflow creates them (TimescaleDB is their durable home)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="how every Kafka client connects; managed clusters almost always want SASL_SSL")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ca_file: Path | None = Field(None, description="PEM file of the CA(s) that signed the brokers' certificates; unset = the system's trust store")
+    kafka_cert_file: Path | None = Field(None, description="PEM client certificate, for brokers that require one (mutual TLS)")
+    kafka_key_file: Path | None = Field(None, description="PEM private key of kafka_cert_file")
+    kafka_key_password: SecretStr | None = None
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field("lz4", description="codec of the ingestor's produced batches (README, \"Brokers\": bytes and CPU per tick measured for none, lz4 and zstd)")
+    kafka_idempotence: bool | None = Field(None, description="idempotent producer: unset = when the broker has one (Apache Kafka), true = required, false = off")
     kafka_session_timeout_s: float = Field(30.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(5, ge=0, le=1500, description="how long a worker's fetch may wait on the broker for data; Faust's own 1500 ms makes every fetch on Tansu that slow")
@@ -208,6 +218,23 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
             raise ValueError("must be a lower-case SQL identifier like public or strikeflow")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL") and not (self.kafka_username and self.kafka_password):
+            raise ValueError(f"STRIKEFLOW_KAFKA_SECURITY_PROTOCOL={protocol} needs STRIKEFLOW_KAFKA_USERNAME and "
+                             f"STRIKEFLOW_KAFKA_PASSWORD")
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            raise ValueError("set both STRIKEFLOW_KAFKA_CERT_FILE and STRIKEFLOW_KAFKA_KEY_FILE, or neither")
+        for name in ("kafka_ca_file", "kafka_cert_file", "kafka_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"STRIKEFLOW_{name.upper()}: no such file: {path}")
+        if not protocol.endswith("SSL") and (self.kafka_ca_file or self.kafka_cert_file):
+            raise ValueError(f"Kafka certificate files are set but STRIKEFLOW_KAFKA_SECURITY_PROTOCOL={protocol} "
+                             f"does not use TLS: set it to SSL or SASL_SSL")
+        return self
 
     @model_validator(mode="after")
     def _kite_pair(self) -> Settings:

@@ -25,8 +25,7 @@ from worker_helpers import (
 )
 
 from pipeline.commands.local_services import free_port
-from pipeline.feed.kafka_topics import consumer_lag
-from pipeline.feed.kafka_topics import ensure_topic
+from pipeline.feed.kafka_topics import consumer_lag, ensure_topic
 from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import encode_ticks
 from sinks.instrument_store import write_instruments

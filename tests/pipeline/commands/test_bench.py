@@ -56,6 +56,7 @@ async def test_short_bench_reports_every_figure_loses_nothing_and_leaves_no_proc
         conn = await asyncpg.connect(pg_dsn)
         await conn.execute(f'DROP SCHEMA IF EXISTS "bench_{unique_name}" CASCADE')
         await conn.close()
+    assert report["broker"] == "configured (STRIKEFLOW_KAFKA_URL)"
     for key in ("offered_tps", "sustained_tps", "published_tps", "bars_written_per_s", "lag_end_records"):
         assert isinstance(report[key], (int, float)), key
     assert set(report["latency_ms"]) == LATENCY_KEYS and set(report["bar_latency_ms"]) == LATENCY_KEYS

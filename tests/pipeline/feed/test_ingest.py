@@ -23,8 +23,8 @@ from pipeline.feed.ingestor import (
     plan_universe,
     split_by_underlying,
 )
-from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.kafka_topics import bootstrap_servers, ensure_topic
+from pipeline.feed.stamping import ReceiveClock
 from pipeline.feed.tick_producer import TickProducer
 from pipeline.records.ticks import TICK_DTYPE, decode_ticks, decode_ticks_record
 from pipeline.runtime import metrics
