@@ -7,8 +7,9 @@ set then). ``strikeflow worker`` and ``strikeflow demo`` call
 
 Guarantee: at-least-once (Faust acks a record after the agent has handled it;
 offsets commit after that), made exactly-once in results by idempotent sinks.
-Faust's ``exactly_once`` needs idempotent producers/transactions, which Tansu
-(the dev broker) does not support, so it is not used.
+Faust's ``exactly_once`` (Kafka transactions) is not used: Tansu, the fallback dev
+broker, has no transactions, and the idempotent sinks already make a redelivery
+harmless. The ingestor's producer is idempotent where the broker allows it.
 """
 
 from __future__ import annotations

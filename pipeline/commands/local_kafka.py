@@ -244,7 +244,7 @@ def start_kafka(log_dir: Path, *, data_dir: Path | None = None, port: int | None
     config = data_dir / "server.properties"
     config.write_text(_server_properties(data_dir, port, controller_port, listeners, extra or {}))
     if not (data_dir / "log" / "meta.properties").exists():
-        formatted = kafka_tool(data_dir, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+        formatted = kafka_tool(data_dir, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}",
                                "-c", str(config), *format_args)
         if formatted.returncode != 0:
             raise ServiceStartError(f"kafka-storage format failed:\n{(formatted.stdout + formatted.stderr)[-1500:]}")

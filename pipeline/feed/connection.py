@@ -112,7 +112,10 @@ class Connection:
         ing = self.ingestor
         backoff = Backoff(BACKOFF_START_S, BACKOFF_MAX_S, jitter=BACKOFF_JITTER)
         down_since: float | None = None
+        me = asyncio.current_task()
         while not ing.stopping.is_set():
+            if me is not None and me.cancelling():  # Python 3.11's wait_for can swallow a cancellation: obey it
+                raise asyncio.CancelledError
             account = ing.accounts[self.shard.account]
             self._up = False
             try:
@@ -180,7 +183,10 @@ class Connection:
         ing = self.ingestor
         silence, mute = ing.settings.kite_silence_timeout_s, ing.settings.kite_mute_timeout_s
         last_data = time.monotonic()
+        me = asyncio.current_task()
         while not ing.stopping.is_set():
+            if me is not None and me.cancelling():  # Python 3.11's wait_for can swallow a cancellation: obey it
+                raise asyncio.CancelledError
             try:
                 msg = await asyncio.wait_for(ws.receive(), silence)
             except asyncio.TimeoutError:
