@@ -49,6 +49,7 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    log_start: int = 0  # the log's size when this process started (a restart appends to the same file)
 
     @property
     def pid(self) -> int:
@@ -74,13 +75,22 @@ class ManagedProcess:
         :class:`ServiceStartError` with the log's tail when it exits or the time runs out first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = re.search(pattern, self.log_path.read_text(errors="replace") if self.log_path.exists() else "")
+            match = re.search(pattern, self._own_log())
             if match:
                 return match
             if not self.alive():
                 break
             time.sleep(0.1)
         raise ServiceStartError(f"{self.name} did not start:\n{self.log_tail()}")
+
+    def _own_log(self) -> str:
+        """What this process wrote to its log (not an earlier process's lines in the same file)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_start)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -112,6 +122,7 @@ def spawn(
     """Start ``argv`` with stdout+stderr to ``log_dir/<name>.log``; tracked for stop at exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         popen = subprocess.Popen(
@@ -126,7 +137,7 @@ def spawn(
         )
     finally:
         log_file.close()
-    proc = ManagedProcess(name, popen, log_path)
+    proc = ManagedProcess(name, popen, log_path, log_start)
     LIVE.append(proc)
     return proc
 

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     kafka_cert_file: Path | None = Field(None, description="PEM client certificate, for brokers that require one (mutual TLS)")
     kafka_key_file: Path | None = Field(None, description="PEM private key of kafka_cert_file")
     kafka_key_password: SecretStr | None = None
-    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field("lz4", description="codec of the ingestor's produced batches (README, \"Brokers\": bytes and CPU per tick measured for none, lz4 and zstd)")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field("zstd", description="codec of the ingestor's produced batches: zstd stores a tick in 21 bytes instead of 69 for 1.7 µs more producer CPU, and is both smaller and cheaper than lz4 here (README, \"Brokers\")")
     kafka_idempotence: bool | None = Field(None, description="idempotent producer: unset = when the broker has one (Apache Kafka), true = required, false = off")
     kafka_session_timeout_s: float = Field(30.0, gt=0)
     kafka_heartbeat_interval_s: float = Field(3.0, gt=0)
