@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_analyst_sql.py
 	$(BIN)/python benchmarks/bench_dashboard.py
 	$(BIN)/python benchmarks/bench_recovery.py --no-store-ticks
+	$(BIN)/python benchmarks/bench_kafka_compression.py
 
 ## Refresh docs/dashboard.png: the browser test's screenshot of the live chain page.
 screenshot: $(STAMP)

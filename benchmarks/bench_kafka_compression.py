@@ -28,7 +28,12 @@ from pipeline.feed.kafka_topics import TopicSpec, ensure_topics
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.ticks import encode_ticks
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, Market, build_instruments, session_start_ts
+from pipeline.sim.market import (
+    DEFAULT_UNDERLYINGS,
+    Market,
+    build_instruments,
+    session_start_ts,
+)
 
 DAY = dt.date(2026, 11, 25)
 CODECS = ("none", "lz4", "zstd", "gzip")

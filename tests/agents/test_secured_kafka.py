@@ -20,7 +20,12 @@ import asyncpg
 import pytest
 from worker_helpers import start_worker, stop_workers, wait_for, worker_env
 
-from pipeline.commands.local_kafka import KafkaBroker, KafkaListener, kafka_available, start_kafka
+from pipeline.commands.local_kafka import (
+    KafkaBroker,
+    KafkaListener,
+    kafka_available,
+    start_kafka,
+)
 from pipeline.commands.local_services import free_port
 from sinks.migrate import migrate
 
