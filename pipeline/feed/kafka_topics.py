@@ -122,9 +122,11 @@ def worker_topics(settings: Settings) -> list[TopicSpec]:
 
 
 async def _existing_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    described = await admin.describe_topics(names)
-    return {d["topic"]: len(d.get("partitions") or []) for d in described
-            if d.get("error_code", 0) == 0 and d.get("partitions")}
+    """Partitions of those of ``names`` that exist. It asks for every topic's metadata, not the named ones':
+    a broker that auto-creates topics (Tansu does) would create a named one, with its default partitions."""
+    wanted = set(names)
+    return {d["topic"]: len(d.get("partitions") or []) for d in await admin.describe_topics()
+            if d["topic"] in wanted and d.get("error_code", 0) == 0 and d.get("partitions")}
 
 
 async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_options: Mapping[str, object] | None = None
