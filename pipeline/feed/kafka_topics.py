@@ -21,9 +21,11 @@ Retention (``retention.ms``, deletion, not compaction):
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,11 +33,13 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     IllegalSaslStateError,
+    KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
     for_code,
 )
+from aiokafka.protocol.metadata import MetadataRequest
 from loguru import logger
 
 from pipeline.runtime.backoff import retry_forever
@@ -122,11 +126,13 @@ def worker_topics(settings: Settings) -> list[TopicSpec]:
 
 
 async def _existing_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    """Partitions of those of ``names`` that exist. It asks for every topic's metadata, not the named ones':
-    a broker that auto-creates topics (Tansu does) would create a named one, with its default partitions."""
-    wanted = set(names)
-    return {d["topic"]: len(d.get("partitions") or []) for d in await admin.describe_topics()
-            if d["topic"] in wanted and d.get("error_code", 0) == 0 and d.get("partitions")}
+    """Partitions of those of ``names`` that exist. The metadata request says "do not auto-create": a
+    broker that auto-creates topics (Tansu) would otherwise create a named one with its default partitions
+    (``describe_topics`` has no such flag, hence aiokafka's request sender)."""
+    response = await admin._send_request(MetadataRequest(names, allow_auto_topic_creation=False))  # noqa: SLF001
+    return {d["topic"]: len(d["partitions"]) for d in response.to_object()["topics"]
+            if d.get("error_code", 0) == 0 and d.get("partitions")
+            and all(p.get("error_code", 0) == 0 and p.get("leader", -1) >= 0 for p in d["partitions"])}
 
 
 async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_options: Mapping[str, object] | None = None
@@ -139,6 +145,10 @@ async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_optio
     await admin.start()
     try:
         existing = await _existing_partitions(admin, [s.name for s in specs])
+        created = [s.name for s in specs if s.name not in existing and await _create(admin, s)]
+        # a topic just created (by us or by another process) has no leader for a moment: wait until every
+        # one has, so the check below sees them all and the caller can produce and consume at once
+        existing = await _until_known(admin, [s.name for s in specs])
         for spec in specs:
             have = existing.get(spec.name)
             if have is not None and have < spec.partitions:
@@ -146,9 +156,20 @@ async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_optio
                     f"configuration error: STRIKEFLOW_TOPIC_PARTITIONS: topic {spec.name} has {have} partition(s), "
                     f"fewer than the {spec.partitions} configured; add partitions (kafka-topics --alter "
                     f"--topic {spec.name} --partitions {spec.partitions}) or set STRIKEFLOW_TOPIC_PARTITIONS={have}")
-        return [s.name for s in specs if s.name not in existing and await _create(admin, s)]
+        return created
     finally:
         await admin.close()
+
+
+async def _until_known(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """:func:`_existing_partitions` once every one of ``names`` has its partitions and leaders (or, after
+    ``timeout_s``, whatever is known)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        known = await _existing_partitions(admin, names)
+        if len(known) == len(set(names)) or asyncio.get_running_loop().time() > deadline:
+            return known
+        await asyncio.sleep(0.1)
 
 
 async def _create(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
@@ -222,7 +243,7 @@ async def consumer_lag(kafka_url: str, group: str, topics: list[str],
         if not partitions:
             return {}
         ends = await consumer.end_offsets(partitions)
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        committed = await _committed(admin, group, partitions)
         lag: dict[str, int] = {}
         for tp in partitions:
             done = committed.get(tp)
@@ -234,3 +255,17 @@ async def consumer_lag(kafka_url: str, group: str, topics: list[str],
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def _committed(admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition],
+                     timeout_s: float = 10.0) -> dict[TopicPartition, Any]:
+    """The group's committed offsets; retried while the broker's group coordinator is still loading (a fresh
+    broker answers "coordinator not available" until its offsets topic is ready)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group, partitions=partitions)
+        except KafkaError as exc:
+            if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
