@@ -60,6 +60,5 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if protocol == "SSL":
         return SSLCredentials(ssl_context(settings))
     password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
-    credentials = SASLCredentials(username=settings.kafka_username, password=password,
-                                  ssl_context=ssl_context(settings), mechanism=settings.kafka_sasl_mechanism)
-    return credentials
+    return SASLCredentials(username=settings.kafka_username, password=password,
+                           ssl_context=ssl_context(settings), mechanism=settings.kafka_sasl_mechanism)

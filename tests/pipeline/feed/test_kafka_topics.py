@@ -15,6 +15,7 @@ from pipeline.commands.local_services import LocalServices, free_port
 from pipeline.feed.kafka_topics import (
     DLQ_SUFFIX,
     TopicSetupError,
+    TopicSpec,
     bootstrap_servers,
     consumer_lag,
     ensure_topic,
@@ -68,6 +69,17 @@ async def test_existing_topic_with_fewer_partitions_is_one_clear_error(kafka_url
     assert "\n" not in message
     assert f"topic {unique_name}-ticks has 1 partition(s), fewer than the 4 configured" in message
     assert "STRIKEFLOW_TOPIC_PARTITIONS=1" in message
+
+
+async def test_topic_the_broker_refuses_to_create_is_one_clear_error(services: LocalServices, kafka_url: str,
+                                                                     unique_name: str) -> None:
+    if services.broker.startswith("Tansu"):
+        pytest.skip("Tansu accepts any replication factor; Apache Kafka refuses 3 replicas on one node")
+    with pytest.raises(TopicSetupError) as raised:
+        await ensure_topics(kafka_url, [TopicSpec(f"{unique_name}-ticks", 2, 3)])
+    message = str(raised.value)
+    assert "\n" not in message and f"cannot create Kafka topic {unique_name}-ticks" in message
+    assert "InvalidReplicationFactor" in message and "replication 3" in message
 
 
 async def test_ingest_with_too_few_partitions_exits_2_with_one_line(kite_simulator, kafka_url: str,
