@@ -148,7 +148,8 @@ async def ensure_topics(kafka_url: str, specs: Iterable[TopicSpec], client_optio
         created = [s.name for s in specs if s.name not in existing and await _create(admin, s)]
         # a topic just created (by us or by another process) has no leader for a moment: wait until every
         # one has, so the check below sees them all and the caller can produce and consume at once
-        existing = await _until_known(admin, [s.name for s in specs])
+        if len(existing) < len({s.name for s in specs}):
+            existing = await _until_known(admin, [s.name for s in specs])
         for spec in specs:
             have = existing.get(spec.name)
             if have is not None and have < spec.partitions:
