@@ -1,4 +1,4 @@
-"""Connections the agents share in one worker: PostgreSQL pool, Redis, the instrument index.
+"""Connections the agents share in one worker: the PostgreSQL pool and writer, Redis and its publishing front.
 
 Created on first use (agents start before Faust's extra services, so they
 ask for them with ``await resources.get()``) and closed on worker shutdown
@@ -8,7 +8,6 @@ after a final flush.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,20 +15,16 @@ import asyncpg
 import redis.asyncio as aioredis
 from loguru import logger
 
-from pipeline.core.pricing import OptionPricer, PricingRules
-from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.health import Checks, ConsumerProgress, LoopMonitor, TaskWatch
 from pipeline.runtime.redaction import redact_url
 from pipeline.runtime.settings import Settings
-from sinks.instrument_store import load_instrument_index
 from sinks.migrate import schema_version
 from sinks.redis.conflation import ConflatingPublisher
 from sinks.redis.publisher import RedisPublisher
 from sinks.timescale_writer import TimescaleWriter
 
-REFRESH_MIN_INTERVAL_S = 10.0
 PROBE_INTERVAL_S = 2.0  # how often /ready's database and Redis checks are refreshed
 PROBE_TIMEOUT_S = 3.0
 
@@ -40,8 +35,6 @@ class Connected:
     redis: aioredis.Redis
     writer: TimescaleWriter
     publisher: ConflatingPublisher
-    instruments: InstrumentIndex
-    pricer: OptionPricer
 
 
 class WorkerResources:
@@ -52,7 +45,6 @@ class WorkerResources:
         self._connected: Connected | None = None
         self._lock = asyncio.Lock()
         self.partitions_assigned = False
-        self._refreshed_at = float("-inf")
         # /ready and /health (pipeline.runtime.health)
         self.checks = Checks()
         self.tasks = TaskWatch(metrics.TASK_DEATHS)
@@ -85,8 +77,9 @@ class WorkerResources:
         pool = await asyncpg.create_pool(self.pg_dsn, min_size=0, max_size=4, timeout=10)
         redis = aioredis.from_url(self.redis_url)
         try:
+            await pool.fetchval("SELECT 1")  # the pool connects lazily: reach the database now
             await redis.ping()
-        except aioredis.RedisError:
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, aioredis.RedisError):
             await pool.close()
             await redis.aclose()
             raise
@@ -96,29 +89,9 @@ class WorkerResources:
                                         max_tick_age_s=self.settings.redis_max_tick_age_s)
         await publisher.start()
         self.tasks.watch(publisher.task, "redis-publisher")
-        instruments = await load_instrument_index(pool, schema)
-        logger.info(
-            "worker connected: PostgreSQL {} (schema {}), Redis {}, {} instruments",
-            redact_url(self.pg_dsn), schema, redact_url(self.redis_url), len(instruments),
-        )
-        return Connected(pool, redis, writer, publisher, instruments,
-                         OptionPricer(instruments, self.settings.risk_free_rate, PricingRules.from_settings(self.settings)))
-
-    async def refresh_instruments(self) -> InstrumentIndex:
-        """Reload the instrument index (the ingestor adds contracts at start-up).
-
-        Called when a batch carries a token the index does not know; at most once per
-        ``REFRESH_MIN_INTERVAL_S``, so a token that is in no instruments table costs one
-        query per interval, not one per batch (its ticks are priced as unknown: NaN Greeks).
-        """
-        connected = await self.get()
-        now = time.monotonic()
-        if now - self._refreshed_at < REFRESH_MIN_INTERVAL_S:
-            return connected.instruments
-        self._refreshed_at = now
-        connected.instruments = await load_instrument_index(connected.pool, self.settings.pg_schema)
-        connected.pricer.rebase(connected.instruments)
-        return connected.instruments
+        logger.info("worker connected: PostgreSQL {} (schema {}), Redis {}", redact_url(self.pg_dsn), schema,
+                    redact_url(self.redis_url))
+        return Connected(pool, redis, writer, publisher)
 
     def start_watchdogs(self) -> None:
         """The event-loop monitor and the database/Redis probe, as watched tasks."""

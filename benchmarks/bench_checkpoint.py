@@ -4,9 +4,9 @@ Run: ``.venv/bin/python benchmarks/bench_checkpoint.py [--seconds S] [--rate R] 
 A simulated market of NIFTY and BANKNIFTY with 5 expiries x 501 strikes x 2 sides
 (about 10,000 instruments) trades ``--rate`` ticks per exchange second, liquidity
 falling off away from the money, for ``--seconds`` exchange seconds through one
-``TickProcessor`` (1/5/15-minute bars, 300 s late window, rollups); then it
+set of engines (1/5/15-minute bars, 60 s late window, rollups); then it
 snapshots both underlyings (what one checkpoint of their partition holds),
-restores the bytes into a fresh processor, and with ``--pg`` saves them into
+restores the bytes into fresh engines, and with ``--pg`` saves them into
 ``worker_checkpoints`` of a scratch schema the way the agent does. It prints the
 state held, the checkpoint's bytes and the median time of each step.
 """
@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from pipeline.core.checkpoint import FORMAT
-from pipeline.core.pricing import OptionPricer
-from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.core.engines import Engines
+from pipeline.core.outputs import EngineConfig
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
@@ -37,7 +37,7 @@ from pipeline.sim.market import (
 DAY = dt.date(2026, 11, 25)
 
 
-def _run(seconds: int, rate: int) -> tuple[TickProcessor, OptionPricer, int, float]:
+def _run(seconds: int, rate: int) -> tuple[Engines, int, float]:
     specs = [DEFAULT_UNDERLYINGS["NIFTY"], DEFAULT_UNDERLYINGS["BANKNIFTY"]]
     rows = build_instruments(specs, DAY, n_expiries=5, strikes_each_side=250)
     index = InstrumentIndex.from_rows(rows)
@@ -48,7 +48,7 @@ def _run(seconds: int, rate: int) -> tuple[TickProcessor, OptionPricer, int, flo
     distance = np.where(np.isnan(index.strike), 0, np.abs(np.nan_to_num(index.strike) - spot) / step)
     weight = 1 / (1 + distance)
     weight /= weight.sum()
-    processor, pricer = TickProcessor(BarConfig()), OptionPricer(index, 0.065)
+    engines = Engines(EngineConfig(), index)
     rng, clock, start, n = np.random.default_rng(5), ReceiveClock(), session_start_ts(DAY), 0
     began = time.perf_counter()
     for second in range(seconds):
@@ -58,10 +58,10 @@ def _run(seconds: int, rate: int) -> tuple[TickProcessor, OptionPricer, int, flo
         market.trade(pos)
         ticks = ticks_from_kite(market.snapshot(pos), clock.stamp(len(pos), int((start + second) * 1e6)))
         for underlying, batch in split_by_underlying(ticks, index)[0].items():
-            processor.start(underlying, batch, index)
-            processor.process(underlying, batch, pricer)
+            engines.seed_requests(underlying, batch)
+            engines.process(underlying, batch)
             n += len(batch)
-    return processor, pricer, n, time.perf_counter() - began
+    return engines, n, time.perf_counter() - began
 
 
 def _median_s(fn, repeat: int = 5) -> float:
@@ -100,17 +100,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="ticks drawn per exchange second (before dedup)")
     parser.add_argument("--pg", help="PostgreSQL DSN: also time the save into worker_checkpoints")
     args = parser.parse_args()
-    processor, pricer, n, fed_s = _run(args.seconds, args.rate)
-    held = {u: s.aggregator.state_size() for u, s in processor.states.items()}
-    instruments = len(pricer.index)
-    names = sorted(processor.states)
-    blob = processor.snapshot(names, pricer)
-    snap_s = _median_s(lambda: processor.snapshot(names, pricer))
-    restore_s = _median_s(lambda: TickProcessor(BarConfig()).restore(blob, OptionPricer(pricer.index, 0.065)))
+    engines, n, fed_s = _run(args.seconds, args.rate)
+    names = engines.underlyings()
+    held = {u: engines.get(u).bars.aggregator.state_size() for u in names}
+    instruments = len(engines.index)
+    blob = engines.snapshot(names)
+    snap_s = _median_s(lambda: engines.snapshot(names))
+    restore_s = _median_s(lambda: Engines(engines.config, engines.index).restore(blob))
     print(f"instruments {instruments:,}; {n:,} ticks over {args.seconds} exchange s ({n / fed_s:,.0f} ticks/s fed)")
     for u, sizes in held.items():
-        print(f"  {u}: " + "; ".join(f"{iv}s open {s['open_ticks']:,} retained {s['retained_ticks']:,} ticks"
-                                     for iv, s in zip((60, 300, 900), sizes, strict=True)))
+        print(f"  {u}: open {sizes['open_ticks']:,} ticks, retained {sizes['retained_ticks']:,} ticks in "
+              f"{sizes['retained_buckets']} buckets, {sizes['instruments']:,} instruments")
     print(f"checkpoint {len(blob) / 2**20:,.1f} MiB ({len(blob) / max(n, 1):,.0f} bytes per tick seen); "
           f"snapshot {snap_s * 1000:,.1f} ms, restore {restore_s * 1000:,.1f} ms (median of 5)")
     if args.pg:

@@ -10,7 +10,7 @@ at the market's prices on the 09:28 forward; the ATM pair has not traded since 0
 - before: the rule main used until the freshness rules: the same-expiry future's last price of
   any age, else parity from the last trades of the strike nearest the money (whatever their age),
   else spot carry (``greeks.forward_for_expiry`` fed with last prices, one strike);
-- after: ``OptionPricer`` (fresh future, else the median parity of fresh mids, else carry).
+- after: ``price_ticks`` (fresh future, else the median parity of fresh mids, else carry).
 
 Printed: the forward each used and the true one, and per option the IV of its last trade
 under each, against the market's 15 %.
@@ -24,7 +24,8 @@ import math
 import numpy as np
 
 import greeks
-from pipeline.core.pricing import OptionPricer
+from pipeline.core.price_book import PriceBook
+from pipeline.core.pricing import PricingContext, price_ticks
 from pipeline.feed.instruments import select_universe
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
@@ -72,9 +73,9 @@ def main() -> None:
     atm_put, p0 = option(24500.0, False, SPOT0, T0)
     later = [tick(token(InstrumentKind.INDEX), T1, SPOT1)] + [option(k, c, SPOT1, T1)[0] for k, c in OTM]
 
-    pricer = OptionPricer(index, R)
-    pricer.price(np.concatenate(first + [atm_call, atm_put]))
-    after = pricer.price(np.concatenate(later))
+    ctx, book = PricingContext.of(index, R), PriceBook(len(index))
+    price_ticks(ctx, book, np.concatenate(first + [atm_call, atm_put]))
+    after = price_ticks(ctx, book, np.concatenate(later))
     before_f = float(greeks.forward_for_expiry(np.array([years(T1)]), R, strikes=[24500.0], call_prices=[c0],
                                                put_prices=[p0], spot=SPOT1, near=1).forward[0])
     true_f = fwd(SPOT1, T1)

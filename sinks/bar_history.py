@@ -20,7 +20,6 @@ import numpy as np
 from loguru import logger
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.ticks import FORWARD_SOURCES
 from sinks.migrate import check_schema_name, quote_ident
 from sinks.timescale_writer import BAR_TABLES
@@ -107,20 +106,20 @@ class SeedRequest(Protocol):
 
 
 class SeedsRollups(Protocol):
-    """The processor's seeding seam (``pipeline.core.processor.TickProcessor``): ``start`` says what an
+    """The engines' seeding seam (``pipeline.core.engines.Engines``): ``seed_requests`` says what an
     underlying's first batch needs, ``seed`` takes the bars loaded for it."""
 
-    def start(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> Sequence[SeedRequest]: ...
+    def seed_requests(self, underlying: str, ticks: np.ndarray) -> Sequence[SeedRequest]: ...
 
-    def seed(self, underlying: str, interval_s: int, bars: np.ndarray, index: InstrumentIndex) -> None: ...
+    def seed(self, underlying: str, interval_s: int, bars: np.ndarray) -> None: ...
 
 
-async def seed_rollups(processor: SeedsRollups, underlying: str, ticks: np.ndarray, pool: Any,
-                       index: InstrumentIndex, schema: str, timeout_s: float = 10.0) -> None:
+async def seed_rollups(engines: SeedsRollups, underlying: str, ticks: np.ndarray, pool: Any, schema: str,
+                       timeout_s: float = 10.0) -> None:
     """Before an underlying's first batch: seed its rollups with the newest bar of each option stored in
     ``schema``; a failed or slow query (over ``timeout_s``) leaves them unseeded (logged): it never blocks
     the live path."""
-    for request in processor.start(underlying, ticks, index):
+    for request in engines.seed_requests(underlying, ticks):
         try:
             bars = await asyncio.wait_for(
                 load_latest_bars(pool, schema, request.interval_s, request.tokens, request.before), timeout_s)
@@ -128,7 +127,7 @@ async def seed_rollups(processor: SeedsRollups, underlying: str, ticks: np.ndarr
             logger.warning("{} {}s rollups start unseeded: cannot load stored bars ({}: {})",
                            underlying, request.interval_s, type(exc).__name__, exc)
             continue
-        processor.seed(underlying, request.interval_s, bars, index)
+        engines.seed(underlying, request.interval_s, bars)
 
 
 __all__ = ["SeedRequest", "SeedsRollups", "latest_bars_sql", "load_bars_between", "load_latest_bars", "seed_rollups"]

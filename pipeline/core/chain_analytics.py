@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 import greeks
+from pipeline.records.kinds import InstrumentKind
+from pipeline.records.rollups import MISSING_INT
 
 BUILDUPS = ("", "long_buildup", "short_buildup", "short_covering", "long_unwinding")
 
@@ -139,3 +141,46 @@ def wing_ivs(call_delta: np.ndarray, call_iv: np.ndarray, put_delta: np.ndarray,
         order = np.argsort(d, kind="stable")
         out.append(float(np.interp(target, d[order], v[order])))
     return out[0], out[1]
+
+
+def fresh_ivs(cur: np.ndarray, traded: np.ndarray, inv: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(call, put) IVs per strike that the ATM interpolation may use: sides fresh in the bucket (ticked in it,
+    not stale at their close), each its ``mid_iv`` where it has one, else its ``iv``; NaN elsewhere."""
+    out = []
+    for kind in (InstrumentKind.CALL, InstrumentKind.PUT):
+        m = (cur["kind"] == kind) & traded & (cur["stale"] == 0)
+        side = np.full(n, np.nan)
+        side[inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
+        out.append(side)
+    return out[0], out[1]
+
+
+def chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray,
+                     previous: tuple[np.ndarray, np.ndarray, np.ndarray], inv: np.ndarray,
+                     fresh_ivs: tuple[np.ndarray, np.ndarray], t: float) -> None:
+    """GEX, build-up and 25-delta skew of one (expiry, bucket) into its strike rows and chain row
+    (the functions above). ``previous``: (has a bar in the bucket and one before, the close
+    and OI of that previous bar) per option; ``fresh_ivs``: :func:`fresh_ivs` per strike; ``t``: years
+    from the bucket to expiry."""
+    forward = float(chain["forward"][0])
+    compared, prev_close, prev_oi = previous
+    codes = buildup(np.where(compared, cur["close"] - prev_close, 0), np.where(compared, cur["oi"] - prev_oi, 0))
+    oi, usable = {}, {}
+    for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
+        m = cur["kind"] == kind
+        usable[side] = np.full(len(rows), np.nan)  # the option's last usable IV: its newest bar's mid IV, else IV
+        usable[side][inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
+        oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
+        rows[f"{side}_gex"] = (gex_terms(forward, rows["strike"], t, oi[side], usable[side], kind == InstrumentKind.CALL)
+                               if np.isfinite(forward) and t > 0 else np.nan)
+        labels = np.full(len(rows), b"", dtype=rows.dtype[f"{side}_buildup"])
+        labels[inv[m]] = np.array([BUILDUPS[c].encode() for c in codes[m].tolist()], dtype=labels.dtype)
+        rows[f"{side}_buildup"] = labels
+    call_iv, put_iv = fresh_ivs
+    gex = (rows["strike"], t, oi["call"], oi["put"], usable["call"], usable["put"])
+    chain["gex"] = gex_total(forward, *gex)
+    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, *gex[2:])
+    # the wings from the same fresh sides (a NaN IV leaves its strike out)
+    c25, p25 = wing_ivs(rows["call_delta"], call_iv, rows["put_delta"], put_iv)
+    chain["rr25"] = c25 - p25
+    chain["bf25"] = (c25 + p25) / 2 - float(chain["atm_iv"][0])

@@ -94,30 +94,46 @@ def chain_quality(book: PriceBook, strikes: np.ndarray, call_rows: np.ndarray, p
 class QualityLedger:
     """The counts of an underlying's expiries at each 1-minute close, kept for as long as a late correction can
     still recompute a chain row of that minute (``retain_s``), so a recomputed row carries the counts of its
-    close, not of the moment it was recomputed. Keyed by (expiry label b'YYYY-MM-DD', minute bucket epoch s)."""
+    close, not of the moment it was recomputed. Keyed by (expiry close epoch s, minute bucket epoch s): the
+    rollup that fills a row knows its expiry by the same timestamp, so no label has to match."""
 
-    def __init__(self, retain_s: float) -> None:
+    def __init__(self, retain_s: float, minute_s: int = 60) -> None:
         self.retain_s = retain_s
-        self._counts: dict[tuple[bytes, int], ChainQuality] = {}
+        self.minute_s = minute_s
+        self._counts: dict[tuple[int, int], ChainQuality] = {}
 
     def __len__(self) -> int:
         return len(self._counts)
 
-    def record(self, expiry: bytes, minute: int, quality: ChainQuality) -> None:
-        self._counts[(expiry, int(minute))] = quality
+    def record(self, expiry_ts: int, minute: int, quality: ChainQuality) -> None:
+        self._counts[(int(expiry_ts), int(minute))] = quality
         newest = max(m for _, m in self._counts)
         for key in [k for k in self._counts if k[1] < newest - self.retain_s]:
             del self._counts[key]
 
-    def fill(self, chain_rows: np.ndarray, minute_s: int = 60) -> None:
-        """Set the quality columns of ``chain_rows`` (``CHAIN_BAR_DTYPE``, in place) from the counts of the
-        minute that closes each row; ``MISSING_INT`` (NULL) where that close was not seen."""
-        for i, (expiry, interval, bucket) in enumerate(zip(chain_rows["expiry"].tolist(),
-                                                            chain_rows["interval_s"].tolist(),
-                                                            chain_rows["bucket"].tolist(), strict=True)):
-            quality = self._counts.get((expiry, bucket + interval - minute_s))
+    def fill(self, chain_rows: np.ndarray, expiry_ts: int) -> None:
+        """Set the quality columns of ``chain_rows`` (``CHAIN_BAR_DTYPE``, of the expiry closing at
+        ``expiry_ts``; in place) from the counts of the minute that closes each row; ``MISSING_INT`` (NULL)
+        where that close was not seen."""
+        for i, (interval, bucket) in enumerate(zip(chain_rows["interval_s"].tolist(), chain_rows["bucket"].tolist(),
+                                                   strict=True)):
+            quality = self._counts.get((int(expiry_ts), bucket + interval - self.minute_s))
             for name in QUALITY_FIELDS:
                 chain_rows[name][i] = MISSING_INT if quality is None else getattr(quality, name)
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Explicit state (``pipeline.core.state``): one row per (expiry, minute) with its counts."""
+        keys = sorted(self._counts)
+        state = {"expiry_ts": np.array([k[0] for k in keys], np.int64), "minute": np.array([k[1] for k in keys], np.int64)}
+        for name in QUALITY_FIELDS:
+            state[name] = np.array([getattr(self._counts[k], name) for k in keys], np.int64)
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        columns = [state[name].tolist() for name in QUALITY_FIELDS]
+        self._counts = {(int(e), int(m)): ChainQuality(**dict(zip(QUALITY_FIELDS, values, strict=True)))
+                        for e, m, *values in zip(state["expiry_ts"].tolist(), state["minute"].tolist(), *columns,
+                                                 strict=True)}
 
 
 __all__ = ["CONVEXITY_TOLERANCE", "QUALITY_FIELDS", "ChainQuality", "QualityLedger", "butterfly_violations", "chain_quality",

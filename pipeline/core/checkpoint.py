@@ -1,63 +1,66 @@
-"""Checkpoints of the process agent's working state: bytes in, the same state out.
+"""Checkpoints of some underlyings' engines: bytes in, the same engines' state out.
 
-A checkpoint holds, for a set of underlyings, everything ``TickProcessor``
-needs to continue as if it had never stopped: the bar aggregator of the finest
-interval (open ticks, watermark, per-instrument volume baselines and
-redelivery marks, closed buckets retained for late corrections), the OI
-rollups (carry-forward history), and the price book entries of the
-underlying's instruments (``pipeline.core.price_book``: last trades and quotes with their
-times, which the forwards and freshness flags of the next ticks read). The agent stores it
-with the offset of the first record it does not reflect (``sinks.checkpoint_store``).
+A checkpoint holds, for a set of underlyings, each engine's explicit state
+(``UnderlyingEngine.to_state``: the bars' open ticks, watermark, per-instrument
+volume baselines and redelivery marks, closed buckets retained for late
+corrections; the rollups' carry-forward history; the quality counts; the
+underlying's price book with each row's token), every name under its
+underlying (``NIFTY/bars/...``). The agent stores it with the offset of the
+first record it does not reflect (``sinks.checkpoint_store``).
 
-Format: ``b"SFCP"`` | format:uint16 BE | pickle (protocol 5) of a dict of plain
-objects and numpy arrays. Pickle is used because the state is numpy arrays and
-small Python containers of our own classes, and the bytes never leave our own
-database; ``FORMAT`` is bumped whenever the state layout of those classes
-changes, and a checkpoint of another format, of other bar settings, or that
-does not unpickle raises :class:`CheckpointError` (the agent then starts the
-underlyings fresh and says so).
+Bytes: ``pipeline.core.state`` (a numpy archive read without pickle) with
+format number :data:`FORMAT`. Formats 1-3 (before 4) were pickled Python
+objects; they are refused with that reason, like any other format, and the
+partition starts fresh from its committed offset (a clean start: the rollups
+are seeded from the stored bars). ``FORMAT`` is bumped whenever a state's names
+or meaning change; a format this worker cannot read is never guessed at.
 """
 
 from __future__ import annotations
 
-import pickle
-import struct
+from collections.abc import Mapping
 
-from pipeline.core.price_book import BookEntries
+from pipeline.core.state import (
+    State,
+    StateError,
+    decode_state,
+    encode_state,
+    nest,
+    prefixes,
+    sub,
+)
 
-MAGIC = b"SFCP"
-FORMAT = 3  # 2: 5/15-minute bars combined from the 1-minute bars; 3: the price book keeps trade and quote times
-_HEADER = struct.Struct(">4sH")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be restored here (other format, other bar settings, corrupt)."""
-
-
-def encode_checkpoint(config: object, states: dict[str, object], books: dict[str, BookEntries]) -> bytes:
-    body = pickle.dumps({"config": config, "states": states, "books": books}, protocol=5)
-    return _HEADER.pack(MAGIC, FORMAT) + body
+FORMAT = 4  # 4: explicit state (arrays and scalars); 1-3: pickled objects
+LEGACY_MAGIC = b"SFCP"  # formats 1-3
 
 
-def _bar_settings(config: object) -> tuple:
-    """What a checkpoint's state depends on: the intervals, the grace and the late window (the other settings,
-    e.g. the feed-gap or clock-skew rules, can change between a save and a restore)."""
-    return tuple(getattr(config, name, None) for name in ("intervals_s", "grace_s", "late_window_s"))
+class CheckpointError(StateError):
+    """A checkpoint that cannot be restored here (another format, other bar settings, corrupt)."""
 
 
-def decode_checkpoint(blob: bytes, config: object) -> tuple[dict[str, object], dict[str, BookEntries]]:
-    """``(states, books)`` of a checkpoint taken with the same ``config``; CheckpointError otherwise."""
-    if len(blob) < _HEADER.size:
-        raise CheckpointError(f"checkpoint too short ({len(blob)} bytes)")
-    magic, fmt = _HEADER.unpack_from(blob)
-    if magic != MAGIC:
-        raise CheckpointError("not a strikeflow checkpoint")
+def encode_checkpoint(states: Mapping[str, State]) -> bytes:
+    """One checkpoint of the engines' ``states`` (underlying -> ``to_state()``)."""
+    merged: State = {}
+    for underlying, state in states.items():
+        if "/" in underlying:
+            raise ValueError(f"an underlying name cannot hold '/': {underlying!r}")
+        merged.update(nest(underlying, state))
+    return encode_state(merged, FORMAT)
+
+
+def decode_checkpoint(blob: bytes) -> dict[str, State]:
+    """underlying -> state of a checkpoint of this :data:`FORMAT`; :class:`CheckpointError` otherwise."""
+    if blob[:len(LEGACY_MAGIC)] == LEGACY_MAGIC:
+        fmt = int.from_bytes(blob[4:6], "big") if len(blob) >= 6 else 0
+        raise CheckpointError(f"checkpoint format {fmt} holds pickled objects, which this worker no longer "
+                              f"reads (format {FORMAT}: explicit state)")
+    try:
+        fmt, state = decode_state(blob)
+    except StateError as exc:
+        raise CheckpointError(str(exc)) from None
     if fmt != FORMAT:
         raise CheckpointError(f"checkpoint format {fmt}, this worker reads format {FORMAT}")
-    try:
-        payload = pickle.loads(memoryview(blob)[_HEADER.size:])
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not restorable here
-        raise CheckpointError(f"checkpoint does not load ({type(exc).__name__}: {exc})") from None
-    if _bar_settings(payload.get("config")) != _bar_settings(config):
-        raise CheckpointError(f"checkpoint taken with bar settings {payload.get('config')}, this worker has {config}")
-    return payload["states"], payload["books"]
+    return {underlying: sub(state, underlying) for underlying in prefixes(state)}
+
+
+__all__ = ["FORMAT", "CheckpointError", "decode_checkpoint", "encode_checkpoint"]

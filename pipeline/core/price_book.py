@@ -20,21 +20,12 @@ order, so the book ends at each instrument's newest state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from pipeline.records.instruments import positions_in
 from pipeline.records.ticks import MODE_FULL
 
 _FIELDS = ("last_price", "trade_ts", "volume", "bid", "ask", "quote_ts")
-
-
-@dataclass
-class BookEntries:
-    """Some instruments' book entries (for a checkpoint): tokens and one array per book column."""
-
-    tokens: np.ndarray  # uint32
-    columns: dict[str, np.ndarray]
 
 
 class PriceBook:
@@ -110,13 +101,29 @@ class PriceBook:
         """True where the instrument traded no longer than ``fresh_s`` before exchange time ``now_ts``."""
         return (self.trade_ts[rows] > 0) & (now_ts - self.trade_ts[rows] <= fresh_s) & (self.last_price[rows] > 0)
 
-    def entries(self, rows: np.ndarray, tokens: np.ndarray) -> BookEntries:
-        return BookEntries(tokens.copy(), {name: getattr(self, name)[rows].copy() for name in _FIELDS})
-
-    def restore(self, rows: np.ndarray, entries: BookEntries, keep: np.ndarray) -> None:
-        """Put ``entries`` (selected by ``keep``) back at ``rows``."""
+    def copy(self) -> PriceBook:
+        """An independent copy (a batch is priced on a copy, kept only when the whole batch succeeds)."""
+        out = PriceBook(0)
         for name in _FIELDS:
-            getattr(self, name)[rows] = entries.columns[name][keep]
+            setattr(out, name, getattr(self, name).copy())
+        return out
+
+    def to_state(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Explicit state (``pipeline.core.state``): every column and the instrument token of each row (views:
+        encode them before the book changes)."""
+        return {"tokens": np.asarray(tokens, np.uint32), **{name: getattr(self, name) for name in _FIELDS}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], index_tokens: np.ndarray) -> PriceBook:
+        """A book over ``index_tokens`` (sorted) with the entries of :meth:`to_state`'s tokens that are among
+        them (the others left the index; new instruments start empty)."""
+        book = cls(len(index_tokens))
+        pos = positions_in(np.asarray(index_tokens), np.asarray(state["tokens"]))
+        keep = pos >= 0
+        for name in _FIELDS:
+            column = getattr(book, name)
+            column[pos[keep]] = np.asarray(state[name]).astype(column.dtype)[keep]
+        return book
 
     def rebased(self, old_rows: np.ndarray) -> PriceBook:
         """A book for another index: row i takes this book's row ``old_rows[i]`` (-1 = empty)."""

@@ -19,6 +19,9 @@ expiry day; ``forward_source`` the rule's code. The book (``pipeline.core.price_
 is updated with the batch first, so a tick is priced with everything received up to
 and including its batch. Time to expiry is calendar time to 15:30 IST on the expiry
 date, in years of 365 days; an option at or past that moment gets NaN IV and Greeks.
+
+The functions are stateless: the book is the caller's (one per underlying, owned by its engine,
+``pipeline.core.engine``), everything else a :class:`PricingContext` per instrument index.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import greeks
-from pipeline.core.price_book import BookEntries, PriceBook
+from pipeline.core.price_book import PriceBook
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import (
@@ -71,86 +74,79 @@ class PricingRules:
             raise ValueError(f"near_expiry_s must be >= 0 seconds, got {self.near_expiry_s!r}")
 
 
-class OptionPricer:
-    """Prices option ticks against a price book of every instrument in ``index``."""
+@dataclass(frozen=True)
+class PricingContext:
+    """What pricing reads besides the price book, fixed for one instrument index: the index, its expiry
+    chains (laid out once), the freshness rules and the risk-free rate (continuous, per year)."""
 
-    def __init__(self, index: InstrumentIndex, r: float, rules: PricingRules = PricingRules()) -> None:
-        self.index = index
-        self.r = r
-        self.rules = rules
-        self.book = PriceBook(len(index))
-        self.chains = ExpiryChains(index)
+    index: InstrumentIndex
+    chains: ExpiryChains
+    rules: PricingRules
+    r: float
 
-    def rebase(self, index: InstrumentIndex) -> None:
-        """Switch to a refreshed index, keeping the book entries of tokens present in both."""
-        self.book = self.book.rebased(self.index.positions(index.tokens))
-        self.index, self.chains = index, ExpiryChains(index)
+    @classmethod
+    def of(cls, index: InstrumentIndex, r: float, rules: PricingRules = PricingRules()) -> PricingContext:
+        return cls(index, ExpiryChains(index), rules, r)
 
-    def book_entries(self, underlying: str) -> BookEntries:
-        """The book entries of the underlying's instruments (for a checkpoint)."""
-        own = np.flatnonzero(self.index.underlying == underlying)
-        return self.book.entries(own, self.index.tokens[own])
 
-    def restore_book(self, entries: BookEntries) -> None:
-        """Put checkpointed entries back (tokens no longer in the index are ignored)."""
-        pos = self.index.positions(entries.tokens)
-        self.book.restore(pos[pos >= 0], entries, pos >= 0)
-
-    def price(self, ticks: np.ndarray) -> np.ndarray:
-        """``ticks`` (TICK_DTYPE, receive order) -> PRICED_TICK_DTYPE with forward, IVs, Greeks and flags
-        for options (NaN for every other instrument)."""
-        out = priced_ticks(ticks)
-        idx = self.index
-        pos = idx.positions(ticks["instrument_token"])
-        known = pos >= 0
-        self.book.update(pos, ticks)
-        opt = known & np.isin(idx.kind[np.where(known, pos, 0)], (InstrumentKind.CALL, InstrumentKind.PUT))
-        if not opt.any():
-            return out
-        rows = np.flatnonzero(opt)
-        p = pos[rows]
-        now = ticks["exchange_ts"][rows]
-        t = greeks.years_to_expiry(now, idx.expiry_ts[p])
-        forward, source = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
-        chain_of = self.chains.chain_of[p]
-        for chain in np.unique(chain_of).tolist():
-            sel = chain_of == chain
-            forward[sel], source[sel] = self._forward(self.chains.chains[chain], t[sel], int(now[sel].max()))
-        strike = idx.strike[p]
-        is_call = idx.kind[p] == InstrumentKind.CALL
-        iv = greeks.implied_vol(ticks["last_price"][rows], forward, strike, t, self.r, is_call)
-        mid = self.book.mids(p, now, self.rules.fresh_s, self.rules.max_spread)
-        g = greeks.black76_greeks(forward, strike, t, self.r, iv, is_call)
-        out["forward"][rows] = forward
-        out["forward_source"][rows] = source
-        out["iv"][rows] = iv
-        out["mid_iv"][rows] = greeks.implied_vol(mid, forward, strike, t, self.r, is_call)
-        out["stale"][rows] = ~self.book.fresh_trade(p, now, self.rules.fresh_s)
-        out["near_expiry"][rows] = (idx.expiry_ts[p] - now) <= self.rules.near_expiry_s
-        for name in ("delta", "gamma", "theta", "vega", "rho"):
-            out[name][rows] = getattr(g, name)
-        out["spot_delta"][rows] = g.delta * np.exp(self.r * t)  # dF/dS = e^{rt} under cost of carry
+def price_ticks(ctx: PricingContext, book: PriceBook, ticks: np.ndarray) -> np.ndarray:
+    """``ticks`` (TICK_DTYPE, receive order) -> PRICED_TICK_DTYPE with forward, IVs, Greeks and flags for
+    options (NaN for every other instrument). ``book`` (rows of ``ctx.index``) is updated with the batch
+    first: the only state pricing touches, and the caller's."""
+    out = priced_ticks(ticks)
+    idx, rules, r = ctx.index, ctx.rules, ctx.r
+    pos = idx.positions(ticks["instrument_token"])
+    known = pos >= 0
+    book.update(pos, ticks)
+    opt = known & np.isin(idx.kind[np.where(known, pos, 0)], (InstrumentKind.CALL, InstrumentKind.PUT))
+    if not opt.any():
         return out
+    rows = np.flatnonzero(opt)
+    p = pos[rows]
+    now = ticks["exchange_ts"][rows]
+    t = greeks.years_to_expiry(now, idx.expiry_ts[p])
+    forward, source = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    chain_of = ctx.chains.chain_of[p]
+    for chain in np.unique(chain_of).tolist():
+        sel = chain_of == chain
+        forward[sel], source[sel] = _forward(ctx, book, ctx.chains.chains[chain], t[sel], int(now[sel].max()))
+    strike = idx.strike[p]
+    is_call = idx.kind[p] == InstrumentKind.CALL
+    iv = greeks.implied_vol(ticks["last_price"][rows], forward, strike, t, r, is_call)
+    mid = book.mids(p, now, rules.fresh_s, rules.max_spread)
+    g = greeks.black76_greeks(forward, strike, t, r, iv, is_call)
+    out["forward"][rows] = forward
+    out["forward_source"][rows] = source
+    out["iv"][rows] = iv
+    out["mid_iv"][rows] = greeks.implied_vol(mid, forward, strike, t, r, is_call)
+    out["stale"][rows] = ~book.fresh_trade(p, now, rules.fresh_s)
+    out["near_expiry"][rows] = (idx.expiry_ts[p] - now) <= rules.near_expiry_s
+    for name in ("delta", "gamma", "theta", "vega", "rho"):
+        out[name][rows] = getattr(g, name)
+    out["spot_delta"][rows] = g.delta * np.exp(r * t)  # dF/dS = e^{rt} under cost of carry
+    return out
 
-    def forward_at(self, chain: Chain, expiry_ts: int, now: int) -> float:
-        """The forward (rupees) the chain's options are priced against at exchange time ``now`` (epoch s)."""
-        t = greeks.years_to_expiry(np.array([now], np.int64), np.array([expiry_ts], np.int64))
-        return float(np.asarray(self._forward(chain, t, now)[0]).reshape(-1)[0])
 
-    def _forward(self, chain: Chain, t: np.ndarray, now: int) -> tuple[np.ndarray, float]:
-        """The expiry's forward at exchange time ``now`` from the fresh prices in the book; the rule is greeks'."""
-        book, rules = self.book, self.rules
-        fresh_future = chain.future_rows[book.fresh_trade(chain.future_rows, now, rules.fresh_s)]
-        choice = greeks.forward_for_expiry(
-            t, self.r,
-            future_price=book.last_price[fresh_future[0]] if len(fresh_future) else np.nan,
-            strikes=chain.strikes,
-            call_prices=book.mids(chain.call_rows, now, rules.fresh_s, rules.max_spread),
-            put_prices=book.mids(chain.put_rows, now, rules.fresh_s, rules.max_spread),
-            spot=first_positive(book.last_price[chain.spot_rows]),
-            near=rules.parity_strikes,
-        )
-        return choice.forward, FORWARD_SOURCE_CODES[choice.source]
+def forward_at(ctx: PricingContext, book: PriceBook, chain: Chain, expiry_ts: int, now: int) -> float:
+    """The forward (rupees) the chain's options are priced against at exchange time ``now`` (epoch s)."""
+    t = greeks.years_to_expiry(np.array([now], np.int64), np.array([expiry_ts], np.int64))
+    return float(np.asarray(_forward(ctx, book, chain, t, now)[0]).reshape(-1)[0])
+
+
+def _forward(ctx: PricingContext, book: PriceBook, chain: Chain, t: np.ndarray, now: int) -> tuple[np.ndarray, float]:
+    """The expiry's forward at exchange time ``now`` from the fresh prices in the book; the rule is greeks'."""
+    rules = ctx.rules
+    fresh_future = chain.future_rows[book.fresh_trade(chain.future_rows, now, rules.fresh_s)]
+    choice = greeks.forward_for_expiry(
+        t, ctx.r,
+        future_price=book.last_price[fresh_future[0]] if len(fresh_future) else np.nan,
+        strikes=chain.strikes,
+        call_prices=book.mids(chain.call_rows, now, rules.fresh_s, rules.max_spread),
+        put_prices=book.mids(chain.put_rows, now, rules.fresh_s, rules.max_spread),
+        spot=first_positive(book.last_price[chain.spot_rows]),
+        near=rules.parity_strikes,
+    )
+    return choice.forward, FORWARD_SOURCE_CODES[choice.source]
 
 
 def first_positive(prices: np.ndarray) -> float:

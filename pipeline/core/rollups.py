@@ -98,17 +98,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.core.chain_analytics import (
-    BUILDUPS,
-    atm_iv,
-    atm_strike,
-    buildup,
-    gex_flip,
-    gex_terms,
-    gex_total,
-    wing_ivs,
-)
-from pipeline.core.chain_quality import QUALITY_FIELDS
+from pipeline.core.chain_analytics import atm_iv, atm_strike, chain_analytics, fresh_ivs
+from pipeline.core.chain_quality import QUALITY_FIELDS, QualityLedger
+from pipeline.core.state import field, optional_int
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, MISSING_INT, STRIKE_BAR_DTYPE
@@ -207,6 +199,30 @@ class OIRollup:
         """Bars held."""
         return len(self._hist)
 
+    def to_state(self) -> dict:
+        """Explicit state (``pipeline.core.state``): the bars held, the expiries' names and listed strikes, the
+        start and warm-up marks."""
+        names = sorted(self._expiry_name)
+        listed = sorted(self._listed)
+        return {"hist": self._hist,
+                "expiry_ts": np.array(names, np.int64), "expiry_name": np.array([self._expiry_name[e] for e in names], "U16"),
+                "listed_ts": np.array(listed, np.int64), "listed": np.array([self._listed[e] for e in listed], np.int64),
+                "newest_bucket": self._newest_bucket, "start_bucket": self._start_bucket,
+                "first_complete": self._first_complete, "updated": self._updated, "seeded": self._seeded,
+                "seed_before": self.seed_before, "suppressed": self.suppressed}
+
+    def restore(self, state: dict) -> None:
+        self._hist = np.asarray(field(state, "hist")).astype(_HIST_DTYPE)
+        self._expiry_name = dict(zip(np.asarray(field(state, "expiry_ts")).tolist(),
+                                     np.asarray(field(state, "expiry_name")).tolist(), strict=True))
+        self._listed = dict(zip(np.asarray(field(state, "listed_ts")).tolist(),
+                                np.asarray(field(state, "listed")).tolist(), strict=True))
+        for name in ("newest_bucket", "start_bucket", "first_complete"):
+            setattr(self, f"_{name}", optional_int(field(state, name)))
+        self._updated, self._seeded = bool(field(state, "updated")), bool(field(state, "seeded"))
+        self.seed_before = optional_int(field(state, "seed_before"))
+        self.suppressed = int(field(state, "suppressed"))
+
     def start(self, first_tick_ts: int) -> int:
         """Tell the rollup the exchange time (epoch s) of the first tick of the stream it will see
         (module docstring, "Restart"); before the first ``update``. Returns ``seed_before``."""
@@ -228,7 +244,10 @@ class OIRollup:
         if len(new):
             self._hist = _merge(self._hist, new)
 
-    def update(self, bars: np.ndarray, index: InstrumentIndex) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, bars: np.ndarray, index: InstrumentIndex,
+               quality: QualityLedger | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of every (expiry, bucket) the bars touch; with a ``quality`` ledger, each chain row carries
+        the quote-quality counts of its expiry at the close that ends it (NULL without one)."""
         if not self._updated:
             self._updated = True
             if self._seeded and self._start_bucket is not None and not np.any(self._hist["bucket"] == self._start_bucket):
@@ -253,6 +272,8 @@ class OIRollup:
         strike_parts, chain_parts = [], []
         for expiry_ts, bucket in pairs:
             strike_rows, chain_row = self._rows(expiry_ts, bucket)
+            if quality is not None:
+                quality.fill(chain_row, expiry_ts)
             strike_parts.append(strike_rows)
             chain_parts.append(chain_row)
         self._prune()
@@ -349,10 +370,10 @@ class OIRollup:
         c["max_pain"] = max_pain(strikes, side_oi["call"], side_oi["put"])
         c["forward"] = forward
         c["atm_strike"] = atm_strike(strikes, forward)
-        fresh_ivs = _fresh_ivs(cur, traded, inv, len(strikes))
-        c["atm_iv"] = atm_iv(strikes, forward, *fresh_ivs)
+        fresh = fresh_ivs(cur, traded, inv, len(strikes))
+        c["atm_iv"] = atm_iv(strikes, forward, *fresh)
         prev_close = np.where(traded & has_prev, h["close"][prev_i], np.nan)
-        _chain_analytics(rows, c, cur, (traded & has_prev, prev_close, prev_oi), inv, fresh_ivs,
+        chain_analytics(rows, c, cur, (traded & has_prev, prev_close, prev_oi), inv, fresh,
                          (expiry_ts - bucket) / SECONDS_PER_YEAR)
         c["strikes_listed"] = self._listed.get(expiry_ts, 0)
         c["strikes_covered"] = int(((rows["call_oi"] != MISSING_INT) & (rows["put_oi"] != MISSING_INT)).sum())
@@ -382,37 +403,6 @@ class OIRollup:
         self._hist = h[~(old & next_is_old_same)]
 
 
-def _chain_analytics(rows: np.ndarray, chain: np.ndarray, cur: np.ndarray,
-                     previous: tuple[np.ndarray, np.ndarray, np.ndarray], inv: np.ndarray,
-                     fresh_ivs: tuple[np.ndarray, np.ndarray], t: float) -> None:
-    """GEX, build-up and 25-delta skew of one (expiry, bucket) into its strike rows and chain row
-    (``pipeline.core.chain_analytics``). ``previous``: (has a bar in the bucket and one before, the close
-    and OI of that previous bar) per option; ``fresh_ivs``: :func:`_fresh_ivs` per strike; ``t``: years
-    from the bucket to expiry."""
-    forward = float(chain["forward"][0])
-    compared, prev_close, prev_oi = previous
-    codes = buildup(np.where(compared, cur["close"] - prev_close, 0), np.where(compared, cur["oi"] - prev_oi, 0))
-    oi, usable = {}, {}
-    for side, kind in (("call", InstrumentKind.CALL), ("put", InstrumentKind.PUT)):
-        m = cur["kind"] == kind
-        usable[side] = np.full(len(rows), np.nan)  # the option's last usable IV: its newest bar's mid IV, else IV
-        usable[side][inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
-        oi[side] = np.where(rows[f"{side}_oi"] == MISSING_INT, np.nan, rows[f"{side}_oi"]).astype(np.float64)
-        rows[f"{side}_gex"] = (gex_terms(forward, rows["strike"], t, oi[side], usable[side], kind == InstrumentKind.CALL)
-                               if np.isfinite(forward) and t > 0 else np.nan)
-        labels = np.full(len(rows), b"", dtype=rows.dtype[f"{side}_buildup"])
-        labels[inv[m]] = np.array([BUILDUPS[c].encode() for c in codes[m].tolist()], dtype=labels.dtype)
-        rows[f"{side}_buildup"] = labels
-    call_iv, put_iv = fresh_ivs
-    gex = (rows["strike"], t, oi["call"], oi["put"], usable["call"], usable["put"])
-    chain["gex"] = gex_total(forward, *gex)
-    chain["gex_flip"] = gex_flip(rows["strike"], forward, t, *gex[2:])
-    # the wings from the same fresh sides (a NaN IV leaves its strike out)
-    c25, p25 = wing_ivs(rows["call_delta"], call_iv, rows["put_delta"], put_iv)
-    chain["rr25"] = c25 - p25
-    chain["bf25"] = (c25 + p25) / 2 - float(chain["atm_iv"][0])
-
-
 def _new_chain_row() -> np.ndarray:
     """One zeroed chain row; the quality counts NULL: they come from the quotes at the close, not from the bars
     (``pipeline.core.chain_quality``, filled in by the processor)."""
@@ -420,18 +410,6 @@ def _new_chain_row() -> np.ndarray:
     for name in QUALITY_FIELDS:
         chain[name] = MISSING_INT
     return chain
-
-
-def _fresh_ivs(cur: np.ndarray, traded: np.ndarray, inv: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(call, put) IVs per strike that the ATM interpolation may use: sides fresh in the bucket (ticked in it,
-    not stale at their close), each its ``mid_iv`` where it has one, else its ``iv``; NaN elsewhere."""
-    out = []
-    for kind in (InstrumentKind.CALL, InstrumentKind.PUT):
-        m = (cur["kind"] == kind) & traded & (cur["stale"] == 0)
-        side = np.full(n, np.nan)
-        side[inv[m]] = np.where(np.isfinite(cur["mid_iv"][m]), cur["mid_iv"][m], cur["iv"][m])
-        out.append(side)
-    return out[0], out[1]
 
 
 def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The live worker's code, not a second implementation: the stored ticks are read back as the very
 records the process agent handled (``sinks.tick_history``), and each one goes through the same
-``seed_rollups`` and ``TickProcessor.process`` with an ``OptionPricer`` built from the same settings;
+``seed_rollups`` and engine (``pipeline.core.engines.Engines``) built from the same settings;
 the results are written with the same ``TimescaleWriter`` upserts the store agents use. So a replay
 recomputes a day after a fix, and on an unchanged build proves determinism: the target's bars equal
 the source's in every column.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.pricing import OptionPricer, PricingRules
-from pipeline.core.processor import BarConfig, ProcessResult, TickProcessor
+from pipeline.core.engines import Engines
+from pipeline.core.outputs import EngineConfig, EngineOutputs
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
 from sinks.bar_history import seed_rollups
@@ -73,12 +73,6 @@ async def copy_instruments(conn: Any, source: str, target: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _underlying_of(record: np.ndarray, index: InstrumentIndex) -> str | None:
-    """The underlying a record's ticks belong to (a record holds one underlying's ticks); None if unknown."""
-    pos = int(index.positions(record["instrument_token"][:1])[0])
-    return str(index.underlying[pos]) if pos >= 0 else None
-
-
 class _Results:
     """Results held until ``FLUSH_ROWS`` of them are waiting, then written in one upsert per table."""
 
@@ -90,7 +84,7 @@ class _Results:
         self.vix: list[np.ndarray] = []
         self.held = 0
 
-    async def add(self, result: ProcessResult) -> None:
+    async def add(self, result: EngineOutputs) -> None:
         if result.bars is not None:
             self.bars.append(result.bars)
             self.held += len(result.bars)
@@ -123,19 +117,17 @@ async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, s
     (it holds the read cursor), ``target_pool`` a pool or connection on a migrated ``target`` schema."""
     index: InstrumentIndex = await load_instrument_index(source_conn, source)
     await copy_instruments(target_pool, source, target)
-    processor = TickProcessor(BarConfig.from_settings(settings), settings.vix_roll_days,
-                              settings.vix_min_strikes)
-    pricer = OptionPricer(index, settings.risk_free_rate, PricingRules.from_settings(settings))
+    engines = Engines(EngineConfig.from_settings(settings), index)
     progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
     results = _Results(TimescaleWriter(target_pool, target), progress)
     async for records in read_tick_records(source_conn, source, since, until):
         for ticks in records:
             progress.ticks_done += len(ticks)
-            underlying = _underlying_of(ticks, index)
+            underlying = index.underlying_of(int(ticks["instrument_token"][0])) if len(ticks) else None
             if underlying is None:
                 continue  # a token the instruments table does not list: the ingestor never produced it
-            await seed_rollups(processor, underlying, ticks, target_pool, index, target)
-            await results.add(processor.process(underlying, ticks, pricer))
+            await seed_rollups(engines, underlying, ticks, target_pool, target)
+            await results.add(engines.process(underlying, ticks))
             progress.records += 1
         on_progress(progress)
     await results.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,12 @@ class InstrumentIndex:
         return positions_in(self.tokens, tokens)
 
     def underlying_of(self, token: int) -> str | None:
+        """The underlying of ``token``'s instrument; None when the index does not list it."""
         pos = self.positions(np.array([token]))[0]
         return None if pos < 0 else str(self.underlying[pos])
+
+    def of_underlying(self, underlying: str) -> InstrumentIndex:
+        """The rows of one underlying's instruments (its index, futures and options), still sorted by token."""
+        own = self.underlying == underlying
+        return InstrumentIndex(*(getattr(self, f.name)[own] for f in fields(self)))
 

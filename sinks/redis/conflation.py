@@ -1,6 +1,6 @@
 """The conflating front of the Redis publisher: the process agent offers, a background task publishes.
 
-``offer()`` never blocks or raises on Redis trouble; the task publishes as fast
+The ``offer_*`` methods never block or raises on Redis trouble; the task publishes as fast
 as Redis allows and, when it falls behind, keeps only the newest tick per
 instrument (counting what it dropped). Bars and chain rows are never
 conflated: each goes through a :class:`BoundedRowQueue` that drops its oldest
@@ -17,15 +17,12 @@ from typing import Any, Protocol
 
 import numpy as np
 from loguru import logger
-from redis.exceptions import RedisError
 
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import Backoff
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
-
-# Errors worth retrying: Redis/network trouble. Anything else is a bug in the data: dropped and logged.
-RETRYABLE = (RedisError, OSError, asyncio.TimeoutError, ConnectionError)
+from pipeline.runtime.errors import is_transient
 
 
 class Publisher(Protocol):
@@ -38,6 +35,8 @@ class Publisher(Protocol):
     async def publish_bars(self, underlying: str, bars: np.ndarray, index: InstrumentIndex | None = None) -> int: ...
 
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int: ...
+
+    async def publish_vix(self, underlying: str, vix_rows: np.ndarray) -> int: ...
 
 
 def latest_per_instrument(ticks: np.ndarray) -> np.ndarray:
@@ -95,7 +94,7 @@ class BoundedRowQueue:
 class ConflatingPublisher:
     """Non-blocking front of a ``RedisPublisher`` for the process agent.
 
-    - ``offer(underlying, ticks, index)`` stores the batch as that underlying's
+    - ``offer_ticks(underlying, ticks, index)`` stores the batch as that underlying's
       pending batch. If one is already pending (a publish is in flight), the two
       are joined: every tick is kept while the pending batch holds at most
       ``conflate_above`` ticks and Redis answers; beyond that, or while Redis
@@ -106,13 +105,17 @@ class ConflatingPublisher:
       conflated, published in order. The queue is bounded by ``max_pending`` bar
       rows: beyond it the oldest batches are dropped (counted in ``bars_dropped``,
       logged) — the ``bars`` Kafka topic and the database still have them.
-    - ``offer_chain(underlying, chain_rows)`` likewise queues OI rollup chain
-      rows (never conflated, published in order on ``chain:<underlying>:<expiry>``),
-      bounded by ``max_pending`` rows (``chains_dropped``).
+    - ``offer_chains(underlying, chain_rows)`` and ``offer_vix(underlying, vix_rows)``
+      likewise queue OI rollup chain rows and volatility-index rows (never conflated,
+      published in order on ``chain:<underlying>:<expiry>`` and ``vix:<underlying>``),
+      each bounded by ``max_pending`` rows (``chains_dropped`` counts chain rows).
     - A background task publishes whatever is pending. Redis errors are logged
       once per kind until recovery, counted in ``errors`` (and
-      ``strikeflow_sink_errors_total{sink="redis"}``), and retried with
-      exponential backoff; pending data keeps conflating meanwhile.
+      ``strikeflow_sink_errors_total{sink="redis"}``). The one error policy
+      (``pipeline.runtime.errors``): a transient error (connection, timeout) is
+      retried with exponential backoff while pending data keeps conflating; any
+      other (a message Redis refuses for its content) drops that batch, logged
+      once: it is still in Kafka and the database.
     """
 
     def __init__(self, publisher: Publisher, *, max_pending: int = 10000, max_backoff_s: float = 2.0,
@@ -132,6 +135,7 @@ class ConflatingPublisher:
         self._ticks: dict[str, tuple[np.ndarray, InstrumentIndex]] = {}
         self._bars = BoundedRowQueue(max_pending)
         self._chains = BoundedRowQueue(max_pending)
+        self._vix = BoundedRowQueue(max_pending)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -163,7 +167,9 @@ class ConflatingPublisher:
     def chains_dropped(self) -> int:
         return self._chains.dropped
 
-    def offer(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> None:
+    def offer_ticks(self, underlying: str, ticks: np.ndarray, index: InstrumentIndex) -> None:
+        """Make ``ticks`` (PRICED_TICK_DTYPE) the underlying's pending live ticks (joined or conflated with what
+        is pending; never blocks)."""
         if self.max_tick_age_s is not None and len(ticks):
             fresh = ticks["recv_ts"] >= (self.clock.time() - self.max_tick_age_s) * 1e6
             if not fresh.all():
@@ -180,9 +186,13 @@ class ConflatingPublisher:
         """Queue closed bars (never blocks, never conflated; bounded)."""
         self._offer_rows(self._bars, "bars", underlying, bars)
 
-    def offer_chain(self, underlying: str, chain_rows: np.ndarray) -> None:
-        """Queue OI rollup chain rows (never blocks, never conflated; bounded like bars)."""
+    def offer_chains(self, underlying: str, chain_rows: np.ndarray) -> None:
+        """Queue OI rollup chain rows (CHAIN_BAR_DTYPE; never blocks, never conflated; bounded like bars)."""
         self._offer_rows(self._chains, "chain rows", underlying, chain_rows)
+
+    def offer_vix(self, underlying: str, vix_rows: np.ndarray) -> None:
+        """Queue volatility-index rows (VOL_INDEX_DTYPE; never blocks, never conflated; bounded like bars)."""
+        self._offer_rows(self._vix, "vix rows", underlying, vix_rows)
 
     def _offer_rows(self, queue: BoundedRowQueue, what: str, underlying: str, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -216,11 +226,14 @@ class ConflatingPublisher:
         """The publishing task (the worker needs it alive)."""
         return self._task
 
+    def _pending(self) -> bool:
+        return bool(self._ticks or self._bars or self._chains or self._vix)
+
     async def start(self) -> None:
         if self._task is None or self._task.done():
             self._stop.clear()
             self._wake = asyncio.Event()
-            if self._ticks or self._bars or self._chains:
+            if self._pending():
                 self._wake.set()
             self._task = asyncio.create_task(self._run(), name="redis-conflating-publisher")
 
@@ -228,7 +241,7 @@ class ConflatingPublisher:
         """Publish what is pending (up to ``stop_timeout_s``), then stop the task."""
         task, self._task = self._task, None
         if task is None:
-            if self._ticks or self._bars or self._chains:
+            if self._pending():
                 await self._drain_once()
             return
         self._stop.set()
@@ -249,7 +262,7 @@ class ConflatingPublisher:
     async def _run(self) -> None:
         backoff = Backoff(min(0.05, self.max_backoff_s), self.max_backoff_s)
         while True:
-            if not (self._ticks or self._bars or self._chains):
+            if not (self._pending()):
                 if self._stop.is_set():
                     return
                 self._wake.clear()
@@ -284,16 +297,18 @@ class ConflatingPublisher:
                 if self._failed(exc, f"bars of {underlying}"):
                     return False
             self._bars.pop()
-        while self._chains:
-            underlying, rows = self._chains.peek()
-            try:
-                self.published_chains += await self.publisher.publish_chains(underlying, rows)
-            except Exception as exc:  # noqa: BLE001
-                if self._failed(exc, f"chain rows of {underlying}"):
-                    return False
-            self._chains.pop()
+        for queue, publish, what in ((self._chains, self.publisher.publish_chains, "chain rows"),
+                                     (self._vix, self.publisher.publish_vix, "vix rows")):
+            while queue:
+                underlying, rows = queue.peek()
+                try:
+                    self.published_chains += await publish(underlying, rows)
+                except Exception as exc:  # noqa: BLE001
+                    if self._failed(exc, f"{what} of {underlying}"):
+                        return False
+                queue.pop()
         self._failing = False
-        if self._logged - {"bars-dropped", "chain rows-dropped"}:
+        if self._logged - {"bars-dropped", "chain rows-dropped", "vix rows-dropped"}:
             logger.info("Redis publishing recovered ({} errors so far)", self.errors)
             self._logged.clear()
         return True
@@ -319,7 +334,7 @@ class ConflatingPublisher:
         """Count and log (once per kind); True when the failure should be retried."""
         self.errors += 1
         metrics.SINK_ERRORS.labels("redis").inc()
-        retry = isinstance(exc, RETRYABLE)
+        retry = is_transient(exc)  # the one error policy (pipeline.runtime.errors); poison: dropped, logged once
         self._failing = self._failing or retry
         kind = f"{'retry' if retry else 'drop'}:{type(exc).__name__}"
         if retry:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.records.instruments import InstrumentIndex
-from pipeline.records.rollups import VOL_INDEX_DTYPE
 from pipeline.records.time_units import SECONDS_PER_DAY
 from pipeline.runtime import metrics
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
@@ -21,8 +20,6 @@ from sinks.redis.forward_gate import FORWARD_TICKS_LUA, forward_ticks_call
 from sinks.redis.payloads import (
     bar_messages,
     chain_messages,
-    clean,
-    dumps,
     vix_messages,
 )
 
@@ -75,20 +72,18 @@ class RedisPublisher:
         await self._publish_all("bars", bar_messages(self.channels, underlying, bars, index))
         return len(bars)
 
-    async def publish_chain(self, underlying: str, expiry: str, payload: dict) -> int:
-        """Publish an OI rollup update on ``chain:<underlying>:<expiry>``; returns the receiver count."""
-        receivers = await self.redis.publish(self.channels.chain(underlying, str(expiry)), dumps(clean(payload)))
-        metrics.REDIS_PUBLISHED.labels("chain").inc()
-        return int(receivers)
-
     async def publish_chains(self, underlying: str, chain_rows: np.ndarray) -> int:
-        """Publish rollup rows (one message each, in order, one round trip): chain rows on
-        ``chain:<underlying>:<expiry>``, volatility index rows on ``vix:<underlying>``; returns rows published."""
+        """Publish chain rows (CHAIN_BAR_DTYPE; one message each, in order, one round trip) on
+        ``chain:<underlying>:<expiry>``; returns rows published."""
         if len(chain_rows) == 0:
             return 0
-        if chain_rows.dtype == VOL_INDEX_DTYPE:
-            return await self._publish_all("vix", vix_messages(self.channels, underlying, chain_rows))
         return await self._publish_all("chain", chain_messages(self.channels, underlying, chain_rows))
+
+    async def publish_vix(self, underlying: str, vix_rows: np.ndarray) -> int:
+        """Publish volatility-index rows (VOL_INDEX_DTYPE; in order, one round trip) on ``vix:<underlying>``."""
+        if len(vix_rows) == 0:
+            return 0
+        return await self._publish_all("vix", vix_messages(self.channels, underlying, vix_rows))
 
     async def _publish_all(self, kind: str, messages: list[tuple[str, str]]) -> int:
         """PUBLISH each (channel, message) in order, in one round trip; returns how many."""

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 import sink_helpers as h
 
 from pipeline.commands.local_services import free_port
+from pipeline.records.rollups import CHAIN_BAR_DTYPE
 from pipeline.runtime.clock import ManualClock
 from sinks.redis.conflation import ConflatingPublisher
 from sinks.redis.publisher import RedisPublisher
@@ -110,21 +111,24 @@ async def test_publish_bars_one_message_per_timeframe(redis, subscriber, redis_p
     assert got[f"{redis_prefix}bars:5m:NIFTY"]["timeframe"] == "5m"
 
 
-async def test_publish_chain_nan_payload_valid_json(redis, subscriber, redis_prefix):
+async def test_publish_chains_nan_values_are_null_in_valid_json(redis, subscriber, redis_prefix):
     pub = RedisPublisher(redis, prefix=redis_prefix)
     channel = f"{redis_prefix}chain:NIFTY:2030-01-31"
     await _subscribe(subscriber, channel)
-    assert await pub.publish_chain("NIFTY", "2030-01-31", {"pcr": float("nan"), "max_pain": np.float64(22000),
-                                                           "strikes": [1.0, float("inf")]}) == 1
-    [(_, payload)] = await _messages(subscriber, 1)
-    assert payload == {"pcr": None, "max_pain": 22000.0, "strikes": [1.0, None]}
+    row = np.zeros(1, CHAIN_BAR_DTYPE)
+    row["underlying"], row["expiry"], row["interval_s"], row["bucket"] = b"NIFTY", b"2030-01-31", 60, 1_900_000_020
+    row["pcr"], row["max_pain"], row["gex"] = np.nan, 22000.0, np.inf
+    assert await pub.publish_chains("NIFTY", row) == 1
+    [(got, payload)] = await _messages(subscriber, 1)
+    assert got == channel
+    assert payload["pcr"] is None and payload["max_pain"] == 22000.0 and payload["gex"] is None
 
 
 async def test_conflating_offers_before_start_conflated_to_latest(redis, subscriber, redis_prefix):
     conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), conflate_above=0)
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     for i in range(5):  # Redis "slow": nothing published yet
-        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+        conflating.offer_ticks("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
     assert conflating.conflated == 16 and conflating.pending_ticks == 4
     await conflating.start()
     try:
@@ -141,12 +145,12 @@ async def test_offers_while_a_publish_is_in_flight_keep_every_tick_below_the_bou
     conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix), conflate_above=12)
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     for i in range(4):  # 3 batches of 4 fit under the bound; the 4th makes 16: conflated to the latest per instrument
-        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+        conflating.offer_ticks("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
         if i == 2:
             assert conflating.conflated == 0 and conflating.pending_ticks == 12
     assert conflating.conflated == 12 and conflating.pending_ticks == 4
     for i in range(4, 6):
-        conflating.offer("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
+        conflating.offer_ticks("NIFTY", h.ticks(recv_start=1_900_000_000_000_000 + 10 * i, price=100.0 + i), h.index())
     assert conflating.conflated == 12 and conflating.pending_ticks == 12
     await conflating.start()
     try:
@@ -179,11 +183,11 @@ async def test_conflating_blocked_redis_conflates_and_counts(redis, subscriber, 
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     await conflating.start()
     try:
-        conflating.offer("NIFTY", h.ticks(recv_start=100, price=1.0), h.index())
+        conflating.offer_ticks("NIFTY", h.ticks(recv_start=100, price=1.0), h.index())
         await asyncio.wait_for(blocking.entered.wait(), 2.0)  # first batch is in flight, stuck
         started = time.perf_counter()
         for i in range(1, 50):
-            conflating.offer("NIFTY", h.ticks(recv_start=100 + 10 * i, price=1.0 + i), h.index())
+            conflating.offer_ticks("NIFTY", h.ticks(recv_start=100 + 10 * i, price=1.0 + i), h.index())
         assert time.perf_counter() - started < 0.5  # offer() never waited for Redis
         assert conflating.conflated == 48 * 4 and conflating.pending_ticks == 4
         blocking.release.set()
@@ -199,7 +203,7 @@ async def test_conflating_stop_publishes_pending(redis, subscriber, redis_prefix
     conflating = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
     await _subscribe(subscriber, f"{redis_prefix}ticks:BANKNIFTY", f"{redis_prefix}bars:1m:BANKNIFTY")
     await conflating.start()
-    conflating.offer("BANKNIFTY", h.ticks(), h.index())
+    conflating.offer_ticks("BANKNIFTY", h.ticks(), h.index())
     conflating.offer_bars("BANKNIFTY", h.bars(60))
     await conflating.stop()
     got = dict(await _messages(subscriber, 2))
@@ -239,7 +243,7 @@ async def test_conflating_redis_down_offer_never_raises_errors_counted(redis_pre
     await conflating.start()
     try:
         for i in range(20):
-            conflating.offer("NIFTY", h.ticks(recv_start=100 + 10 * i), h.index())
+            conflating.offer_ticks("NIFTY", h.ticks(recv_start=100 + 10 * i), h.index())
             conflating.offer_bars("NIFTY", h.bars(60))
             await asyncio.sleep(0.02)
         deadline = time.monotonic() + 5.0
@@ -272,8 +276,8 @@ async def test_conflating_stale_ticks_are_not_published_nor_snapshotted(redis, s
                                      clock=ManualClock(now_s))
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
     await conflating.start()
-    conflating.offer("NIFTY", h.ticks(), h.index())  # 100 s old: replayed
-    conflating.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=int((now_s - 1) * 1e6)), h.index())
+    conflating.offer_ticks("NIFTY", h.ticks(), h.index())  # 100 s old: replayed
+    conflating.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=int((now_s - 1) * 1e6)), h.index())
     await conflating.stop()
     got = await _messages(subscriber, 1)
     assert [t["token"] for t in got[0][1]["ticks"]] == [h.CALL]
@@ -288,7 +292,7 @@ async def test_a_new_worker_replaying_never_sends_a_channel_back_in_time(redis, 
     owner had published: only ticks newer than the snapshot's reach the channel and the hash."""
     old_owner = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
     await old_owner.start()
-    old_owner.offer("NIFTY", h.ticks(tokens=(h.CALL, h.PUT), recv_start=1_900_000_000_000_200, price=150.0), h.index())
+    old_owner.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL, h.PUT), recv_start=1_900_000_000_000_200, price=150.0), h.index())
     await old_owner.stop()
 
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
@@ -298,7 +302,7 @@ async def test_a_new_worker_replaying_never_sends_a_channel_back_in_time(redis, 
         h.ticks(tokens=(h.CALL, h.PUT), recv_start=1_900_000_000_000_100, price=100.0),  # older than Redis has
         h.ticks(tokens=(h.PUT,), recv_start=1_900_000_000_000_300, price=160.0),  # newer: goes out
     ])
-    successor.offer("NIFTY", replay, h.index())
+    successor.offer_ticks("NIFTY", replay, h.index())
     await successor.stop()
     got = await _messages(subscriber, 1)
     assert [(t["token"], t["last_price"]) for t in got[0][1]["ticks"]] == [(h.PUT, 160.0)]
@@ -314,16 +318,16 @@ async def test_two_workers_publishing_one_instrument_never_send_it_back_in_time(
     replays what the other published: Redis itself refuses every tick not newer than the one it has."""
     first = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))
     await first.start()
-    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_100, price=100.0), h.index())
+    first.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_100, price=100.0), h.index())
     await asyncio.sleep(0.2)
     other = ConflatingPublisher(RedisPublisher(redis, prefix=redis_prefix))  # the owner meanwhile
     await other.start()
-    other.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_300, price=300.0), h.index())
+    other.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_300, price=300.0), h.index())
     await other.stop()
 
     await _subscribe(subscriber, f"{redis_prefix}ticks:NIFTY")
-    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_200, price=200.0), h.index())
-    first.offer("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_400, price=400.0), h.index())
+    first.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_200, price=200.0), h.index())
+    first.offer_ticks("NIFTY", h.ticks(tokens=(h.CALL,), recv_start=1_900_000_000_000_400, price=400.0), h.index())
     await first.stop()
     got = await _messages(subscriber, 2)
     prices = [t["last_price"] for _, payload in got for t in payload["ticks"]]

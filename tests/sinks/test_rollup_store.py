@@ -95,8 +95,8 @@ async def test_offer_chain_rows_published_in_order_never_conflated(redis_url, re
     try:
         for i in range(3):  # three versions of buckets: never conflated, kept in order
             bars = h.bars(60, tokens=(h.CALL, h.PUT), bucket=1_900_000_020 + 60 * i, last_recv_ts=10 + i)
-            conflating.offer_chain("NIFTY", rollup.update(bars, index)[1])
-        conflating.offer_chain("NIFTY", np.empty(0, CHAIN_BAR_DTYPE))  # nothing to publish: no-op
+            conflating.offer_chains("NIFTY", rollup.update(bars, index)[1])
+        conflating.offer_chains("NIFTY", np.empty(0, CHAIN_BAR_DTYPE))  # nothing to publish: no-op
         await conflating.start()
         got = []
         for _ in range(50):
@@ -123,6 +123,6 @@ def test_offer_chain_queue_bounded_drops_oldest():
     index, rollup = h.index(), OIRollup("NIFTY", 60)
     conflating = ConflatingPublisher(RedisPublisher(None), max_pending=2)
     for i in range(4):
-        conflating.offer_chain("NIFTY", rollup.update(h.bars(60, bucket=1_900_000_020 + 60 * i), index)[1])
+        conflating.offer_chains("NIFTY", rollup.update(h.bars(60, bucket=1_900_000_020 + 60 * i), index)[1])
     assert conflating.chains_dropped == 2 and [int(r["bucket"][0]) for _, r in conflating._chains] == [
         1_900_000_020 // 60 * 60 + 120, 1_900_000_020 // 60 * 60 + 180]

@@ -44,7 +44,8 @@ from pipeline.core.bars.builder import (
 from pipeline.core.bars.late_store import ClosedBucket, LateTickStore, retained_copy
 from pipeline.core.bars.slots import NO_TS, SlotTable
 from pipeline.core.bars.watermark import Watermark
-from pipeline.records.ticks import CLOSE_FIELDS
+from pipeline.core.state import field, nest, optional_int, sub
+from pipeline.records.ticks import CLOSE_FIELDS, PRICED_TICK_DTYPE
 
 
 class BarAggregator:
@@ -141,13 +142,35 @@ class BarAggregator:
         self._pending: list[np.ndarray] = []
         self._pending_slots: list[np.ndarray] = []
         self._pending_n = 0
-        self._pending_min_ex: int | None = None  # min exchange_ts of the open ticks (cached: read per record)
 
-    def __getstate__(self) -> dict:
-        """Everything but the ``on_bars`` callback (a checkpoint; the owner wires it again)."""
-        state = dict(self.__dict__)
-        state["on_bars"] = None
+    def to_state(self) -> dict:
+        """Explicit state (``pipeline.core.state``): counters, watermark, closed edge, the per-instrument
+        slots, the retained closed buckets and the open ticks; the configuration is not part of it. Arrays may be
+        views of the live state: encode them before the aggregator changes."""
+        if len(self._pending) > 1:  # one array from here on: the next close would join them anyway
+            self._pending = [np.concatenate(self._pending)]
+            self._pending_slots = [np.concatenate(self._pending_slots)]
+        pending = self._pending[0] if self._pending else np.empty(0, PRICED_TICK_DTYPE)
+        pending_slots = self._pending_slots[0] if self._pending_slots else np.empty(0, np.int64)
+        state = {f"stats/{name}": value for name, value in self.stats.items()}
+        state.update(watermark=self._watermark.value, closed_before=self._closed_before,
+                     pending=pending, pending_slots=pending_slots.astype(np.int64, copy=False))
+        state.update(nest("slots", self._slots.to_state()))
+        state.update(nest("late", self._late.to_state()))
         return state
+
+    def restore(self, state: dict) -> None:
+        """Continue from :meth:`to_state`'s state (taken with the same interval, grace and late window)."""
+        self.stats = {name: int(field(state, f"stats/{name}")) for name in self.stats}
+        self._watermark.value = optional_int(field(state, "watermark"))
+        self._closed_before = optional_int(field(state, "closed_before"))
+        self._slots = SlotTable.from_state(sub(state, "slots"))
+        self._late = LateTickStore(self._slots, self.interval_s)
+        self._late.restore(sub(state, "late"))
+        pending = np.array(field(state, "pending"))  # a copy: the state's arrays may be read-only views
+        self._pending = [pending] if len(pending) else []
+        self._pending_slots = [np.array(field(state, "pending_slots"), np.int64)] if len(pending) else []
+        self._pending_n = len(pending)
 
     # ----------------------------------------------------------------- public
 
@@ -213,15 +236,6 @@ class BarAggregator:
         """Starts of the closed buckets still kept for late corrections, ascending."""
         return sorted(self._late.buckets)
 
-    def oldest_open_bucket(self) -> int | None:
-        """Start of the oldest bucket holding open (not yet closed) ticks; None when nothing is open.
-
-        Read-only. Every accepted tick with ``exchange_ts`` before it is in a closed bucket.
-        """
-        if self._pending_n == 0:
-            return None
-        return self._pending_min_ex // self.interval_s * self.interval_s
-
     # ------------------------------------------------------------- internals
 
     def _accept(self, ticks: np.ndarray, slots: np.ndarray, bucket: np.ndarray, out: list[np.ndarray]) -> None:
@@ -236,9 +250,6 @@ class BarAggregator:
                 ticks, slots = ticks[keep], slots[keep]
         if len(ticks):
             self._pending.append(ticks)
-            newest_min = int(ticks["exchange_ts"].min())
-            if self._pending_min_ex is None or newest_min < self._pending_min_ex:
-                self._pending_min_ex = newest_min
             self._pending_slots.append(slots)
             self._pending_n += len(ticks)
 
@@ -273,12 +284,10 @@ class BarAggregator:
             return None
         if closing.all():
             self._pending, self._pending_slots, self._pending_n = [], [], 0
-            self._pending_min_ex = None
             return pend, pslots, pbucket
         keep = ~closing
         self._pending, self._pending_slots = [pend[keep]], [pslots[keep]]
         self._pending_n = len(self._pending[0])
-        self._pending_min_ex = int(self._pending[0]["exchange_ts"].min())
         return pend[closing], pslots[closing], pbucket[closing]
 
     def _close_ticks(self, t: np.ndarray, slot: np.ndarray, bucket: np.ndarray) -> np.ndarray:

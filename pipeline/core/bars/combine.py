@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.state import field, optional_int, ragged, unragged
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.ticks import CLOSE_FIELDS
 
@@ -50,6 +51,22 @@ class BarCombiner:
         self._fine: dict[int, list[np.ndarray]] = {}  # coarse bucket -> fine bars received, in order
         self._closed_before: int | None = None  # every coarse bucket below this is closed (emitted)
         self.stats = {"bars_emitted": 0, "unmatched_corrections": 0}
+
+    def to_state(self) -> dict:
+        """Explicit state (``pipeline.core.state``): the fine bars held per coarse bucket, the closed edge and
+        the counters."""
+        keys = sorted(self._fine)
+        parts = [np.concatenate(self._fine[b]) for b in keys]
+        rows, lengths = ragged(parts, BAR_DTYPE)
+        return {"keys": np.array(keys, np.int64), "lengths": lengths, "rows": rows,
+                "closed_before": self._closed_before,
+                **{f"stats/{name}": value for name, value in self.stats.items()}}
+
+    def restore(self, state: dict) -> None:
+        parts = unragged(np.asarray(field(state, "rows")), np.asarray(field(state, "lengths")))
+        self._fine = {int(b): [part] for b, part in zip(np.asarray(field(state, "keys")).tolist(), parts, strict=True)}
+        self._closed_before = optional_int(field(state, "closed_before"))
+        self.stats = {name: int(field(state, f"stats/{name}")) for name in self.stats}
 
     def add(self, fine_bars: np.ndarray, fine_closed_before: int | None, fine_free_limit: float) -> np.ndarray | None:
         """Take the fine aggregator's emitted bars and its state after them (every fine bucket below

@@ -93,6 +93,10 @@ class ClosedBucket:
         return len(self.ticks) - replaced + sum(len(g.ticks) for g in self.override.values())
 
 
+def _cat(arrays: list[np.ndarray], dtype: object) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype)
+
+
 def _end(group: Group) -> tuple[int, int]:
     """What the next bar's baseline takes from a group: (running maximum, recv_ts of its last tick)."""
     return group.m_end, int(group.ticks["recv_ts"][-1])
@@ -105,6 +109,48 @@ class LateTickStore:
         self.slots = slots
         self.interval_s = interval_s
         self.buckets: dict[int, ClosedBucket] = {}
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        """The retained buckets as flat arrays: per bucket (ascending ``keys``) its groups (``n_groups``
+        slots, their tick counts, greeks and ``m_end``) and its overriding groups (``n_override``)."""
+        keys = sorted(self.buckets)
+        closed = [self.buckets[b] for b in keys]
+        over = [(slot, g) for c in closed for slot, g in sorted(c.override.items())]
+        return {
+            "keys": np.array(keys, np.int64),
+            "n_groups": np.array([len(c.slots) for c in closed], np.int64),
+            "slots": _cat([c.slots for c in closed], np.int64),
+            "group_ticks": _cat([np.diff(c.starts) for c in closed], np.int64),
+            "ticks": _cat([c.ticks for c in closed], RETAINED_DTYPE),
+            "greeks": np.concatenate([c.greeks for c in closed]) if closed else np.empty((0, N_CLOSE_FIELDS)),
+            "m_end": _cat([c.m_end for c in closed], np.int64),
+            "n_override": np.array([len(c.override) for c in closed], np.int64),
+            "override_slots": np.array([slot for slot, _ in over], np.int64),
+            "override_ticks_n": np.array([len(g.ticks) for _, g in over], np.int64),
+            "override_ticks": _cat([g.ticks for _, g in over], RETAINED_DTYPE),
+            "override_greeks": np.array([g.greeks for _, g in over], np.float64).reshape(len(over), N_CLOSE_FIELDS),
+            "override_m_end": np.array([g.m_end for _, g in over], np.int64),
+        }
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Replace the retained buckets by :meth:`to_state`'s."""
+        self.buckets = {}
+        g0 = t0 = o0 = ot0 = 0
+        for b, n, n_over in zip(state["keys"].tolist(), state["n_groups"].tolist(), state["n_override"].tolist(),
+                                strict=True):
+            counts = state["group_ticks"][g0:g0 + n]
+            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            closed = ClosedBucket(state["slots"][g0:g0 + n].copy(), starts,
+                                  state["ticks"][t0:t0 + int(starts[-1])].copy(),
+                                  state["greeks"][g0:g0 + n].copy(), state["m_end"][g0:g0 + n].copy())
+            for i in range(o0, o0 + n_over):
+                k = int(state["override_ticks_n"][i])
+                closed.override[int(state["override_slots"][i])] = Group(
+                    state["override_ticks"][ot0:ot0 + k].copy(), state["override_greeks"][i].copy(),
+                    int(state["override_m_end"][i]))
+                ot0 += k
+            self.buckets[int(b)] = closed
+            g0, t0, o0 = g0 + n, t0 + int(starts[-1]), o0 + n_over
 
     def retain(self, bucket: int, closed: ClosedBucket) -> None:
         self.buckets[bucket] = closed

@@ -15,6 +15,10 @@ import numpy as np
 NO_TS = np.iinfo(np.int64).min
 
 
+_ARRAYS = ("_known_tokens", "_known_slots", "token", "last_recv", "tail_valid", "tail_ex", "tail_recv", "tail_cum",
+           "base_valid", "base_ex", "base_recv", "base_cum")
+
+
 class SlotTable:
     def __init__(self) -> None:
         self._known_tokens = np.empty(0, np.int64)  # sorted
@@ -32,6 +36,17 @@ class SlotTable:
 
     def __len__(self) -> int:
         return len(self.token)
+
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Every per-slot array and the token -> slot lookup (views: encode them before the table changes)."""
+        return {name: getattr(self, name) for name in _ARRAYS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> SlotTable:
+        table = cls()
+        for name in _ARRAYS:
+            setattr(table, name, np.asarray(state[name], getattr(table, name).dtype).copy())
+        return table
 
     def slots_for(self, tokens: np.ndarray) -> np.ndarray:
         """The slot of each token, adding new instruments (one searchsorted when all are known)."""

@@ -681,15 +681,15 @@ def test_invalid_interval_rejected() -> None:
         BarAggregator(0, print)
 
 
-def test_oldest_open_bucket_follows_the_closing_watermark() -> None:
+def test_open_ticks_follow_the_closing_watermark() -> None:
     agg = BarAggregator(60, lambda bars: None, grace_s=2)
-    assert agg.oldest_open_bucket() is None
+    assert agg.state_size()["open_ticks"] == 0
     agg.add_ticks(_open_bucket_ticks(range(0, 59), 1))
-    assert agg.oldest_open_bucket() == T0915
+    assert agg.state_size()["open_ticks"] == 59
     agg.add_ticks(_open_bucket_ticks(range(60, 63), 100))  # watermark 62: the first bucket closes
-    assert agg.oldest_open_bucket() == T0915 + 60
+    assert agg.state_size()["open_ticks"] == 3 and agg.closed_before() == T0915 + 60
     agg.flush()
-    assert agg.oldest_open_bucket() is None
+    assert agg.state_size()["open_ticks"] == 0
 
 
 def _open_bucket_ticks(seconds, recv0: int) -> np.ndarray:

@@ -78,15 +78,17 @@ def test_chain_quality_uses_only_strikes_quoted_fresh_on_both_sides() -> None:
     assert shifted.parity_violations == 2
 
 
+EXPIRY_TS = 1_798_711_200  # an expiry's close, epoch s: the ledger's key, as the rollup knows it
+
+
 def test_ledger_fills_each_row_from_the_minute_that_closes_it_and_forgets_old_minutes() -> None:
     ledger = QualityLedger(retain_s=600)
-    ledger.record(b"2026-12-31", 1_000_020, ChainQuality(1, 2, 3, 4))  # minute 09:... (any 60 s bucket)
+    ledger.record(EXPIRY_TS, 1_000_020, ChainQuality(1, 2, 3, 4))  # minute 09:... (any 60 s bucket)
     rows = np.zeros(3, CHAIN_BAR_DTYPE)
-    rows["expiry"] = b"2026-12-31"
     rows["interval_s"] = [60, 300, 60]
     rows["bucket"] = [1_000_020, 1_000_020 - 240, 1_000_080]
-    ledger.fill(rows)
+    ledger.fill(rows, EXPIRY_TS)
     assert rows["parity_violations"].tolist() == [1, 1, MISSING_INT]
     assert rows["strikes_quoted"].tolist() == [4, 4, MISSING_INT]
-    ledger.record(b"2026-12-31", 1_000_020 + 660, ChainQuality(0, 0, 0, 0))
+    ledger.record(EXPIRY_TS, 1_000_020 + 660, ChainQuality(0, 0, 0, 0))
     assert len(ledger) == 1  # the first minute is older than retain_s behind the newest

@@ -1,4 +1,4 @@
-"""Checkpoints: a processor restored from one continues exactly like one that never stopped.
+"""Checkpoints: engines restored from one continue exactly like engines that never stopped.
 
 The stream mixes liquid instruments (most seconds) with illiquid ones (a tick every few
 minutes), so a restore lands between an illiquid instrument's ticks more than one bar apart:
@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_processor import CONFIG, DAY, R, _assert_rows_equal, _market, _records
+from test_engine import CONFIG, DAY, R, _assert_rows_equal, _engines, _market, _records
 
 from pipeline.core.checkpoint import (
     FORMAT,
@@ -19,8 +19,9 @@ from pipeline.core.checkpoint import (
     decode_checkpoint,
     encode_checkpoint,
 )
-from pipeline.core.pricing import OptionPricer
-from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.core.engines import Engines
+from pipeline.core.outputs import BarConfig, EngineConfig
+from pipeline.core.state import MAGIC, decode_state
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
@@ -50,29 +51,28 @@ def _mixed_liquidity_batches(seconds: int, seed: int = 9) -> tuple[InstrumentInd
     return index, out
 
 
-def _outputs(processor: TickProcessor, pricer: OptionPricer, batches: list[tuple[str, np.ndarray]],
-             index: InstrumentIndex) -> list:
+def _outputs(engines: Engines, batches: list[tuple[str, np.ndarray]]) -> list:
     out = []
     for underlying, ticks in batches:
-        processor.start(underlying, ticks, index)
-        out.append(processor.process(underlying, ticks, pricer))
+        engines.seed_requests(underlying, ticks)
+        out.append(engines.process(underlying, ticks))
     return out
 
 
 @pytest.mark.parametrize("cut", [0.31, 0.5, 0.77])
-def test_restored_processor_continues_exactly_like_an_uninterrupted_one(cut: float) -> None:
+def test_restored_engines_continue_exactly_like_uninterrupted_ones(cut: float) -> None:
     index, batches = _mixed_liquidity_batches(900)
     k = int(len(batches) * cut)
-    reference = _outputs(TickProcessor(CONFIG), OptionPricer(index, R), batches, index)
+    reference = _outputs(_engines(index), batches)
 
-    first, first_pricer = TickProcessor(CONFIG), OptionPricer(index, R)
-    _outputs(first, first_pricer, batches[:k], index)
-    blob = first.snapshot(["NIFTY", "BANKNIFTY"], first_pricer)
-    del first, first_pricer  # the worker died
+    first = _engines(index)
+    _outputs(first, batches[:k])
+    blob = first.snapshot(["NIFTY", "BANKNIFTY"])
+    del first  # the worker died
 
-    successor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
-    assert successor.restore(blob, pricer) == ["BANKNIFTY", "NIFTY"]
-    resumed = _outputs(successor, pricer, batches[k:], index)
+    successor = _engines(index)
+    assert successor.restore(blob) == ["BANKNIFTY", "NIFTY"]
+    resumed = _outputs(successor, batches[k:])
     assert len(resumed) == len(reference) - k
     for got, want in zip(resumed, reference[k:], strict=True):
         _assert_rows_equal(got.priced, want.priced)
@@ -81,67 +81,124 @@ def test_restored_processor_continues_exactly_like_an_uninterrupted_one(cut: flo
             _assert_rows_equal(got.bars, want.bars)
         _assert_rows_equal(got.strike_rows, want.strike_rows)
         _assert_rows_equal(got.chain_rows, want.chain_rows)
+        _assert_rows_equal(got.vol_index_rows, want.vol_index_rows)
         assert got.counts == want.counts
     bars = np.concatenate([r.bars for r in resumed if r.bars is not None])
     assert (bars["volume"] > 0).any() and len(bars) > 50
 
 
+def test_an_engines_state_survives_its_bytes_field_for_field() -> None:
+    index, batches = _mixed_liquidity_batches(400)
+    engines = _engines(index)
+    _outputs(engines, batches)
+    before = engines.get("NIFTY").to_state()
+    again = _engines(index)
+    again.restore(engines.snapshot(["NIFTY"]))
+    after = again.get("NIFTY").to_state()
+    assert sorted(after) == sorted(before) and len(before) > 40
+    for name, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype == after[name].dtype, name
+            for column in value.dtype.names or (None,):  # per column: NaN equals NaN
+                pick = (lambda a: a) if column is None else (lambda a, c=column: a[c])
+                np.testing.assert_array_equal(pick(after[name]), pick(value), err_msg=f"{name} {column}")
+        else:
+            assert after[name] == value, name
+
+
 def test_restore_replaces_only_the_checkpointed_underlyings() -> None:
     index, batches = _mixed_liquidity_batches(120)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
-    _outputs(processor, pricer, batches, index)
-    blob = processor.snapshot(["NIFTY"], pricer)
-    other, other_pricer = TickProcessor(CONFIG), OptionPricer(index, R)
-    assert other.restore(blob, other_pricer) == ["NIFTY"]
-    assert set(other.states) == {"NIFTY"}
-    nifty = index.underlying == "NIFTY"
+    engines = _engines(index)
+    _outputs(engines, batches)
+    other = _engines(index)
+    assert other.restore(engines.snapshot(["NIFTY"])) == ["NIFTY"]
+    assert other.underlyings() == ["NIFTY"]
     for name in ("last_price", "trade_ts", "volume", "bid", "ask", "quote_ts"):
-        np.testing.assert_array_equal(getattr(other_pricer.book, name)[nifty], getattr(pricer.book, name)[nifty])
-    assert np.isnan(other_pricer.book.last_price[~nifty]).all() and (other_pricer.book.trade_ts[~nifty] == 0).all()
+        np.testing.assert_array_equal(getattr(other.get("NIFTY").book, name), getattr(engines.get("NIFTY").book, name))
     other.drop(["NIFTY"])
-    assert other.states == {}
+    assert other.underlyings() == []
+
+
+def test_a_restore_over_a_changed_index_keeps_the_book_of_the_instruments_still_listed() -> None:
+    index, batches = _mixed_liquidity_batches(120)
+    engines = _engines(index)
+    _outputs(engines, batches)
+    nifty = engines.get("NIFTY")
+    dropped = int(nifty.index.tokens[nifty.book.trade_ts > 0][0])  # an instrument that traded, delisted since
+    keep = index.tokens != dropped
+    smaller = InstrumentIndex(*(getattr(index, f)[keep] for f in index.__dataclass_fields__))
+    restored = Engines(EngineConfig(bars=CONFIG, r=R), smaller)
+    restored.restore(engines.snapshot(["NIFTY"]))
+    book, old = restored.get("NIFTY").book, nifty.book
+    listed = nifty.index.tokens != dropped
+    assert len(book) == len(old) - 1
+    np.testing.assert_array_equal(book.last_price, old.last_price[listed])
+    np.testing.assert_array_equal(book.trade_ts, old.trade_ts[listed])
 
 
 def test_checkpoint_of_other_bar_settings_or_format_is_refused_clearly() -> None:
     index, batches = _mixed_liquidity_batches(30)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
-    _outputs(processor, pricer, batches, index)
-    blob = processor.snapshot(["NIFTY"], pricer)
-    with pytest.raises(CheckpointError, match="bar settings"):
-        TickProcessor(BarConfig((60,), 2.0, 120.0)).restore(blob, OptionPricer(index, R))
-    newer = b"SFCP" + (FORMAT + 1).to_bytes(2, "big") + blob[6:]
+    engines = _engines(index)
+    _outputs(engines, batches)
+    blob = engines.snapshot(["NIFTY"])
+    with pytest.raises(CheckpointError, match="bars"):
+        _engines(index, BarConfig((60,), 2.0, 120.0)).restore(blob)
+    newer = MAGIC + (FORMAT + 1).to_bytes(2, "big") + blob[6:]
     with pytest.raises(CheckpointError, match=f"format {FORMAT + 1}"):
-        decode_checkpoint(newer, CONFIG)
-    for bad, reason in ((b"xx", "too short"), (b"NOPE\x00\x01rest", "not a strikeflow"),
+        decode_checkpoint(newer)
+    for bad, reason in ((b"xx", "too short"), (b"NOPE\x00\x04rest", "not a strikeflow"),
                         (blob[:6] + b"garbage", "does not load")):
         with pytest.raises(CheckpointError, match=reason):
-            decode_checkpoint(bad, CONFIG)
-    restored = TickProcessor(CONFIG)
+            decode_checkpoint(bad)
+    restored = _engines(index)
     with pytest.raises(CheckpointError):
-        restored.restore(newer, OptionPricer(index, R))
-    assert restored.states == {}  # nothing changed on a refused checkpoint
+        restored.restore(newer)
+    assert restored.underlyings() == []  # nothing changed on a refused checkpoint
 
 
-def test_checkpoint_bytes_start_with_magic_and_format() -> None:
-    blob = encode_checkpoint(CONFIG, {}, {})
-    assert blob[:4] == b"SFCP" and int.from_bytes(blob[4:6], "big") == FORMAT
-    assert pickle.loads(blob[6:])["config"] == CONFIG
+def test_an_older_pickled_checkpoint_is_refused_with_its_reason_and_nothing_runs() -> None:
+    class Boom:
+        def __reduce__(self) -> tuple:
+            return (exec, ("raise SystemExit('pickle ran')",))
+
+    legacy = b"SFCP" + (3).to_bytes(2, "big") + pickle.dumps({"states": Boom()}, protocol=5)
+    engines = _engines(InstrumentIndex.from_rows([]))
+    with pytest.raises(CheckpointError, match="format 3 holds pickled objects"):
+        engines.restore(legacy)
+    assert engines.underlyings() == []
+
+
+def test_a_state_field_missing_or_holding_objects_is_refused() -> None:
+    index, batches = _mixed_liquidity_batches(30)
+    engines = _engines(index)
+    _outputs(engines, batches)
+    state = engines.get("NIFTY").to_state()
+    del state["bars/fine/watermark"]
+    with pytest.raises(CheckpointError, match="watermark"):
+        _engines(index).restore(encode_checkpoint({"NIFTY": state}))
+    with pytest.raises(TypeError, match="Python objects"):
+        encode_checkpoint({"NIFTY": {"x": np.array([object()], dtype=object)}})
+
+
+def test_checkpoint_bytes_are_a_json_header_and_raw_arrays_never_a_pickle() -> None:
+    blob = encode_checkpoint({})
+    assert blob[:4] == MAGIC and int.from_bytes(blob[4:6], "big") == FORMAT
+    assert decode_state(blob) == (FORMAT, {})
+    assert b"pickle" not in blob and blob[10:11] == b"{"  # the JSON header; no archive, no pickle
 
 
 def test_a_checkpoint_whose_event_time_is_ahead_of_the_clock_is_refused_and_changes_nothing() -> None:
-    from pipeline.core.checkpoint import CheckpointError
-
     index, records = _records(120)
-    config = BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0, max_clock_skew_s=300.0)
-    processor, pricer = TickProcessor(config), OptionPricer(index, R)
+    engines = _engines(index, BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0,
+                                        max_clock_skew_s=300.0))
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
-        processor.start(underlying, ticks, index)
-        processor.process(underlying, ticks, pricer)
-    event_time = processor.states["NIFTY"].aggregator.event_time()
-    blob = processor.snapshot(["NIFTY"], pricer)
-    fresh, fresh_pricer = TickProcessor(config), OptionPricer(index, R)
+        engines.seed_requests(underlying, ticks)
+        engines.process(underlying, ticks)
+    event_time = engines.get("NIFTY").event_time()
+    blob = engines.snapshot(["NIFTY"])
+    fresh = _engines(index, engines.config.bars)
     with pytest.raises(CheckpointError, match="ahead of the clock"):
-        fresh.restore(blob, fresh_pricer, now_s=event_time - 301)  # the clock is far behind the checkpoint
-    assert fresh.states == {}
-    assert fresh.restore(blob, fresh_pricer, now_s=event_time) == ["NIFTY"]
+        fresh.restore(blob, now_s=event_time - 301)  # the clock is far behind the checkpoint
+    assert fresh.underlyings() == []
+    assert fresh.restore(blob, now_s=event_time) == ["NIFTY"]

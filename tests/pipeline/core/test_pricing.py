@@ -1,9 +1,11 @@
 import datetime as dt
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from pipeline.core.pricing import OptionPricer
+from pipeline.core.price_book import PriceBook
+from pipeline.core.pricing import PricingContext, PricingRules, price_ticks
 from pipeline.feed.instruments import select_universe
 from pipeline.feed.kite_wire import MODE_FULL
 from pipeline.feed.stamping import ticks_from_kite
@@ -22,6 +24,13 @@ DAY = dt.date(2026, 11, 23)
 R = 0.065
 
 
+def _pricer(index: InstrumentIndex, rules: PricingRules | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Price successive batches against one book, as an engine does (the book is the only state)."""
+    ctx = PricingContext.of(index, R, rules or PricingRules())
+    book = PriceBook(len(index))
+    return lambda ticks: price_ticks(ctx, book, ticks)
+
+
 def _setup(drop_kinds: tuple[int, ...] = ()) -> tuple[Market, InstrumentIndex, np.ndarray]:
     spec = DEFAULT_UNDERLYINGS["NIFTY"]
     rows = build_instruments([spec], DAY, n_expiries=2, strikes_each_side=6)
@@ -38,7 +47,7 @@ def _ticks(market: Market, tokens: np.ndarray) -> np.ndarray:
 
 def test_forward_is_the_same_expiry_future_when_subscribed() -> None:
     market, index, tokens = _setup()
-    priced = OptionPricer(index, R).price(_ticks(market, tokens))
+    priced = _pricer(index)(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
     fut_price = priced["last_price"][index.kind[pos] == InstrumentKind.FUT][0]
     fut_expiry = index.expiry_ts[pos][index.kind[pos] == InstrumentKind.FUT][0]
@@ -49,7 +58,7 @@ def test_forward_is_the_same_expiry_future_when_subscribed() -> None:
 
 def test_without_futures_parity_forward_recovers_the_model_forward() -> None:
     market, index, tokens = _setup(drop_kinds=(InstrumentKind.FUT,))
-    priced = OptionPricer(index, R).price(_ticks(market, tokens))
+    priced = _pricer(index)(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
     options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT))
     t = (index.expiry_ts[pos][options] - priced["exchange_ts"][options]) / (365 * 86400)
@@ -60,7 +69,7 @@ def test_without_futures_parity_forward_recovers_the_model_forward() -> None:
 
 def test_implied_vol_recovers_the_market_smile() -> None:
     market, index, tokens = _setup()
-    priced = OptionPricer(index, R).price(_ticks(market, tokens))
+    priced = _pricer(index)(_ticks(market, tokens))
     pos = index.positions(priced["instrument_token"])
     options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT)) & (priced["last_price"] > 5)
     assert options.sum() > 10
@@ -74,7 +83,7 @@ def test_non_options_and_unknown_tokens_get_nan_greeks() -> None:
     market, index, tokens = _setup()
     ticks = _ticks(market, tokens)
     ticks["instrument_token"][0] = 999  # not in the index
-    priced = OptionPricer(index, R).price(ticks)
+    priced = _pricer(index)(ticks)
     pos = index.positions(priced["instrument_token"])
     not_option = (pos < 0) | np.isin(index.kind[np.maximum(pos, 0)], (InstrumentKind.INDEX, InstrumentKind.FUT))
     assert not_option.sum() >= 2
@@ -85,7 +94,7 @@ def test_expired_option_gets_nan_not_a_number() -> None:
     market, index, tokens = _setup()
     ticks = _ticks(market, tokens)
     ticks["exchange_ts"] = index.expiry_ts.max() + 60  # after every expiry's 15:30 IST
-    priced = OptionPricer(index, R).price(ticks)
+    priced = _pricer(index)(ticks)
     pos = index.positions(priced["instrument_token"])
     options = np.isin(index.kind[pos], (InstrumentKind.CALL, InstrumentKind.PUT))
     assert np.isnan(priced["iv"][options]).all()

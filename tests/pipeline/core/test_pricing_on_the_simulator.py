@@ -2,7 +2,7 @@
 
 The simulator's Market ticks as the server makes it tick (liquidity-weighted, trades and quote-only
 updates, Kite frames' fields), the ticks are stamped as the ingestor stamps them and go through the
-worker's TickProcessor. Because the market is in-process, its own state at every exchange second is
+worker's engines. Because the market is in-process, its own state at every exchange second is
 known: the index, and the smile ``sigma(K) = atm_vol (1 + skew m + curvature m^2)``, ``m = ln(K/F)``.
 """
 
@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.core.pricing import OptionPricer
-from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.core.engines import Engines
+from pipeline.core.outputs import BarConfig, EngineConfig
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.instruments import select_universe
 from pipeline.feed.kite_wire import MODE_FULL
@@ -42,7 +42,7 @@ def _run() -> tuple[Market, InstrumentIndex, np.ndarray, dict[int, dict[str, tup
     market = Market(rows, specs, start, seed=21, r=R)
     index = InstrumentIndex.from_rows(select_universe(rows, ["NIFTY", "BANKNIFTY"], 2, None, today=DAY))
     rng = np.random.default_rng(4)
-    processor, pricer = TickProcessor(BarConfig(intervals_s=(60,), grace_s=2.0, late_window_s=60.0)), OptionPricer(index, R)
+    engines = Engines(EngineConfig(bars=BarConfig(intervals_s=(60,), grace_s=2.0, late_window_s=60.0), r=R), index)
     state: dict[int, dict[str, tuple[float, float]]] = {}  # second -> underlying -> (spot, atm_vol)
     bars = []
     for step in range(SECONDS):
@@ -57,8 +57,8 @@ def _run() -> tuple[Market, InstrumentIndex, np.ndarray, dict[int, dict[str, tup
         recv = now * 1_000_000 + np.arange(len(snap))  # the receive second is the exchange second
         groups, _ = split_by_underlying(ticks_from_kite(snap, recv), index)
         for underlying, ticks in groups.items():
-            processor.start(underlying, ticks, index)
-            result = processor.process(underlying, ticks, pricer)
+            engines.seed_requests(underlying, ticks)
+            result = engines.process(underlying, ticks)
             if result.bars is not None:
                 bars.append(result.bars)
     return market, index, np.concatenate(bars), state

@@ -1,4 +1,4 @@
-"""TickProcessor in-process: the process agent's logic on generated market batches, no servers.
+"""The underlying engines in-process: the process agent's logic on generated market batches, no servers.
 
 Bars are checked against a plain recomputation from the priced ticks (group by
 instrument and bucket, sort by (exchange_ts, recv_ts), take first/last); the
@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.core.bars.aggregator import BarAggregator
 from pipeline.core.chain_quality import QUALITY_FIELDS
-from pipeline.core.pricing import OptionPricer
-from pipeline.core.processor import BarConfig, TickProcessor
+from pipeline.core.engines import Engines
+from pipeline.core.outputs import BarConfig, EngineConfig
 from pipeline.core.rollups import OIRollup
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.instruments import select_universe
@@ -36,6 +36,10 @@ pytestmark = pytest.mark.unit
 DAY = dt.date(2026, 11, 25)  # a trading day (the 24th is a holiday: the market would stand still)
 R = 0.065
 CONFIG = BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0)
+
+
+def _engines(index: InstrumentIndex, bars: BarConfig = CONFIG) -> Engines:
+    return Engines(EngineConfig(bars=bars, r=R), index)
 
 
 def _market() -> tuple[Market, InstrumentIndex]:
@@ -77,12 +81,12 @@ def _assert_rows_equal(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def _run(records: list[tuple[str, bytes]], index: InstrumentIndex) -> tuple[list, np.ndarray, list[np.ndarray]]:
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     results = []
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
-        processor.start(underlying, ticks, index)
-        results.append(processor.process(underlying, ticks, pricer))
+        engines.seed_requests(underlying, ticks)
+        results.append(engines.process(underlying, ticks))
     priced = np.concatenate([r.priced for r in results])
     return results, priced, [r.bars for r in results if r.bars is not None]
 
@@ -137,21 +141,21 @@ def test_process_routes_like_the_parts_it_composes() -> None:
 
 def test_redelivered_record_counts_duplicates_and_changes_no_bar() -> None:
     index, records = _records(90)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     for _, payload in records[:50]:
         underlying, ticks = decode_ticks(payload)
-        processor.process(underlying, ticks, pricer)
+        engines.process(underlying, ticks)
     underlying, ticks = decode_ticks(records[49][1])
-    again = processor.process(underlying, ticks, pricer)
+    again = engines.process(underlying, ticks)
     assert again.counts.duplicates == len(ticks) and again.counts.too_late == 0
     assert again.bars is None and len(again.chain_rows) == 0
 
 
 def test_start_asks_for_the_seeds_of_the_underlyings_options_once() -> None:
     index, records = _records(5)
-    processor = TickProcessor(CONFIG)
+    engines = _engines(index)
     underlying, ticks = decode_ticks(records[0][1])
-    requests = processor.start(underlying, ticks, index)
+    requests = engines.seed_requests(underlying, ticks)
     own = index.tokens[(index.underlying == underlying) & np.isin(index.kind, OPTION_KINDS)]
     assert [r.interval_s for r in requests] == list(CONFIG.intervals_s)
     first = int(ticks["exchange_ts"].min())
@@ -160,24 +164,24 @@ def test_start_asks_for_the_seeds_of_the_underlyings_options_once() -> None:
         # a first tick exactly at a bucket start: nothing of it was seen before, seed below it
         bucket = first // r.interval_s * r.interval_s
         assert r.before == (bucket if first == bucket else bucket + r.interval_s)
-    assert processor.start(underlying, ticks, index) == []
+    assert engines.seed_requests(underlying, ticks) == []
 
 
 def test_the_last_buckets_stay_open_until_the_watermark_passes() -> None:
     index, records = _records(130)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
-        result = processor.process(underlying, ticks, pricer)
+        result = engines.process(underlying, ticks)
         for name in ticks.dtype.names:  # priced in receive order, the tick fields as received
             np.testing.assert_array_equal(result.priced[name], ticks[name], err_msg=name)
-    assert processor.state("NIFTY").aggregator.oldest_open_bucket() is not None  # the last buckets are still open
+    assert engines.get("NIFTY").bars.aggregator.state_size()["open_ticks"] > 0  # the last buckets are still open
 
 
 def test_empty_batch_gives_an_empty_result() -> None:
     index, records = _records(2)
     underlying, ticks = decode_ticks(records[0][1])
-    result = TickProcessor(CONFIG).process(underlying, ticks[:0], OptionPricer(index, R))
+    result = _engines(index).process(underlying, ticks[:0])
     assert result.bars is None and len(result.priced) == 0
 
 
@@ -195,7 +199,7 @@ def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
     5-minute one, and each 5-minute bar sums its five 1-minute bars."""
     index, records = _records(900, per_step=8)
     rng = np.random.default_rng(4)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     emitted, too_late, recv = [], 0, 2_000_000_000_000_000
     for n, (_, payload) in enumerate(records):
         underlying, ticks = decode_ticks(payload)
@@ -204,7 +208,7 @@ def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
             late["exchange_ts"] -= int(rng.integers(30, 400))
             late["recv_ts"] = recv = recv + 1
             ticks = np.concatenate([ticks, late])
-        result = processor.process(underlying, ticks, pricer)
+        result = engines.process(underlying, ticks)
         too_late += result.counts.too_late
         if result.bars is not None:
             emitted.append(result.bars)
@@ -224,35 +228,35 @@ def test_with_late_ticks_every_5m_bar_equals_its_1m_bars() -> None:
 def test_clock_record_closes_the_bars_of_a_quiet_underlying_once() -> None:
     """The session's last bars close on the exchange clock, not on the next morning's first tick."""
     index, records = _records(50)  # 50 s of ticks: the first minute is still open
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
-        processor.process(underlying, ticks, pricer)
-    open_bucket = processor.state("NIFTY").aggregator.oldest_open_bucket()
-    assert processor.advance("NIFTY", open_bucket + 60, index).bars is None  # within the grace: still open
-    closed = processor.advance("NIFTY", open_bucket + 60 + int(CONFIG.grace_s), index)
+        engines.process(underlying, ticks)
+    open_bucket = int(engines.get("NIFTY").bars.aggregator.to_state()["pending"]["exchange_ts"].min()) // 60 * 60
+    assert engines.advance("NIFTY", open_bucket + 60).bars is None  # within the grace: still open
+    closed = engines.advance("NIFTY", open_bucket + 60 + int(CONFIG.grace_s))
     assert closed.bars is not None and set(closed.bars["interval_s"].tolist()) == {60}
     assert set(closed.bars["bucket"].tolist()) == {open_bucket} and len(closed.chain_rows) > 0
     assert len(closed.priced) == 0
-    assert processor.advance("NIFTY", open_bucket + 30, index).bars is None  # never back, never twice
-    assert processor.advance("NIFTY", open_bucket + 300 + 2, index).bars["interval_s"].tolist().count(300) > 0
-    assert processor.advance("NOT_SEEN", open_bucket + 900, index).bars is None
+    assert engines.advance("NIFTY", open_bucket + 30).bars is None  # never back, never twice
+    assert engines.advance("NIFTY", open_bucket + 300 + 2).bars["interval_s"].tolist().count(300) > 0
+    assert engines.advance("NOT_SEEN", open_bucket + 900).bars is None
 
 
 def test_a_silence_in_receive_time_is_a_feed_gap_once_and_replays_are_not() -> None:
     index, records = _records(20)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     nifty = [decode_ticks(p)[1] for u, p in records if u == "NIFTY"]
-    gaps = [processor.process("NIFTY", t, pricer).counts.feed_gap_s for t in nifty[:10]]
+    gaps = [engines.process("NIFTY", t).counts.feed_gap_s for t in nifty[:10]]
     assert gaps == [0.0] * 10  # one batch a second: no gap
     later = nifty[10].copy()
     later["recv_ts"] += 7_000_000  # the ingestor was away for 7 s
-    gap = processor.process("NIFTY", later, pricer).counts.feed_gap_s
+    gap = engines.process("NIFTY", later).counts.feed_gap_s
     assert 7.0 < gap < 9.0
-    assert processor.process("NIFTY", nifty[3], pricer).counts.feed_gap_s == 0.0  # a redelivery
+    assert engines.process("NIFTY", nifty[3]).counts.feed_gap_s == 0.0  # a redelivery
     follow = nifty[11].copy()
     follow["recv_ts"] += 7_000_000
-    assert processor.process("NIFTY", follow, pricer).counts.feed_gap_s == 0.0  # back to normal
+    assert engines.process("NIFTY", follow).counts.feed_gap_s == 0.0  # back to normal
 
 
 def _plain_quality(ticks: np.ndarray, index: InstrumentIndex, underlying: str, expiry: str, now: int,
@@ -288,18 +292,18 @@ def _plain_quality(ticks: np.ndarray, index: InstrumentIndex, underlying: str, e
 
 def test_chain_quality_counts_equal_a_plain_count_of_the_quotes_at_each_close() -> None:
     index, records = _records(400)
-    processor, pricer = TickProcessor(CONFIG), OptionPricer(index, R)
+    engines = _engines(index)
     seen = []
     checked = 0
     for _, payload in records:
         underlying, ticks = decode_ticks(payload)
         seen.append(ticks)
-        processor.start(underlying, ticks, index)
-        result = processor.process(underlying, ticks, pricer)
+        engines.seed_requests(underlying, ticks)
+        result = engines.process(underlying, ticks)
         so_far = np.concatenate(seen)
         for row in result.chain_rows[result.chain_rows["interval_s"] == 60]:
             now = int(row["bucket"]) + 60
-            expected = _plain_quality(so_far, index, underlying, row["expiry"].decode(), now, pricer.rules.fresh_s)
+            expected = _plain_quality(so_far, index, underlying, row["expiry"].decode(), now, engines.config.rules.fresh_s)
             assert (int(row["crossed_quotes"]), int(row["strikes_quoted"]), int(row["butterfly_violations"])) == expected
             assert 0 <= row["parity_violations"] <= row["strikes_quoted"]
             checked += 1
@@ -320,9 +324,8 @@ def _bars_from(ticks: np.ndarray, token: int, bucket: int) -> tuple[float, float
 
 def test_far_future_and_far_past_ticks_never_move_event_time_and_bars_equal_the_clean_ticks() -> None:
     index, records = _records(200)
-    processor = TickProcessor(BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0,
+    engines = _engines(index, BarConfig(intervals_s=(60, 300), grace_s=2.0, late_window_s=120.0,
                                         max_clock_skew_s=300.0))
-    pricer = OptionPricer(index, R)
     clean, bars, future, too_late = [], [], 0, 0
     for i, (_, payload) in enumerate(records):
         underlying, ticks = decode_ticks(payload)
@@ -332,16 +335,16 @@ def test_far_future_and_far_past_ticks_never_move_event_time_and_bars_equal_the_
             hostile["exchange_ts"] = 4_000_000_000 if i == 40 else int(ticks["exchange_ts"][0]) - 86_400
             hostile["recv_ts"] = ticks["recv_ts"][0] - 1
             ticks = np.concatenate([hostile, ticks])
-        processor.start(underlying, ticks, index)
-        result = processor.process(underlying, ticks, pricer)
+        engines.seed_requests(underlying, ticks)
+        result = engines.process(underlying, ticks)
         future += result.counts.future_rejected
         too_late += result.counts.too_late
         clean.append(result.priced[result.priced["exchange_ts"] > newest - 86_000])  # without the far-past one
         if result.bars is not None:
             bars.append(result.bars)
     assert future == 1 and too_late >= 1
-    assert processor.states["NIFTY"].aggregator.event_time() < 4_000_000_000
-    assert processor.states["BANKNIFTY"].aggregator.event_time() < 4_000_000_000
+    assert engines.get("NIFTY").event_time() < 4_000_000_000
+    assert engines.get("BANKNIFTY").event_time() < 4_000_000_000
     priced = np.concatenate(clean)
     one_minute = np.concatenate(bars)
     one_minute = one_minute[one_minute["interval_s"] == 60]
@@ -349,3 +352,50 @@ def test_far_future_and_far_past_ticks_never_move_event_time_and_bars_equal_the_
     for bar in one_minute:
         assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["tick_count"]) == _bars_from(
             priced, int(bar["instrument_token"]), int(bar["bucket"]))
+
+
+def test_a_batch_that_fails_in_pricing_leaves_the_engine_exactly_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    index, records = _records(30)
+    engines = _engines(index)
+    nifty = [decode_ticks(p)[1] for u, p in records if u == "NIFTY"]
+    for ticks in nifty[:20]:
+        engines.process("NIFTY", ticks)
+    engine = engines.get("NIFTY")
+    before = {name: getattr(engine.book, name).copy() for name in ("last_price", "trade_ts", "volume", "bid")}
+    event_time, ticks_seen = engine.event_time(), engine.bars.aggregator.stats["ticks"]
+
+    def half_priced(ctx, book, ticks):  # noqa: ANN001, ANN202 - updates the book, then fails
+        book.update(ctx.index.positions(ticks["instrument_token"]), ticks)
+        raise FloatingPointError("a defect in pricing")
+
+    monkeypatch.setattr("pipeline.core.engine.price_ticks", half_priced)
+    with pytest.raises(FloatingPointError):
+        engines.process("NIFTY", nifty[20])
+    assert engines.get("NIFTY") is engine and not engine.broken
+    for name, column in before.items():
+        np.testing.assert_array_equal(getattr(engine.book, name), column, err_msg=name)
+    assert engine.event_time() == event_time and engine.bars.aggregator.stats["ticks"] == ticks_seen
+    monkeypatch.undo()
+    assert len(engines.process("NIFTY", nifty[20]).priced) == len(nifty[20])  # the batch is taken when it can be
+
+
+def test_a_batch_that_fails_past_pricing_discards_the_underlyings_state_not_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    index, records = _records(30)
+    engines = _engines(index)
+    for _, payload in records[:30]:
+        engines.process(*decode_ticks(payload))
+    nifty, banknifty = engines.get("NIFTY"), engines.get("BANKNIFTY")
+    assert nifty.event_time() is not None
+
+    def half_added(ticks):  # noqa: ANN001, ANN202 - the aggregator takes the ticks, then a defect
+        nifty.bars.aggregator.add_ticks(ticks)
+        raise IndexError("a defect in the rollups")
+
+    monkeypatch.setattr(nifty.bars, "add", half_added)
+    underlying, ticks = next(decode_ticks(p) for u, p in records[30:] if u == "NIFTY")
+    with pytest.raises(IndexError):
+        engines.process(underlying, ticks)
+    assert engines.underlyings() == ["BANKNIFTY"] and engines.get("BANKNIFTY") is banknifty
+    fresh = engines.get("NIFTY")
+    assert fresh is not nifty and fresh.event_time() is None  # starts fresh, never from half a batch
