@@ -27,7 +27,7 @@ from pipeline.core.outputs import EngineConfig
 from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

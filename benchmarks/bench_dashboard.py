@@ -43,7 +43,7 @@ from pipeline.records.ticks import PRICED_TICK_DTYPE
 from pipeline.runtime.metrics import REGISTRY
 from pipeline.runtime.percentiles import percentiles_ms
 from pipeline.runtime.process_stats import ProcessSampler
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments
 from sinks.migrate import migrate
 from sinks.redis.channels import Channels
 from sinks.redis.publisher import RedisPublisher

@@ -28,7 +28,7 @@ from pipeline.feed.kafka_topics import TopicSpec, ensure_topics
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.ticks import encode_ticks
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

@@ -30,7 +30,7 @@ from pipeline.feed.instruments import select_universe
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import FORWARD_SOURCES, MODE_FULL, TICK_DTYPE
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 DAY, R, VOL = dt.date(2026, 12, 28), 0.065, 0.15  # Monday; Tuesday 29th is a weekly and the monthly expiry
 T0 = int(session_start_ts(DAY)) + 600

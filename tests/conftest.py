@@ -149,7 +149,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 @pytest.fixture
 async def kite_simulator():  # noqa: ANN201 - returns an async factory
     """Factory: ``sim, "127.0.0.1:port" = await kite_simulator(**SimConfig overrides)``; stopped after the test."""
-    from pipeline.sim.server import SimConfig, serve
+    from sim.server import SimConfig, serve
 
     runners = []
 

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "agents", "sinks", "greeks")
+PACKAGES = ("pipeline", "agents", "sinks", "sim", "greeks")
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 450
 # numba kernels: one loop body per row, spelled out for the JIT (see greeks/_kernels.py)

@@ -1,4 +1,4 @@
-"""``strikeflow simulate``: run the local Kite-compatible market (``pipeline.sim.server``) until a signal."""
+"""``strikeflow simulate``: run the local Kite-compatible market (``sim.server``) until a signal."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from loguru import logger
 
 from pipeline.records.time_units import parse_timestamp
 from pipeline.runtime.settings import Settings
-from pipeline.sim.market import DEFAULT_UNDERLYINGS
-from pipeline.sim.server import SimConfig, serve
+from sim.market import DEFAULT_UNDERLYINGS
+from sim.server import SimConfig, serve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from pipeline.commands.bench_report import (
 from pipeline.commands.bench_run import Universe, accounts_for, universe_for
 from pipeline.runtime.process_stats import ProcessSampler
 from pipeline.runtime.settings import ConfigError
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments
 from tests.test_demo import _processes_with_env
 
 LATENCY_KEYS = {"p50", "p95", "p99", "max"}

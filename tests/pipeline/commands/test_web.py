@@ -21,7 +21,7 @@ from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import PRICED_TICK_DTYPE
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 from sinks.redis.channels import Channels
 from sinks.redis.publisher import RedisPublisher
 from sinks.timescale_writer import TimescaleWriter

@@ -21,7 +21,7 @@ from pipeline.records.bars import BAR_DTYPE, CANDLE_DTYPE, CHECKED_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import FORWARD_CARRY, FORWARD_FUTURE, FORWARD_PARITY
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 pytestmark = pytest.mark.unit
 

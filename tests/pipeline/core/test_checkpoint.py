@@ -26,7 +26,7 @@ from pipeline.feed.ingestor import split_by_underlying
 from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.ticks import decode_ticks
-from pipeline.sim.market import session_start_ts
+from sim.market import session_start_ts
 
 pytestmark = pytest.mark.unit
 

@@ -24,7 +24,7 @@ from pipeline.feed.stamping import ReceiveClock, ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS, InstrumentKind
 from pipeline.records.ticks import MODE_FULL, decode_ticks, encode_ticks
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

@@ -11,7 +11,7 @@ from pipeline.feed.kite_wire import MODE_FULL
 from pipeline.feed.stamping import ticks_from_kite
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

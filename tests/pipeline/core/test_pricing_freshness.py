@@ -24,7 +24,7 @@ from pipeline.records.ticks import (
     FORWARD_PARITY,
     TICK_DTYPE,
 )
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 pytestmark = pytest.mark.unit
 

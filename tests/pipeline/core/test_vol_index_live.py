@@ -19,7 +19,7 @@ from pipeline.feed.instruments import select_universe
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.records.ticks import MODE_FULL, TICK_DTYPE
-from pipeline.sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
+from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 
 pytestmark = pytest.mark.unit
 

@@ -465,7 +465,7 @@ async def test_a_bad_feed_url_never_logs_the_access_token(kafka_url: str, unique
            "STRIKEFLOW_KAFKA_URL": kafka_url, "STRIKEFLOW_TICKS_TOPIC": f"{unique_name}-ticks",
            "KITE_API_KEY": "key", "KITE_ACCESS_TOKEN": secret, "STRIKEFLOW_UNDERLYINGS": '["NIFTY"]'}
     # the instruments come from a file-less simulator: use a real one for the master, a bad URL for the feed
-    from pipeline.sim.server import SimConfig, serve
+    from sim.server import SimConfig, serve
 
     simulator, runner, port = await serve(SimConfig(port=0, api_key="key", access_token=secret))
     try:

@@ -14,7 +14,7 @@ from pipeline.feed.sharding import ShardingError
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
 from pipeline.runtime.settings import Settings, load_settings
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     build_instruments,
     monthly_expiries,

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.feed.kite_codec import decode_frame
 from pipeline.feed.kite_wire import MODE_FULL, MODE_QUOTE
-from pipeline.sim.server import Simulator
+from sim.server import Simulator
 
 pytestmark = pytest.mark.integration
 

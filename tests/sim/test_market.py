@@ -6,7 +6,7 @@ import pytest
 from pipeline.feed.kite_codec import decode_frame
 from pipeline.feed.kite_encode import encode_frame
 from pipeline.feed.kite_wire import MODE_FULL, MODE_LTP, MODE_QUOTE
-from pipeline.sim.market import (
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pipeline.records.time_units import IST
-from pipeline.sim.candles import MinuteCandles, kite_candle
+from sim.candles import MinuteCandles, kite_candle
 
 RATE_LIMIT_PER_S = 3
 _FORMAT = "%Y-%m-%d %H:%M:%S"

@@ -56,11 +56,11 @@ from pipeline.feed.kite_wire import HEARTBEAT, MODE_FULL, MODE_LTP, MODE_QUOTE
 from pipeline.records.exchange_calendar import previous_trading_day
 from pipeline.records.time_units import IST
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
-from pipeline.sim.candles import MinuteCandles
-from pipeline.sim.capture import CaptureWriter, read_capture
-from pipeline.sim.faults import FaultWindows
-from pipeline.sim.historical_api import HistoricalApi
-from pipeline.sim.market import (
+from sim.candles import MinuteCandles
+from sim.capture import CaptureWriter, read_capture
+from sim.faults import FaultWindows
+from sim.historical_api import HistoricalApi
+from sim.market import (
     DEFAULT_UNDERLYINGS,
     Market,
     build_instruments,

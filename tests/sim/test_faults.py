@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.runtime.clock import ManualClock
-from pipeline.sim.faults import FaultWindows
+from sim.faults import FaultWindows
 
 pytestmark = pytest.mark.unit
 
