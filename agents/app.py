@@ -5,8 +5,10 @@ app from the environment on first access; ``STRIKEFLOW_KAFKA_URL`` must be
 set then). ``strikeflow worker`` and ``strikeflow demo`` call
 :func:`create_app` with the settings they loaded.
 
-Guarantee: at-least-once (Faust acks a record after the agent has handled it;
-offsets commit after that), made exactly-once in results by idempotent sinks.
+Guarantee: at-least-once, made exactly-once in results by idempotent sinks. The store agents ack a
+record once its batch is written; the process agent acks a record only once a saved checkpoint of its
+partition covers it (``agents.checkpointing``), so committed offsets never pass state that is not
+durable.
 Faust's ``exactly_once`` (Kafka transactions) is not used: Tansu, the fallback dev
 broker, has no transactions, and the idempotent sinks already make a redelivery
 harmless. The ingestor's producer is idempotent where the broker allows it.

@@ -23,6 +23,7 @@ from pipeline.runtime.settings import Settings
 from sinks.migrate import schema_version
 from sinks.redis.conflation import ConflatingPublisher
 from sinks.redis.publisher import RedisPublisher
+from sinks.result_writer import ResultWriter
 from sinks.timescale_writer import TimescaleWriter
 
 PROBE_INTERVAL_S = 2.0  # how often /ready's database and Redis checks are refreshed
@@ -33,7 +34,8 @@ PROBE_TIMEOUT_S = 3.0
 class Connected:
     pool: asyncpg.Pool
     redis: aioredis.Redis
-    writer: TimescaleWriter
+    writer: TimescaleWriter  # priced ticks
+    results: ResultWriter  # bars, rollups, volatility index
     publisher: ConflatingPublisher
 
 
@@ -91,7 +93,7 @@ class WorkerResources:
         self.tasks.watch(publisher.task, "redis-publisher")
         logger.info("worker connected: PostgreSQL {} (schema {}), Redis {}", redact_url(self.pg_dsn), schema,
                     redact_url(self.redis_url))
-        return Connected(pool, redis, writer, publisher)
+        return Connected(pool, redis, writer, ResultWriter(pool, schema), publisher)
 
     def start_watchdogs(self) -> None:
         """The event-loop monitor and the database/Redis probe, as watched tasks."""
@@ -146,6 +148,5 @@ class WorkerResources:
         if connected is None:
             return
         await connected.publisher.stop()
-        await connected.writer.flush()
         await connected.redis.aclose()
         await connected.pool.close()

@@ -24,13 +24,13 @@ from agents.resources import WorkerResources
 from agents.topics import Topics
 from pipeline.records.bars import decode_bars
 from pipeline.records.columnar import BatchFormatError
-from pipeline.records.rollups import decode_rollups, row_dicts
+from pipeline.records.rollups import decode_rollups
 from pipeline.records.ticks import decode_priced_ticks, record_starts
-from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from pipeline.runtime.backoff import retry_forever
 from pipeline.runtime.errors import is_transient
 from pipeline.runtime.settings import Settings
+from sinks.result_writer import Results
 
 TAKE_MAX = 500
 TAKE_WITHIN_S = 0.25  # a closed bar waits at most this long for the next records of its batch
@@ -73,6 +73,11 @@ async def store_batch(events: Sequence[Any], decode: Callable[[bytes], Any], wri
             await dead.send(event.message, "unwritable", exc)
 
 
+def _count(written: dict[str, int]) -> None:
+    for table, rows in written.items():
+        metrics.ROWS_WRITTEN.labels(table).inc(rows)
+
+
 def register_store_agents(app: faust.App, settings: Settings, resources: WorkerResources, topics: Topics,
                           dead: DeadLetters) -> None:
     @app.agent(topics.bars, name="store-bars")
@@ -80,11 +85,7 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
         res = await resources.get()
 
         async def write(records: list[tuple[str, np.ndarray]]) -> None:
-            bars = np.concatenate([bars for _, bars in records])
-            for interval in np.unique(bars["interval_s"]).tolist():
-                chunk = bars[bars["interval_s"] == interval]
-                await res.writer.write_bars(interval, chunk)
-                metrics.ROWS_WRITTEN.labels(f"bars_{label_of(interval)}").inc(len(chunk))
+            _count(await res.results.write(Results(bars=np.concatenate([bars for _, bars in records]))))
             for underlying in {u for u, _ in records}:
                 metrics.BAR_WRITTEN_AGE.touch(underlying)
 
@@ -96,14 +97,9 @@ def register_store_agents(app: faust.App, settings: Settings, resources: WorkerR
         res = await resources.get()
 
         async def write(records: list[tuple]) -> None:
-            for table, j, write_rows in (("strike_bars", 1, res.writer.write_strike_bars),
-                                         ("chain_bars", 2, res.writer.write_chain_bars),
-                                         ("vol_index", 3, res.writer.write_vol_index)):
-                rows = np.concatenate([r[j] for r in records])
-                for interval in np.unique(rows["interval_s"]).tolist():
-                    chunk = row_dicts(rows[rows["interval_s"] == interval])
-                    await write_rows(interval, chunk)
-                    metrics.ROWS_WRITTEN.labels(f"{table}_{label_of(interval)}").inc(len(chunk))
+            _count(await res.results.write(Results.joined(Results(strike_rows=strikes, chain_rows=chains,
+                                                                  vol_index_rows=vix)
+                                                          for _, strikes, chains, vix in records)))
 
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             await store_batch(events, decode_rollups, write, "rollups", dead)

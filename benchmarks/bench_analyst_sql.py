@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.commands.local_services import services_for_script
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, rows_of
 from sinks.migrate import migrate
 from sinks.timescale_writer import TimescaleWriter
 
@@ -103,8 +103,8 @@ async def main(args: argparse.Namespace) -> None:
         instruments, strike_rows, chain, bars = _day(rng)
         writer = TimescaleWriter(pool, schema)
         await writer.write_instruments(instruments)
-        await writer.write_strike_bars(60, strike_rows)
-        await writer.write_chain_bars(60, chain)
+        await writer.write_strike_bars(60, rows_of(STRIKE_BAR_DTYPE, 60, strike_rows))
+        await writer.write_chain_bars(60, rows_of(CHAIN_BAR_DTYPE, 60, chain))
         await writer.write_bars(60, bars)
         async with pool.acquire() as conn:
             start, end = (dt.datetime.fromtimestamp(t, dt.timezone.utc) for t in (OPEN, OPEN + 60 * (MINUTES - 1)))

@@ -14,13 +14,13 @@ from pipeline.records.time_units import label_of
 TABLE_INTERVALS_S = (60, 300, 900)  # the intervals the migrations create tables for
 BAR_TABLES = {interval: f"bars_{label_of(interval)}" for interval in TABLE_INTERVALS_S}
 
-_EPOCH_S = "('epoch'::timestamptz + s.{col} * interval '1 second')"
-_EPOCH_US = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
-_FLOAT = "NULLIF(s.{col}, 'NaN'::float8)"
+EPOCH_S_SQL = "('epoch'::timestamptz + s.{col} * interval '1 second')"
+EPOCH_US_SQL = "('epoch'::timestamptz + s.{col} * interval '1 microsecond')"
+FLOAT_SQL = "NULLIF(s.{col}, 'NaN'::float8)"
 _FLAG = "CASE WHEN s.{col} = 'NaN'::float8 THEN NULL ELSE s.{col} <> 0 END"
 _SOURCE = f"CASE s.forward_source {' '.join(f'WHEN {c} THEN {n!r}' for c, n in FORWARD_SOURCES.items())} END"
 _FRESHNESS_COLUMNS = [  # pipeline.records.ticks: mid_iv a float, forward_source text, the flags boolean
-    ("mid_iv", "float8", "mid_iv", _FLOAT.format(col="mid_iv")),
+    ("mid_iv", "float8", "mid_iv", FLOAT_SQL.format(col="mid_iv")),
     ("forward_source", "float8", "forward_source", _SOURCE),
     ("stale", "float8", "stale", _FLAG.format(col="stale")),
     ("near_expiry", "float8", "near_expiry", _FLAG.format(col="near_expiry")),
@@ -29,29 +29,29 @@ _FRESHNESS_COLUMNS = [  # pipeline.records.ticks: mid_iv a float, forward_source
 # Staging tables: (numpy column, staging SQL type, target column, SQL expression from staging alias s).
 BAR_COLUMNS = [
     ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
-    ("bucket", "bigint", "bucket", _EPOCH_S.format(col="bucket")),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in ("open", "high", "low", "close")],
+    ("bucket", "bigint", "bucket", EPOCH_S_SQL.format(col="bucket")),
+    *[(c, "float8", c, FLOAT_SQL.format(col=c)) for c in ("open", "high", "low", "close")],
     *[(c, "bigint", c, f"s.{c}") for c in ("volume", "oi", "oi_open", "oi_high", "oi_low")],
-    ("vwap", "float8", "vwap", _FLOAT.format(col="vwap")),
+    ("vwap", "float8", "vwap", FLOAT_SQL.format(col="vwap")),
     ("tick_count", "integer", "tick_count", "s.tick_count"),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+    *[(c, "float8", c, FLOAT_SQL.format(col=c)) for c in GREEK_FIELDS],
     *_FRESHNESS_COLUMNS,
-    ("last_recv_ts", "bigint", "last_recv_ts", _EPOCH_US.format(col="last_recv_ts")),
+    ("last_recv_ts", "bigint", "last_recv_ts", EPOCH_US_SQL.format(col="last_recv_ts")),
 ]
 
 TICK_COLUMNS = [
-    ("exchange_ts", "bigint", "exchange_ts", _EPOCH_S.format(col="exchange_ts")),
-    ("recv_ts", "bigint", "recv_ts", _EPOCH_US.format(col="recv_ts")),
+    ("exchange_ts", "bigint", "exchange_ts", EPOCH_S_SQL.format(col="exchange_ts")),
+    ("recv_ts", "bigint", "recv_ts", EPOCH_US_SQL.format(col="recv_ts")),
     ("instrument_token", "bigint", "instrument_token", "s.instrument_token"),
-    ("last_price", "float8", "last_price", _FLOAT.format(col="last_price")),
+    ("last_price", "float8", "last_price", FLOAT_SQL.format(col="last_price")),
     ("volume", "bigint", "volume", "s.volume"),
     ("oi", "bigint", "oi", "s.oi"),
-    ("bid", "float8", "bid", _FLOAT.format(col="bid")),
-    ("ask", "float8", "ask", _FLOAT.format(col="ask")),
-    ("last_trade_ts", "bigint", "last_trade_ts", f"CASE WHEN s.last_trade_ts > 0 THEN {_EPOCH_S.format(col='last_trade_ts')} END"),
-    *[(c, "float8", c, _FLOAT.format(col=c)) for c in GREEK_FIELDS],
+    ("bid", "float8", "bid", FLOAT_SQL.format(col="bid")),
+    ("ask", "float8", "ask", FLOAT_SQL.format(col="ask")),
+    ("last_trade_ts", "bigint", "last_trade_ts", f"CASE WHEN s.last_trade_ts > 0 THEN {EPOCH_S_SQL.format(col='last_trade_ts')} END"),
+    *[(c, "float8", c, FLOAT_SQL.format(col=c)) for c in GREEK_FIELDS],
     *_FRESHNESS_COLUMNS,
-    ("record_recv_ts", "bigint", "record_recv_ts", _EPOCH_US.format(col="record_recv_ts")),
+    ("record_recv_ts", "bigint", "record_recv_ts", EPOCH_US_SQL.format(col="record_recv_ts")),
 ]
 
 INSTRUMENT_COLUMNS = [

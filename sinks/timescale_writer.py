@@ -5,8 +5,9 @@ Every write is one transaction on one pooled connection:
 1. Binary ``COPY`` of the batch into a session-local staging table (``CREATE
    TEMP TABLE IF NOT EXISTS .. ON COMMIT DELETE ROWS``) whose columns are the
    raw numpy columns (epoch seconds/microseconds as bigint, floats with NaN):
-   bars and ticks as one numpy-built payload (``sinks.pg_copy``), rollups and
-   instruments as records.
+   bars, ticks and rollups as one numpy-built payload (``sinks.pg_copy``; a
+   rollup's text and date columns as positions in a list sent with the
+   statement), instruments as records.
 2. One ``INSERT .. SELECT .. ON CONFLICT`` from the staging table into the real
    table, converting in SQL: epoch seconds -> ``timestamptz`` (UTC), epoch
    microseconds -> ``timestamptz`` (exact, integer arithmetic), NaN -> NULL.
@@ -36,17 +37,20 @@ here logs a DSN.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import io
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import numpy as np
 
 from pipeline.records.bars import BAR_DTYPE
-from pipeline.records.rollups import row_dicts
+from pipeline.records.rollups import (
+    CHAIN_BAR_DTYPE,
+    MISSING_INT,
+    STRIKE_BAR_DTYPE,
+    VOL_INDEX_DTYPE,
+)
 from pipeline.records.ticks import PRICED_TICK_DTYPE
 from pipeline.records.time_units import label_of, parse_date
 from sinks.migrate import check_schema_name, quote_ident
@@ -55,13 +59,14 @@ from sinks.table_columns import (
     BAR_COLUMNS,
     BAR_TABLES,
     CHAIN_COLUMNS,
+    EPOCH_S_SQL,
+    EPOCH_US_SQL,
+    FLOAT_SQL,
     INSTRUMENT_COLUMNS,
     STRIKE_COLUMNS,
     TICK_COLUMNS,
     VOL_INDEX_COLUMNS,
 )
-
-_UTC, _EPOCH = dt.timezone.utc, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 _STAGE_BARS, _STAGE_TICKS = "_strikeflow_stage_bars", "_strikeflow_stage_ticks"
 _STAGE_INSTRUMENTS = "_strikeflow_stage_instruments"
@@ -182,60 +187,6 @@ def _rollup_table(prefix: str, interval_s: int) -> str:
     return f"{prefix}_{label_of(interval_s)}"
 
 
-def _iter_rows(rows: Any) -> Iterable[Mapping[str, Any]]:
-    if isinstance(rows, np.ndarray):
-        names = rows.dtype.names or ()
-        return [dict(zip(names, values, strict=True)) for values in rows.tolist()]
-    return rows
-
-
-def _as_ts(value: Any, unit_us: bool) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=_UTC)
-    if isinstance(value, np.datetime64):
-        return _EPOCH + dt.timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
-    value = int(value)
-    return _EPOCH + (dt.timedelta(microseconds=value) if unit_us else dt.timedelta(seconds=value))
-
-
-def _rollup_record(row: Mapping[str, Any], columns: list[tuple[str, str]]) -> tuple:
-    out = []
-    for name, sqltype in columns:
-        value = row.get(name)
-        if name == "bucket":
-            value = _as_ts(value, unit_us=False)
-        elif name == "last_recv_ts":
-            value = _as_ts(value, unit_us=True)
-        elif sqltype == "date":
-            value = value.decode() if isinstance(value, bytes) else value
-            value = parse_date(value)
-        elif sqltype == "float8":
-            value = _opt_float(value)
-        elif sqltype == "bigint":
-            value = _opt_int(value)
-        else:
-            value = _opt_str(value)
-        out.append(value)
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class SinkBatch:
-    """One unit for ``TimescaleWriter.write``.
-
-    kind: ``"bars"`` (``data`` a BAR_DTYPE array; ``interval_s`` 60/300/900, or
-    None to split by the array's own ``interval_s`` column), ``"ticks"``
-    (PRICED_TICK_DTYPE array), ``"instruments"`` (list of Kite instrument dicts),
-    ``"strike_bars"``/``"chain_bars"`` (rows as ``write_strike_bars``; ``interval_s`` required).
-    """
-
-    kind: str
-    data: Any
-    interval_s: int | None = None
-
-
 class TimescaleWriter:
     """Bulk upserts on an ``asyncpg.Pool`` (an ``asyncpg.Connection`` works too)."""
 
@@ -315,103 +266,103 @@ class TimescaleWriter:
         return await self._stage_and_insert(_STAGE_INSTRUMENTS, ddl, [c[0] for c in INSTRUMENT_COLUMNS],
                                             list(by_token.values()), self._instruments_sql)
 
-    async def write_strike_bars(self, interval_s: int, rows: Any) -> int:
-        """Upsert per-strike rollups into strike_bars_1m/5m/15m (newest ``last_recv_ts`` wins).
-
-        ``rows``: a structured array or a list of mappings with the table's columns
-        (``underlying``, ``expiry`` date/ISO string/datetime64, ``strike``, ``bucket`` epoch s or
-        datetime, ``last_recv_ts`` epoch µs or datetime, optional ``forward`` and
-        ``call_``/``put_`` ``close, volume, oi, oi_change, iv, delta``; missing/NaN -> NULL).
-        """
-        return await self._write_rollup(_rollup_table("strike_bars", interval_s), STRIKE_COLUMNS,
+    async def write_strike_bars(self, interval_s: int, rows: np.ndarray) -> int:
+        """Upsert per-strike rollups (STRIKE_BAR_DTYPE, one interval) into strike_bars_1m/5m/15m (an equal or
+        newer ``last_recv_ts`` replaces); returns rows inserted or updated."""
+        return await self._write_rollup("strike_bars", interval_s, STRIKE_BAR_DTYPE, STRIKE_COLUMNS,
                                         ("underlying", "expiry", "strike", "bucket"), rows)
 
-    async def write_chain_bars(self, interval_s: int, rows: Any) -> int:
-        """Upsert per-expiry rollups into chain_bars_1m/5m/15m (columns as the table; see write_strike_bars)."""
-        return await self._write_rollup(_rollup_table("chain_bars", interval_s), CHAIN_COLUMNS,
+    async def write_chain_bars(self, interval_s: int, rows: np.ndarray) -> int:
+        """Upsert per-expiry rollups (CHAIN_BAR_DTYPE, one interval) into chain_bars_1m/5m/15m."""
+        return await self._write_rollup("chain_bars", interval_s, CHAIN_BAR_DTYPE, CHAIN_COLUMNS,
                                         ("underlying", "expiry", "bucket"), rows)
 
-    async def write_vol_index(self, interval_s: int, rows: Any) -> int:
-        """Upsert volatility index rows (``VOL_INDEX_DTYPE`` or mappings) into vol_index_1m/5m/15m."""
-        return await self._write_rollup(_rollup_table("vol_index", interval_s), VOL_INDEX_COLUMNS,
+    async def write_vol_index(self, interval_s: int, rows: np.ndarray) -> int:
+        """Upsert volatility index rows (VOL_INDEX_DTYPE, one interval) into vol_index_1m/5m/15m."""
+        return await self._write_rollup("vol_index", interval_s, VOL_INDEX_DTYPE, VOL_INDEX_COLUMNS,
                                         ("underlying", "bucket"), rows)
 
-    async def write_rollups(self, strike_rows: np.ndarray, chain_rows: np.ndarray,
-                            vol_index_rows: np.ndarray | None = None) -> int:
-        """STRIKE_BAR_DTYPE, CHAIN_BAR_DTYPE (and VOL_INDEX_DTYPE) arrays of any intervals, as the process agent
-        emits them."""
-        total = 0
-        parts = [(strike_rows, self.write_strike_bars), (chain_rows, self.write_chain_bars)]
-        if vol_index_rows is not None:
-            parts.append((vol_index_rows, self.write_vol_index))
-        for rows, write in parts:
-            for interval in np.unique(rows["interval_s"]).tolist():
-                total += await write(interval, row_dicts(rows[rows["interval_s"] == interval]))
-        return total
-
-    async def _write_rollup(self, table: str, columns: list[tuple[str, str]], key: tuple[str, ...], rows: Any) -> int:
-        records = [_rollup_record(row, columns) for row in _iter_rows(rows)]
-        if not records:
+    async def _write_rollup(self, prefix: str, interval_s: int, dtype: np.dtype, columns: list[tuple[str, str]],
+                            key: tuple[str, ...], rows: np.ndarray) -> int:
+        """Binary COPY of ``rows`` into a staging table of numbers (``rollup_stage``), then one upsert that
+        converts them (``rollup_upsert_sql``)."""
+        table = _rollup_table(prefix, interval_s)
+        if rows.dtype != dtype:
+            raise ValueError(f"{table} rows must be {dtype.names[:3]}... ({prefix} rows), got {rows.dtype}")
+        if np.any(rows["interval_s"] != interval_s):
+            raise ValueError(f"rows of other intervals in a {table} batch")
+        if not len(rows):
             return 0
-        stage = f"_strikeflow_stage_{table.rsplit('_', 1)[0]}"
-        names = [c[0] for c in columns]
-        key_sql = ", ".join(key)
-        updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in key)
-        sql = (
-            f"INSERT INTO {quote_ident(self.schema)}.{table} AS t ({', '.join(names)})\n"
-            f"SELECT DISTINCT ON ({key_sql}) {', '.join(names)} FROM {stage}\n"
-            f"ORDER BY {key_sql}, last_recv_ts DESC\n"
-            f"ON CONFLICT ({key_sql}) DO UPDATE SET {updates}\n"
-            f"WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts"
-        )
-        return await self._stage_and_insert(stage, _stage_ddl(stage, columns), names, records, sql)
+        staged, labels = rollup_stage(rows, columns)
+        stage = f"_strikeflow_stage_{prefix}"
+        sql = rollup_upsert_sql(self.schema, table, stage, columns, key)
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(_stage_ddl(stage, [(name, sqltype) for name, sqltype, _ in staged]))
+            payload = binary_copy(rows, [(name, sqltype) for name, sqltype, _ in staged],
+                                  {name: values for name, _, values in staged if values is not None})
+            await conn.copy_to_table(stage, source=io.BytesIO(payload), columns=[c[0] for c in staged],
+                                     format="binary")
+            status = await conn.execute(sql, *labels)
+        return _rowcount(status)
 
-    async def write(self, batch: SinkBatch | tuple | np.ndarray) -> int:
-        """Quix-style entry point. Accepts a ``SinkBatch``; a tuple ``("bars", interval_s, array)``,
-        ``("bars", array)``, ``("ticks", array)`` or ``("instruments", rows)``; or a bare BAR_DTYPE /
-        PRICED_TICK_DTYPE array. Writes synchronously (the data is in the database on return)."""
-        if isinstance(batch, np.ndarray):
-            kind = "bars" if batch.dtype == BAR_DTYPE else "ticks" if batch.dtype == PRICED_TICK_DTYPE else None
-            if kind is None:
-                raise ValueError(f"cannot tell which table a {batch.dtype} array belongs to")
-            batch = SinkBatch(kind, batch)
-        elif isinstance(batch, tuple):
-            if len(batch) == 3:
-                batch = SinkBatch(batch[0], batch[2], batch[1])
-            elif len(batch) == 2:
-                batch = SinkBatch(batch[0], batch[1])
-            else:
-                raise ValueError("write() tuples are (kind, data) or (kind, interval_s, data)")
-        if batch.kind == "bars":
-            if batch.interval_s is not None:
-                return await self.write_bars(batch.interval_s, batch.data)
-            total = 0
-            for interval in np.unique(batch.data["interval_s"]).tolist():
-                total += await self.write_bars(interval, batch.data[batch.data["interval_s"] == interval])
-            return total
-        if batch.kind == "ticks":
-            return await self.write_ticks(batch.data)
-        if batch.kind == "instruments":
-            return await self.write_instruments(batch.data)
-        if batch.kind in ("strike_bars", "chain_bars"):
-            if batch.interval_s is None:
-                raise ValueError(f"{batch.kind} batches need interval_s")
-            method = self.write_strike_bars if batch.kind == "strike_bars" else self.write_chain_bars
-            return await method(batch.interval_s, batch.data)
-        raise ValueError(f"unknown sink batch kind {batch.kind!r} (bars, ticks, instruments, strike_bars, chain_bars)")
 
-    async def flush(self) -> None:
-        """Nothing is buffered (every write commits before returning); kept for the sink interface."""
-        return None
+def rollup_stage(rows: np.ndarray, columns: list[tuple[str, str]]
+                 ) -> tuple[list[tuple[str, str, np.ndarray | None]], list[list[str]]]:
+    """How rollup ``rows`` are staged: every column as a number (text and date columns as the 1-based position
+    of their value in a list passed with the statement, one list per such column, in column order); per staged
+    column (name, staging SQL type, values or None to take the field as it is), and the lists."""
+    staged: list[tuple[str, str, np.ndarray | None]] = []
+    labels: list[list[str]] = []
+    for name, sqltype in columns:
+        if sqltype in ("text", "date"):
+            values, codes = np.unique(rows[name], return_inverse=True)
+            labels.append([v.decode() for v in values.tolist()])
+            staged.append((name, "integer", codes.reshape(-1).astype(np.int32) + 1))
+        elif sqltype == "timestamptz":
+            staged.append((name, "bigint", None))
+        else:
+            staged.append((name, sqltype, None))
+    return staged, labels
+
+
+def rollup_upsert_sql(schema: str, table: str, stage: str, columns: list[tuple[str, str]],
+                      key: tuple[str, ...]) -> str:
+    """INSERT .. SELECT DISTINCT ON (key) .. ON CONFLICT for a rollup table from its numeric staging table
+    (``rollup_stage``): labels looked up in the statement's text arrays ('' -> NULL), epoch seconds (``bucket``)
+    and microseconds (``last_recv_ts``) -> timestamptz, NaN and ``MISSING_INT`` -> NULL; per key the newest
+    ``last_recv_ts`` wins, and an equal or newer one replaces the stored row."""
+    exprs, n = [], 0
+    for name, sqltype in columns:
+        if sqltype in ("text", "date"):
+            n += 1
+            exprs.append(f"NULLIF((${n}::text[])[s.{name}], '')" + ("::date" if sqltype == "date" else ""))
+        elif sqltype == "timestamptz":
+            exprs.append((EPOCH_US_SQL if name == "last_recv_ts" else EPOCH_S_SQL).format(col=name))
+        elif sqltype == "float8":
+            exprs.append(FLOAT_SQL.format(col=name))
+        else:
+            exprs.append(f"NULLIF(s.{name}, {MISSING_INT})")
+    names = [c[0] for c in columns]
+    key_sql = ", ".join(key)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key)
+    return (
+        f"INSERT INTO {quote_ident(check_schema_name(schema))}.{table} AS t ({', '.join(names)})\n"
+        f"SELECT DISTINCT ON ({key_sql}) * FROM (SELECT {', '.join(f'{e} AS {c}' for e, c in zip(exprs, names, strict=True))}"
+        f" FROM {stage} s) staged\n"
+        f"ORDER BY {key_sql}, last_recv_ts DESC\n"
+        f"ON CONFLICT ({key_sql}) DO UPDATE SET {updates}\n"
+        f"WHERE EXCLUDED.last_recv_ts >= t.last_recv_ts"
+    )
 
 
 __all__ = [
     "BAR_TABLES",
     "newest_versions",
-    "SinkBatch",
     "TimescaleWriter",
     "bars_upsert_sql",
     "instrument_record",
     "instruments_upsert_sql",
+    "rollup_stage",
+    "rollup_upsert_sql",
     "ticks_insert_sql",
 ]

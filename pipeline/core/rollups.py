@@ -3,7 +3,7 @@
 Pure core: numpy only, no I/O, no wall clock. Time enters only through the
 bars' ``bucket`` (event time) and ``last_recv_ts``.
 
-Input: closed (or late-corrected) bars of one interval (``pipeline.core.bars.aggregator.BAR_DTYPE``).
+Input: closed (or late-corrected) bars of one interval (``pipeline.records.bars.BAR_DTYPE``).
 Only option bars (``InstrumentKind.CALL``/``InstrumentKind.PUT`` in the instrument index, with an
 expiry and a strike) of the rollup's underlying and interval are used; every
 other bar (index, future, unknown token, other underlying, other interval) is

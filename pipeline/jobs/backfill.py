@@ -43,7 +43,7 @@ from pipeline.records.instruments import InstrumentIndex
 from pipeline.runtime.settings import Settings
 from sinks.backfill_ledger import load_checked, record_checked
 from sinks.bar_history import load_bars_between
-from sinks.timescale_writer import TimescaleWriter
+from sinks.result_writer import Results, ResultWriter
 
 COARSE_INTERVALS_S = (300, 900)
 
@@ -102,8 +102,8 @@ async def backfill(pool: Any, schema: str, index: InstrumentIndex, tokens: np.nd
     context = stored[np.isin(stored["bucket"], bars["bucket"])]  # live closes of the same minutes
     bars = price_minute_bars(np.concatenate([bars, context]), index, settings.risk_free_rate,
                              PricingRules.from_settings(settings))[:len(bars)]
-    writer = TimescaleWriter(pool, schema)
-    report.written[MINUTE_S] = await writer.write_bars(MINUTE_S, bars, source="historical")
+    writer = ResultWriter(pool, schema, source="historical")
+    report.written[MINUTE_S] = sum((await writer.write(Results(bars=bars))).values())
     for interval in COARSE_INTERVALS_S:
         report.written[interval] = await _write_coarse(pool, writer, schema, bars, interval)
     return report
@@ -119,11 +119,11 @@ def _no_trade_minutes(asked: dict[int, np.ndarray], candles: np.ndarray, settled
     return count
 
 
-async def _write_coarse(pool: Any, writer: TimescaleWriter, schema: str, filled: np.ndarray, interval: int) -> int:
+async def _write_coarse(pool: Any, writer: ResultWriter, schema: str, filled: np.ndarray, interval: int) -> int:
     """Combine and insert the ``interval`` bars of the coarse buckets the ``filled`` minutes fall in."""
     buckets = np.unique(filled["bucket"] // interval * interval)
     tokens = np.unique(filled["instrument_token"])
     minute_bars = await load_bars_between(pool, schema, MINUTE_S, tokens, int(buckets[0]), int(buckets[-1]) + interval)
     minute_bars = minute_bars[np.isin(minute_bars["bucket"] // interval * interval, buckets)]
     coarse = coarse_bars(minute_bars, interval) if len(minute_bars) else np.empty(0, BAR_DTYPE)
-    return await writer.write_bars(interval, coarse, source="historical") if len(coarse) else 0
+    return sum((await writer.write(Results(bars=coarse))).values())

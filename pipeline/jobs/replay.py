@@ -3,7 +3,7 @@
 The live worker's code, not a second implementation: the stored ticks are read back as the very
 records the process agent handled (``sinks.tick_history``), and each one goes through the same
 ``seed_rollups`` and engine (``pipeline.core.engines.Engines``) built from the same settings;
-the results are written with the same ``TimescaleWriter`` upserts the store agents use. So a replay
+the results are written with the same ``ResultWriter`` the store agents use. So a replay
 recomputes a day after a fix, and on an unchanged build proves determinism: the target's bars equal
 the source's in every column.
 
@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from pipeline.core.engines import Engines
 from pipeline.core.outputs import EngineConfig, EngineOutputs
 from pipeline.records.instruments import InstrumentIndex
@@ -29,8 +27,8 @@ from pipeline.runtime.settings import Settings
 from sinks.bar_history import seed_rollups
 from sinks.instrument_store import load_instrument_index
 from sinks.migrate import quote_ident
+from sinks.result_writer import Results, ResultWriter
 from sinks.tick_history import count_ticks, read_tick_records
-from sinks.timescale_writer import TimescaleWriter
 
 FLUSH_ROWS = 20_000  # rows of results held before they are written
 
@@ -73,40 +71,32 @@ async def copy_instruments(conn: Any, source: str, target: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class _Results:
-    """Results held until ``FLUSH_ROWS`` of them are waiting, then written in one upsert per table."""
+class _Held:
+    """Results held until ``FLUSH_ROWS`` rows are waiting, then written in one upsert per table."""
 
-    def __init__(self, writer: TimescaleWriter, progress: ReplayProgress) -> None:
+    def __init__(self, writer: ResultWriter, progress: ReplayProgress) -> None:
         self.writer, self.progress = writer, progress
-        self.bars: list[np.ndarray] = []
-        self.strikes: list[np.ndarray] = []
-        self.chains: list[np.ndarray] = []
-        self.vix: list[np.ndarray] = []
+        self.parts: list[Results] = []
         self.held = 0
 
-    async def add(self, result: EngineOutputs) -> None:
-        if result.bars is not None:
-            self.bars.append(result.bars)
-            self.held += len(result.bars)
-        if len(result.chain_rows) or len(result.vol_index_rows):
-            self.strikes.append(result.strike_rows)
-            self.chains.append(result.chain_rows)
-            self.vix.append(result.vol_index_rows)
-            self.held += len(result.strike_rows) + len(result.chain_rows) + len(result.vol_index_rows)
+    async def add(self, out: EngineOutputs) -> None:
+        part = Results(strike_rows=out.strike_rows, chain_rows=out.chain_rows, vol_index_rows=out.vol_index_rows)
+        if out.bars is not None:
+            part = Results(out.bars, out.strike_rows, out.chain_rows, out.vol_index_rows)
+        if len(part):
+            self.parts.append(part)
+            self.held += len(part)
         if self.held >= FLUSH_ROWS:
             await self.flush()
 
     async def flush(self) -> None:
-        if self.bars:
-            bars = np.concatenate(self.bars)
-            await self.writer.write(("bars", bars))
-            self.progress.bars += len(bars)
-        if self.chains:
-            strikes, chains = np.concatenate(self.strikes), np.concatenate(self.chains)
-            await self.writer.write_rollups(strikes, chains, np.concatenate(self.vix))
-            self.progress.strike_rows += len(strikes)
-            self.progress.chain_rows += len(chains)
-        self.bars, self.strikes, self.chains, self.vix, self.held = [], [], [], [], 0
+        if self.parts:
+            results = Results.joined(self.parts)
+            await self.writer.write(results)
+            self.progress.bars += len(results.bars)
+            self.progress.strike_rows += len(results.strike_rows)
+            self.progress.chain_rows += len(results.chain_rows)
+        self.parts, self.held = [], 0
 
 
 async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, source: str, target: str,
@@ -119,7 +109,7 @@ async def replay_ticks(source_conn: Any, target_pool: Any, settings: Settings, s
     await copy_instruments(target_pool, source, target)
     engines = Engines(EngineConfig.from_settings(settings), index)
     progress = ReplayProgress(await count_ticks(source_conn, source, since, until))
-    results = _Results(TimescaleWriter(target_pool, target), progress)
+    results = _Held(ResultWriter(target_pool, target), progress)
     async for records in read_tick_records(source_conn, source, since, until):
         for ticks in records:
             progress.ticks_done += len(ticks)

@@ -10,6 +10,8 @@ ints (NULL in SQL, null in JSON).
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -113,5 +115,38 @@ def row_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
 
 
+def rows_of(dtype: np.dtype, interval_s: int, mappings: Iterable[Mapping[str, Any]]) -> np.ndarray:
+    """The inverse of :func:`row_dicts`: rows of ``dtype`` (a rollup dtype) of one interval from mappings of
+    column values (for tools and tests that build rows by hand). A column not given is missing (NaN, ``MISSING_INT``,
+    b""); None likewise. Dates may be ``datetime.date``, ``numpy.datetime64`` or 'YYYY-MM-DD'; ``bucket`` epoch
+    seconds or a ``datetime``; ``last_recv_ts`` epoch microseconds or a ``datetime``."""
+    mappings = list(mappings)
+    out = np.zeros(len(mappings), dtype)
+    for name in dtype.names:
+        kind = dtype[name].kind
+        if kind == "f":
+            out[name] = np.nan
+        elif dtype[name] == np.int64 and name != "bucket":
+            out[name] = MISSING_INT
+    out["interval_s"] = interval_s
+    for i, row in enumerate(mappings):
+        for name, value in row.items():
+            if value is not None:
+                out[name][i] = _plain(name, value, dtype[name].kind)
+    return out
+
+
+def _plain(name: str, value: Any, kind: str) -> Any:
+    """One hand-given value as the dtype stores it (see :func:`rows_of`)."""
+    if isinstance(value, dt.datetime):
+        seconds = value.timestamp()
+        return round(seconds * 1_000_000) if name == "last_recv_ts" else int(seconds)
+    if kind == "S":
+        if isinstance(value, np.datetime64):
+            value = str(value.astype("datetime64[D]"))
+        return value if isinstance(value, bytes) else str(value).encode()
+    return value
+
+
 __all__ = ["CHAIN_BAR_DTYPE", "MISSING_INT", "STRIKE_BAR_DTYPE", "VOL_INDEX_DTYPE", "decode_rollups", "encode_rollups",
-           "row_dicts"]
+           "row_dicts", "rows_of"]

@@ -1,9 +1,11 @@
-"""Injectable clocks: the one place the shell reads wall or monotonic time.
+"""Injectable clocks, for the code whose behaviour depends on "now".
 
 The pure core never reads a clock (time comes with the ticks). Code outside it
-that needs "now" (simulator fault windows, publisher freshness, lag gauges)
-takes a :class:`Clock`; tests pass a :class:`ManualClock` and move it instead
-of sleeping.
+whose decisions depend on "now" (simulator fault windows, the Redis publisher's
+freshness rule) takes a :class:`Clock` (or a callable), so tests pass a
+:class:`ManualClock` and move it instead of sleeping. Code that only measures
+(durations, lag gauges, log stamps) reads ``time`` directly: nothing a test
+asserts depends on it.
 """
 
 from __future__ import annotations

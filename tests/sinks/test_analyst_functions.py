@@ -9,6 +9,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, rows_of
 from sinks.timescale_writer import TimescaleWriter
 
 pytestmark = pytest.mark.integration
@@ -60,8 +61,8 @@ async def loaded(pool: asyncpg.Pool, pg_schema: str):  # noqa: ANN201
     instruments, bars, strike_rows, chain_rows = _data()
     writer = TimescaleWriter(pool, pg_schema)
     await writer.write_instruments(instruments)
-    await writer.write_strike_bars(60, strike_rows)
-    await writer.write_chain_bars(60, chain_rows)
+    await writer.write_strike_bars(60, rows_of(STRIKE_BAR_DTYPE, 60, strike_rows))
+    await writer.write_chain_bars(60, rows_of(CHAIN_BAR_DTYPE, 60, chain_rows))
     async with pool.acquire() as conn:
         await conn.executemany(f'INSERT INTO "{pg_schema}".bars_1m (instrument_token, bucket, close, volume, oi, '
                                "oi_open, oi_high, oi_low, tick_count, gamma, last_recv_ts) "

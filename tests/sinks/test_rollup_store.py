@@ -14,7 +14,6 @@ from pipeline.records.rollups import (
     CHAIN_BAR_DTYPE,
     decode_rollups,
     encode_rollups,
-    row_dicts,
 )
 from sinks.migrate import migrate
 from sinks.timescale_writer import TimescaleWriter
@@ -35,11 +34,11 @@ async def test_rollup_rows_written_read_back_late_version_wins(pg_dsn, pg_schema
         writer = TimescaleWriter(conn, pg_schema)
         for bars in (first, late):
             _, strike, chain, _ = decode_rollups(encode_rollups("NIFTY", *rollup.update(bars, index)))
-            assert await writer.write_strike_bars(60, row_dicts(strike)) == 1
-            assert await writer.write_chain_bars(60, row_dicts(chain)) == 1
+            assert await writer.write_strike_bars(60, strike) == 1
+            assert await writer.write_chain_bars(60, chain) == 1
         # an older redelivery of the first version does not overwrite the correction
         stale = OIRollup("NIFTY", 60).update(first, index)
-        assert await writer.write_chain_bars(60, row_dicts(stale[1])) == 0
+        assert await writer.write_chain_bars(60, stale[1]) == 0
         strike_rows = [dict(r) for r in await conn.fetch(f'SELECT * FROM "{pg_schema}".strike_bars_1m')]
         chain_rows = [dict(r) for r in await conn.fetch(f'SELECT * FROM "{pg_schema}".chain_bars_1m')]
     finally:
@@ -67,8 +66,8 @@ async def test_rollup_side_without_bar_written_as_null(pg_dsn, pg_schema):
     conn = await asyncpg.connect(pg_dsn)
     try:
         writer = TimescaleWriter(conn, pg_schema)
-        await writer.write_strike_bars(60, row_dicts(strike))
-        await writer.write_chain_bars(60, row_dicts(chain))
+        await writer.write_strike_bars(60, strike)
+        await writer.write_chain_bars(60, chain)
         s = dict(await conn.fetchrow(f'SELECT * FROM "{pg_schema}".strike_bars_1m'))
         c = dict(await conn.fetchrow(f'SELECT * FROM "{pg_schema}".chain_bars_1m'))
     finally:

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 import sink_helpers as h
 
+from pipeline.records.rollups import (
+    CHAIN_BAR_DTYPE,
+    STRIKE_BAR_DTYPE,
+    VOL_INDEX_DTYPE,
+    rows_of,
+)
 from sinks.instrument_store import load_instrument_index, write_instruments
-from sinks.timescale_writer import SinkBatch, TimescaleWriter
+from sinks.result_writer import Results, ResultWriter
+from sinks.timescale_writer import TimescaleWriter
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
@@ -162,15 +169,21 @@ async def test_module_write_instruments_unmigrated_schema_raises(pg_dsn, unique_
         await write_instruments(pg_dsn, f"nosuch_{unique_name}", h.instrument_rows())
 
 
-async def test_write_generic_batches_routed(writer, pool, pg_schema):
-    mixed = np.concatenate([h.bars(60), h.bars(300)])
-    assert await writer.write(mixed) == 2
-    assert await writer.write(("ticks", h.ticks())) == 4
-    assert await writer.write(SinkBatch("instruments", h.instrument_rows())) == 4
-    assert await writer.write(("bars", 900, h.bars(900))) == 1
-    await writer.flush()
-    with pytest.raises(ValueError):
-        await writer.write(("candles", h.bars()))
+async def test_result_writer_splits_every_part_by_interval_into_its_table(pool, pg_schema):
+    strike = rows_of(STRIKE_BAR_DTYPE, 60, [{"underlying": "NIFTY", "expiry": "2030-01-31", "strike": 22000.0,
+                                              "bucket": 1_900_000_020, "call_oi": 9000, "last_recv_ts": 5}])
+    vix = rows_of(VOL_INDEX_DTYPE, 300, [{"underlying": "NIFTY", "bucket": 1_900_000_200, "vix": 14.5,
+                                          "near_expiry": "2030-01-31", "last_recv_ts": 5}])
+    results = Results(bars=np.concatenate([h.bars(60), h.bars(300), h.bars(900)]), strike_rows=strike,
+                      vol_index_rows=vix)
+    written = await ResultWriter(pool, pg_schema).write(results)
+    assert written == {"bars_1m": 1, "bars_5m": 1, "bars_15m": 1, "strike_bars_1m": 1, "vol_index_5m": 1}
+    got = await _rows(pool, f'SELECT vix, near_expiry, next_expiry FROM "{pg_schema}".vol_index_5m')
+    assert got == [{"vix": 14.5, "near_expiry": h.EXPIRY, "next_expiry": None}]
+    historical = ResultWriter(pool, pg_schema, source="historical")
+    assert await historical.write(Results(bars=h.bars(60))) == {"bars_1m": 0}  # never over a live bar
+    with pytest.raises(ValueError, match="historical"):
+        ResultWriter(pool, pg_schema, source="candles")
 
 
 async def test_views_option_bars_and_strike_distribution_filled(writer, pool, pg_schema):
@@ -199,19 +212,25 @@ async def test_write_bars_db_unreachable_raises(pg_schema):
 async def test_write_strike_and_chain_bars_newest_wins(writer, pool, pg_schema):
     row = {"underlying": "NIFTY", "expiry": "2030-01-31", "strike": 22000.0, "bucket": 1_900_000_020,
            "forward": 22100.0, "call_oi": 9000, "put_oi": 12000, "call_iv": float("nan"), "put_iv": 0.16,
-           "last_recv_ts": 1_900_000_059_000_000}
-    assert await writer.write_strike_bars(60, [row]) == 1
-    assert await writer.write_strike_bars(60, [{**row, "put_oi": 1, "last_recv_ts": 1}]) == 0  # older version
+           "call_buildup": "long_buildup", "last_recv_ts": 1_900_000_059_000_000}
+    assert await writer.write_strike_bars(60, rows_of(STRIKE_BAR_DTYPE, 60, [row])) == 1
+    older = rows_of(STRIKE_BAR_DTYPE, 60, [{**row, "put_oi": 1, "last_recv_ts": 1}])
+    assert await writer.write_strike_bars(60, older) == 0  # an older version never replaces
     got = await _rows(pool, f'SELECT * FROM "{pg_schema}".strike_bars_1m')
-    assert len(got) == 1 and got[0]["put_oi"] == 12000 and got[0]["call_iv"] is None
+    assert len(got) == 1 and got[0]["put_oi"] == 12000 and got[0]["call_iv"] is None and got[0]["call_volume"] is None
+    assert got[0]["call_buildup"] == "long_buildup" and got[0]["put_buildup"] is None
     assert got[0]["expiry"] == h.EXPIRY and got[0]["bucket"] == dt.datetime.fromtimestamp(1_900_000_020, UTC)
-    chain = np.zeros(1, dtype=[("underlying", "U16"), ("expiry", "datetime64[D]"), ("bucket", "<i8"),
-                               ("total_call_oi", "<i8"), ("total_put_oi", "<i8"), ("pcr", "<f8"),
-                               ("max_pain", "<f8"), ("last_recv_ts", "<i8")])
-    chain[0] = ("NIFTY", np.datetime64("2030-01-31"), 1_900_000_200, 9000, 12000, 12000 / 9000, 22000.0, 5)
-    assert await writer.write(SinkBatch("chain_bars", chain, 300)) == 1
+    assert got[0]["last_recv_ts"] == dt.datetime.fromtimestamp(1_900_000_059, UTC)
+    chain = rows_of(CHAIN_BAR_DTYPE, 300, [{"underlying": "NIFTY", "expiry": np.datetime64("2030-01-31"),
+                                            "bucket": 1_900_000_200, "total_call_oi": 9000, "total_put_oi": 12000,
+                                            "pcr": 12000 / 9000, "max_pain": 22000.0, "last_recv_ts": 5}])
+    assert await writer.write_chain_bars(300, chain) == 1
     pcr = await _rows(pool, f'SELECT underlying, expiry, pcr, max_pain, atm_iv FROM "{pg_schema}".pcr_5m')
     assert pcr == [{"underlying": "NIFTY", "expiry": h.EXPIRY, "pcr": pytest.approx(4 / 3), "max_pain": 22000.0,
                     "atm_iv": None}]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no chain_bars table"):
         await writer.write_chain_bars(120, chain)
+    with pytest.raises(ValueError, match="other intervals"):
+        await writer.write_chain_bars(60, chain)
+    with pytest.raises(ValueError, match="chain_bars rows"):
+        await writer.write_chain_bars(300, rows_of(STRIKE_BAR_DTYPE, 300, [row]))

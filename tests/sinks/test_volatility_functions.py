@@ -9,6 +9,12 @@ import asyncpg
 import numpy as np
 import pytest
 
+from pipeline.records.rollups import (
+    CHAIN_BAR_DTYPE,
+    STRIKE_BAR_DTYPE,
+    VOL_INDEX_DTYPE,
+    rows_of,
+)
 from sinks.timescale_writer import TimescaleWriter
 
 pytestmark = pytest.mark.integration
@@ -57,9 +63,9 @@ def _data(seed: int = 11) -> tuple[list[dict], list[dict], list[dict]]:
 async def loaded(pool: asyncpg.Pool, pg_schema: str):  # noqa: ANN201
     strike_rows, chain_rows, vix_rows = _data()
     writer = TimescaleWriter(pool, pg_schema)
-    await writer.write_strike_bars(60, strike_rows)
-    await writer.write_chain_bars(60, chain_rows)
-    await writer.write_vol_index(60, vix_rows)
+    await writer.write_strike_bars(60, rows_of(STRIKE_BAR_DTYPE, 60, strike_rows))
+    await writer.write_chain_bars(60, rows_of(CHAIN_BAR_DTYPE, 60, chain_rows))
+    await writer.write_vol_index(60, rows_of(VOL_INDEX_DTYPE, 60, vix_rows))
     return pool, pg_schema, strike_rows, chain_rows, vix_rows
 
 

@@ -20,6 +20,7 @@ from pipeline.commands.web import FANOUT, TOKEN_COOKIE, build_app
 from pipeline.records.bars import BAR_DTYPE
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import InstrumentKind
+from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, rows_of
 from pipeline.records.ticks import PRICED_TICK_DTYPE
 from sim.market import DEFAULT_UNDERLYINGS, build_instruments, session_start_ts
 from sinks.redis.channels import Channels
@@ -72,12 +73,12 @@ async def served(pool, pg_schema, redis_url, redis_prefix):  # noqa: ANN001, ANN
     chain = [{"underlying": "NIFTY", "expiry": dt.date.fromisoformat(expiry), "bucket": dt.datetime.fromtimestamp(b, dt.UTC),
               "pcr": 0.8 + 0.1 * i, "atm_iv": 0.12 + 0.01 * i, "forward": 24000.0 + i, "atm_strike": 24000.0,
               "last_recv_ts": (b + 60) * 1_000_000} for i, b in enumerate((OPEN, OPEN + 60, OPEN + 120))]
-    await writer.write_chain_bars(60, chain)
+    await writer.write_chain_bars(60, rows_of(CHAIN_BAR_DTYPE, 60, chain))
     strikes = sorted(set(index.strike[options].tolist()))
-    await writer.write_strike_bars(60, [
+    await writer.write_strike_bars(60, rows_of(STRIKE_BAR_DTYPE, 60, [
         {"underlying": "NIFTY", "expiry": dt.date.fromisoformat(expiry), "strike": k,
          "bucket": dt.datetime.fromtimestamp(b, dt.UTC), "call_oi": int(k) + b % 7, "put_oi": 2 * int(k),
-         "last_recv_ts": (b + 60) * 1_000_000} for k in strikes for b in (OPEN, OPEN + 60)])
+         "last_recv_ts": (b + 60) * 1_000_000} for k in strikes for b in (OPEN, OPEN + 60)]))
 
     async def start(token: str | None = None, **caps: int) -> TestClient:
         client = TestClient(TestServer(build_app(pool, redis, pg_schema, token, channels, **caps)))
