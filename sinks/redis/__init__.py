@@ -24,7 +24,7 @@ Channels and keys (``prefix`` is prepended to every name, "" in production):
 - ``bars:<tf>:<underlying>`` (tf ``1m``/``5m``/``15m``) — one message per
   timeframe per call: ``{"underlying", "timeframe", "interval_s", "bars": [...]}``.
 - ``chain:<underlying>:<expiry>`` — the OI rollup payload, as given; from
-  ``publish_chains``/``offer_chain`` one message per chain row (see
+  ``publish_chains``/``offer_chains`` one message per chain row (see
   ``pipeline.core.rollups``): ``{"underlying", "expiry", "interval_s", "timeframe",
   "bucket" (epoch s), "total_call_oi", "total_put_oi", "pcr", "max_pain",
   "atm_strike", "atm_iv", "forward", "call_volume", "put_volume",
