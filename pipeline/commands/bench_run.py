@@ -175,7 +175,7 @@ class BenchRun:
             processed=total("strikeflow_ticks_processed_total"), received=float(watch.ticks),
             published=total("strikeflow_redis_ticks_published_total"),
             filtered=total("strikeflow_redis_stale_ticks_total") + total("strikeflow_redis_not_newer_ticks_total")
-            + total("strikeflow_redis_conflated"),
+            + total("strikeflow_redis_conflated_ticks_total"),
             bars_emitted=total("strikeflow_bars_emitted_total"), bar_rows=float(bars.rows_seen),
             ticks_written=total("strikeflow_rows_written_total{table=ticks}"),
             subscribed=len(sim.get("subscribed_tokens", ())))

@@ -74,7 +74,7 @@ def view_between(old: Sample, new: Sample) -> View:
         produce_buffer_bytes=new.ingest.get("strikeflow_produce_buffer_bytes", 0.0),
         process_lag_s=new.worker.get("strikeflow_process_lag_seconds", 0.0),
         ws_connected=new.ingest.get("strikeflow_ws_connected", 0.0),
-        conflated=new.worker.get("strikeflow_redis_conflated", 0.0),
+        conflated=new.worker.get("strikeflow_redis_conflated_ticks_total", 0.0),
         consumer_lag=new.lag,
         ingest_up=bool(new.ingest),
         worker_up=bool(new.worker),

@@ -116,7 +116,8 @@ REDIS_STALE = Counter("strikeflow_redis_stale_ticks_total",
 REDIS_NOT_NEWER = Counter("strikeflow_redis_not_newer_ticks_total",
                           "Live ticks not published because Redis already had a newer tick of the instrument "
                           "(a replay after a restart or a moved partition)", registry=REGISTRY)
-REDIS_CONFLATED = Gauge("strikeflow_redis_conflated", "Ticks replaced by newer ones before publishing (cumulative)", registry=REGISTRY)
+REDIS_CONFLATED = Counter("strikeflow_redis_conflated_ticks_total", "Ticks replaced by newer ones before publishing",
+                          registry=REGISTRY)
 ROWS_WRITTEN = Counter("strikeflow_rows_written_total", "Rows upserted into PostgreSQL", ["table"], registry=REGISTRY)
 BAR_WRITTEN_AGE = AgeGauge("strikeflow_bar_written_age_seconds", "Seconds since bars of an underlying were last "
                            "written to the database (grows while no bar is written)", "underlying", REGISTRY)

@@ -100,7 +100,7 @@ class ConflatingPublisher:
       ``conflate_above`` ticks and Redis answers; beyond that, or while Redis
       is failing (it is slower than the feed, or down), they
       are merged keeping only the newest tick per instrument, and the rows
-      dropped are added to ``conflated`` (and ``strikeflow_redis_conflated``).
+      dropped are added to ``conflated`` (and ``strikeflow_redis_conflated_ticks_total``).
     - ``offer_bars(underlying, bars)`` queues closed bars; they are never
       conflated, published in order. The queue is bounded by ``max_pending`` bar
       rows: beyond it the oldest batches are dropped (counted in ``bars_dropped``,
