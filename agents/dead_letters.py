@@ -41,14 +41,19 @@ class DeadLetters:
     async def send(self, message: Any, reason: str, exc: BaseException | None = None) -> None:
         """Send the Kafka ``message`` (a Faust ``Message``: topic, partition, offset, key, value) to its topic's
         dead-letter topic; count and log it."""
-        source = f"{message.topic}:{message.partition}@{message.offset}"
         detail = "" if exc is None else f"{type(exc).__name__}: {exc}"
-        topic = await self._topic(message.topic)
-        await topic.send(key=message.key, value=message.value,
+        await self.send_value(message, message.key, message.value, reason, detail)
+
+    async def send_value(self, origin: Any, key: bytes | None, value: bytes, reason: str, detail: str = "") -> None:
+        """Send ``value`` (part of the record ``origin``, e.g. the ticks of a record the core rejected) to the
+        dead-letter topic of ``origin``'s topic, with ``origin``'s coordinates; count and log it once."""
+        source = f"{origin.topic}:{origin.partition}@{origin.offset}"
+        topic = await self._topic(origin.topic)
+        await topic.send(key=key, value=value,
                          headers={"strikeflow-source": source.encode(), "strikeflow-reason": reason.encode(),
                                   "strikeflow-error": escape_line(detail, 500).encode()})
-        metrics.DEAD_LETTERS.labels(message.topic, reason).inc()
-        logger.error("poison record {} ({}) sent to {}{}: {}", source, reason, message.topic, DLQ_SUFFIX,
+        metrics.DEAD_LETTERS.labels(origin.topic, reason).inc()
+        logger.error("poison record {} ({}) sent to {}{}: {}", source, reason, origin.topic, DLQ_SUFFIX,
                      escape_line(detail, 500))
 
 

@@ -5,6 +5,7 @@ The emitter owns where results go, so the agent only hands it :class:`~pipeline.
   cannot slow the live path): live ticks, closed bars, chain rows, volatility-index rows, one method each;
 - Kafka: closed bars to ``bars``, rollup rows to ``bars-rollups``, priced ticks to ``ticks-priced`` when tick
   storage is on; keyed by underlying like the ``ticks`` record they came from;
+- the dead letters (``<ticks topic>.dlq``): ticks the engine rejected before they touched any state;
 - the worker's metrics of what the batch did (duplicates, late corrections, rejected ticks, feed gaps, bars
   and rows emitted, event lag).
 """
@@ -12,16 +13,18 @@ The emitter owns where results go, so the agent only hands it :class:`~pipeline.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from loguru import logger
 
+from agents.dead_letters import DeadLetters
 from agents.topics import Topics
 from pipeline.core.outputs import EngineOutputs
 from pipeline.records.bars import encode_bars
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.rollups import encode_rollups
-from pipeline.records.ticks import encode_priced_ticks
+from pipeline.records.ticks import encode_priced_ticks, encode_ticks
 from pipeline.records.time_units import label_of
 from pipeline.runtime import metrics
 from sinks.redis.conflation import ConflatingPublisher
@@ -30,14 +33,20 @@ from sinks.redis.conflation import ConflatingPublisher
 class Emitter:
     """Hands one batch's results on (see the module docstring)."""
 
-    def __init__(self, topics: Topics, store_ticks: bool) -> None:
+    def __init__(self, topics: Topics, dead: DeadLetters, store_ticks: bool) -> None:
         self.topics = topics
+        self.dead = dead
         self.store_ticks = store_ticks
 
-    async def emit(self, out: EngineOutputs, redis: ConflatingPublisher, index: InstrumentIndex) -> None:
-        """Count, offer to Redis and send to Kafka what ``out`` holds (``index`` names the instruments)."""
+    async def emit(self, out: EngineOutputs, redis: ConflatingPublisher, index: InstrumentIndex, origin: Any) -> None:
+        """Count, offer to Redis and send to Kafka what ``out`` holds (``index`` names the instruments); ticks the
+        engine rejected go to the dead letters of ``origin``, the ticks record they came in."""
         underlying, key = out.underlying, out.underlying.encode()
         count(out)
+        if len(out.rejected):
+            await self.dead.send_value(origin, key, encode_ticks(underlying, out.rejected), "implausible-future",
+                                       f"{len(out.rejected)} ticks with an exchange time more than the allowed skew "
+                                       "ahead of their receive time")
         redis.offer_ticks(underlying, out.priced, index)
         if out.bars is not None:
             await self.topics.bars.send(key=key, value=encode_bars(underlying, out.bars))

@@ -43,7 +43,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
                            topics: Topics, dead: DeadLetters) -> Checkpointer:
     engines = Engines(EngineConfig.from_settings(settings), InstrumentIndex.from_rows([]))
     instruments = WorkerInstruments(engines, settings.pg_schema)
-    emitter = Emitter(topics, settings.store_ticks)
+    emitter = Emitter(topics, dead, settings.store_ticks)
     checkpoints = Checkpointer(engines, PostgresCheckpoints(resources, settings), lambda: app.producer.flush(),
                                settings.checkpoint_interval_s)
 
@@ -92,7 +92,7 @@ def register_process_agent(app: faust.App, settings: Settings, resources: Worker
             metrics.BAD_BATCHES.labels(f"{settings.ticks_topic}:process-error").inc()
             await dead.send(message, "process-error", exc)
             return None
-        await emitter.emit(outputs, res.publisher, engines.index)
+        await emitter.emit(outputs, res.publisher, engines.index, message)
         return outputs
 
     return checkpoints

@@ -102,6 +102,7 @@ class UnderlyingEngine:
     def process(self, ticks: np.ndarray) -> EngineOutputs:
         """Price ``ticks`` (TICK_DTYPE, this underlying, receive order), aggregate, roll up (module docstring)."""
         future = implausible_future(ticks, self.config.bars.max_clock_skew_s)
+        rejected = ticks[future] if future.any() else ticks[:0]
         if future.any():
             ticks = ticks[~future]
         book = self.book.copy()
@@ -111,7 +112,7 @@ class UnderlyingEngine:
             counts = TickCounts(duplicates=dropped["duplicates"], late_corrections=dropped["late_corrections"],
                                 too_late=dropped["too_late_dropped"], feed_gap_s=self._feed_gap_s(ticks),
                                 future_rejected=int(future.sum()))
-            outputs = self._outputs(priced, bars, counts, book)
+            outputs = replace(self._outputs(priced, bars, counts, book), rejected=rejected)
         except Exception:
             self.broken = True  # part of the batch may be in the bars or rollups: the owner discards this engine
             raise

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.core.pricing import PricingRules
 from pipeline.records.rollups import CHAIN_BAR_DTYPE, STRIKE_BAR_DTYPE, VOL_INDEX_DTYPE
+from pipeline.records.ticks import TICK_DTYPE
 from pipeline.runtime.settings import Settings
 
 
@@ -100,6 +101,9 @@ class EngineOutputs:
     chain_rows: np.ndarray = field(default_factory=lambda: np.empty(0, CHAIN_BAR_DTYPE))
     counts: TickCounts = TickCounts()
     vol_index_rows: np.ndarray = field(default_factory=lambda: np.empty(0, VOL_INDEX_DTYPE))
+    # TICK_DTYPE: the batch's ticks rejected before they could touch any state (exchange time implausibly far
+    # ahead of the receive time); the caller's error policy sends them to the dead letters
+    rejected: np.ndarray = field(default_factory=lambda: np.empty(0, TICK_DTYPE))
 
 
 __all__ = ["BarConfig", "EngineConfig", "EngineOutputs", "SeedRequest", "TickCounts"]

@@ -22,7 +22,7 @@ from worker_helpers import (
 from pipeline.commands.local_services import free_port
 from pipeline.feed.kafka_topics import bootstrap_servers, ensure_topic
 from pipeline.records.bars import BAR_DTYPE, encode_bars
-from pipeline.records.ticks import encode_ticks
+from pipeline.records.ticks import decode_ticks, encode_ticks
 from sinks.instrument_store import write_instruments
 from sinks.migrate import migrate
 
@@ -76,7 +76,11 @@ async def test_poison_records_go_to_the_dead_letter_topics_and_the_next_records_
                                      key=b"NIFTY")
         # ticks: bytes that are no record, then good ticks
         await producer.send_and_wait(f"{unique_name}-ticks", b"\x00not a ticks record", key=b"NIFTY")
-        for chunk in np.array_split(index_ticks(0, 130, recv_base=RECV0_US + 1_000), 4):
+        chunks = np.array_split(index_ticks(0, 130, recv_base=RECV0_US + 1_000), 4)
+        hostile = chunks[1][:1].copy()
+        hostile["exchange_ts"] = 4_000_000_000  # 2096: would end every later bar if it moved event time
+        chunks[1] = np.concatenate([chunks[1][:5], hostile, chunks[1][5:]])
+        for chunk in chunks:
             await producer.send_and_wait(f"{unique_name}-ticks", encode_ticks("NIFTY", chunk), key=b"NIFTY")
 
         async def rows(where: str) -> int:
@@ -91,7 +95,7 @@ async def test_poison_records_go_to_the_dead_letter_topics_and_the_next_records_
         await wait_for(good_bar_written, 90, "the good bar behind the poison one")
         await wait_for(ticks_processed, 90, "bars from the ticks behind the poison record")
         bars_dead = await _dead_letters(kafka_url, f"{unique_name}-bars.dlq", 1)
-        ticks_dead = await _dead_letters(kafka_url, f"{unique_name}-ticks.dlq", 1)
+        ticks_dead = await _dead_letters(kafka_url, f"{unique_name}-ticks.dlq", 2)
     finally:
         await conn.close()
         await producer.stop()
@@ -99,7 +103,11 @@ async def test_poison_records_go_to_the_dead_letter_topics_and_the_next_records_
     assert [r.value for r in bars_dead] == [poison_bar]
     assert dict(bars_dead[0].headers)["strikeflow-reason"] == b"unwritable"
     assert dict(bars_dead[0].headers)["strikeflow-source"].startswith(f"{unique_name}-bars:".encode())
-    assert [r.value for r in ticks_dead] == [b"\x00not a ticks record"]
+    assert ticks_dead[0].value == b"\x00not a ticks record"
     assert dict(ticks_dead[0].headers)["strikeflow-reason"] == b"undecodable"
+    # the far-future tick alone, rejected before it touched any state; the rest of its record made bars
+    assert dict(ticks_dead[1].headers)["strikeflow-reason"] == b"implausible-future" and len(ticks_dead) == 2
+    underlying, rejected = decode_ticks(ticks_dead[1].value)
+    assert underlying == "NIFTY" and rejected.dtype == hostile.dtype and rejected.tobytes() == hostile.tobytes()
     log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert log.count(".dlq: ") == 2 and "Traceback" not in log  # each logged once
+    assert log.count(".dlq: ") == 3 and "Traceback" not in log  # each logged once
