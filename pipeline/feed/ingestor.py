@@ -114,10 +114,9 @@ class Ingestor:
                 return
         ticks = ticks_from_kite(decoded, self.clock.stamp(len(decoded), time.time_ns() // 1000),
                                 self.last_exchange_ts)
-        ticks = self._plausible(ticks)
-        if not len(ticks):
-            return
-        self.last_exchange_ts = max(self.last_exchange_ts, int(ticks["exchange_ts"].max()))
+        plausible = self._plausible(ticks)
+        if plausible.any():
+            self.last_exchange_ts = max(self.last_exchange_ts, int(ticks["exchange_ts"][plausible].max()))
         groups, unknown = split_by_underlying(ticks, self.index)
         self.stats.unknown_tokens += unknown
         self._coalesce(groups)
@@ -126,16 +125,17 @@ class Ingestor:
         metrics.TICKS_INGESTED.inc(len(ticks) - unknown)
 
     def _plausible(self, ticks: np.ndarray) -> np.ndarray:
-        """``ticks`` less those whose exchange time is implausibly far ahead of their receive time
-        (``implausible_future``): counted and logged, they never move the exchange clock sent to the worker."""
+        """True for the ticks whose exchange time is plausible; the others (``implausible_future``) are counted
+        and logged here and never move the exchange clock sent to the worker. They still go out in their
+        record: the worker rejects them before they touch any state and sends them to the dead-letter topic
+        with the record's coordinates (one place decides, and nothing is silently dropped)."""
         future = implausible_future(ticks, self.settings.max_clock_skew_s)
         if future.any():
             metrics.TICKS_REJECTED.labels("ingest", "future").inc(int(future.sum()))
             logger.warning("rejected {} ticks with an exchange time more than {:.0f}s ahead of the clock (e.g. token "
                            "{} at {})", int(future.sum()), self.settings.max_clock_skew_s,
                            int(ticks["instrument_token"][future][0]), int(ticks["exchange_ts"][future][0]))
-            ticks = ticks[~future]
-        return ticks
+        return ~future
 
     def _coalesce(self, groups: dict[str, np.ndarray]) -> None:
         """Hold the ticks until the event loop's next turn, so the frames of every connection that arrived
