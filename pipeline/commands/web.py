@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from pipeline.commands.bounded_site import BoundedTCPSite, connection_cap
 from pipeline.runtime import metrics
 from pipeline.runtime.redaction import redact_url
 from pipeline.runtime.settings import ConfigError, Settings
@@ -271,7 +272,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await BoundedTCPSite(runner, host, port, max_connections=connection_cap(settings.dashboard_max_connections),
+                             request_timeout_s=settings.dashboard_request_timeout_s).start()
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"configuration error: STRIKEFLOW_DASHBOARD_PORT: cannot listen on {host}:{port} "

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     dashboard_update_interval_s: float = Field(0.25, ge=0, le=60, description="a chain page gets at most one live update per this many seconds; ticks in between are conflated (newest per instrument)")
     dashboard_max_viewers: int = Field(1000, ge=1, le=100_000, description="live chain viewers (WebSockets) the dashboard serves at once; more are refused with 503")
     dashboard_max_viewers_per_chain: int = Field(200, ge=1, le=100_000, description="live viewers of one chain served at once; more are refused with 503")
+    dashboard_max_connections: int = Field(2000, ge=2, le=1_000_000, description="open HTTP connections the dashboard keeps at once (viewers included); more are closed at once, so it never runs out of file descriptors (it also stays 64 below the process's descriptor limit)")
+    dashboard_request_timeout_s: float = Field(10.0, gt=0, le=3600, description="a dashboard connection that neither completes a request nor is being answered for this long (a half-sent or idle request) is closed")
     dashboard_token: SecretStr | None = Field(None, description="bearer token the dashboard requires of every request when set")
     ingest_metrics_port: int = Field(9108, ge=0, le=65535)
     data_dir: Path = Path(".strikeflow")
