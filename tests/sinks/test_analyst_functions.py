@@ -142,6 +142,39 @@ async def test_bad_arguments_raise_an_error_naming_the_allowed_values(pool, pg_s
             await conn.fetch(f'SELECT * FROM "{pg_schema}".{call}')
 
 
+@pytest.mark.parametrize(("call", "error", "message"), [
+    ("strike_distribution('NIFTY', NULL, now())", asyncpg.NullValueNotAllowedError,
+     "strike_distribution: expiry must not be NULL"),
+    ("gex_by_strike(NULL, '2030-01-31', now())", asyncpg.NullValueNotAllowedError,
+     "gex_by_strike: underlying must not be NULL"),
+    ("vol_index_series('NIFTY', now(), NULL)", asyncpg.NullValueNotAllowedError,
+     "vol_index_series: to_ts must not be NULL"),
+    ("pcr_series('NIFTY', '2030-01-31', '2030-01-02', '2030-01-01')", asyncpg.InvalidParameterValueError,
+     r"pcr_series: to_ts 2030-01-01 00:00:00\+00 is before from_ts 2030-01-02 00:00:00\+00"),
+    ("chain_quality_series('NIFTY', '2030-01-31', now(), now() - interval '1 hour')", asyncpg.InvalidParameterValueError,
+     "chain_quality_series: to_ts .* is before from_ts"),
+    ("moneyness_series('NIFTY', '2030-01-31', 'iv', now(), now(), strikes => 2147483647)",
+     asyncpg.InvalidParameterValueError, "moneyness_series: strikes must be at most 100 .*got 2147483647"),
+])
+async def test_null_arguments_reversed_ranges_and_absurd_strikes_are_clear_errors(
+        pool, pg_schema, call: str, error: type, message: str) -> None:  # noqa: ANN001
+    async with pool.acquire() as conn:
+        await conn.execute("SET TIME ZONE 'UTC'")
+        with pytest.raises(error, match=message) as raised:
+            await conn.fetch(f'SELECT * FROM "{pg_schema}".{call}')
+    assert "SELECT" not in str(raised.value)  # never the internal query
+
+
+async def test_the_checked_functions_still_answer_as_before(loaded) -> None:
+    pool, schema, *_ = loaded
+    async with pool.acquire() as conn:
+        checked = await conn.fetch(f'SELECT * FROM "{schema}".pcr_series(\'NIFTY\', \'2030-01-31\', \'-infinity\', '
+                                   f'\'infinity\')')
+        unchecked = await conn.fetch(f'SELECT * FROM "{schema}"._unchecked_pcr_series(\'NIFTY\', \'2030-01-31\', '
+                                     f'\'-infinity\', \'infinity\')')
+    assert checked == unchecked and len(checked) > 0
+
+
 async def test_option_chain_latest_is_each_options_newest_bar(loaded) -> None:
     pool, schema, _, _, bars = loaded
     got = {r["instrument_token"]: r for r in await pool.fetch(f'SELECT * FROM "{schema}".option_chain_latest')}

@@ -137,7 +137,7 @@ async def test_migrate_to_zero_removes_everything_and_forward_again_restores_it(
         assert {"bars_1m", "option_chain_latest", "schema_migrations"} <= relations
         assert {"strike_distribution", "moneyness_series"} <= functions
         report = await migrate(pg_dsn, pg_schema, to=0)
-        assert "rolled back 0013_latest_bucket_once, 0012_backfill_checked, 0011_volatility_analytics, 0010_vol_index, 0009_bar_source" in report
+        assert "rolled back 0014_checked_arguments, 0013_latest_bucket_once, 0012_backfill_checked, 0011_volatility_analytics, 0010_vol_index" in report
         assert await _objects(conn, pg_schema) == (set(), set())
         await migrate(pg_dsn, pg_schema)
         columns = await _columns(conn, pg_schema)

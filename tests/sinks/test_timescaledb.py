@@ -139,7 +139,7 @@ async def test_analyst_functions_answer_on_timescaledb(timescale_dsn) -> None:
 async def test_migrate_to_zero_and_back_on_timescaledb(timescale_dsn) -> None:
     await migrate(timescale_dsn, "ts_roundtrip")
     report = await migrate(timescale_dsn, "ts_roundtrip", to=0)
-    assert "rolled back 0013_latest_bucket_once, 0012_backfill_checked, 0011_volatility_analytics, 0010_vol_index" in report and "0002_timescale, 0001_init" in report
+    assert "rolled back 0014_checked_arguments, 0013_latest_bucket_once, 0012_backfill_checked, 0011_volatility_analytics" in report and "0002_timescale, 0001_init" in report
     left = await _fetch(timescale_dsn, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                        "WHERE n.nspname = 'ts_roundtrip'")
     assert left == []
