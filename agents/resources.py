@@ -97,8 +97,8 @@ class WorkerResources:
 
     def start_watchdogs(self) -> None:
         """The event-loop monitor and the database/Redis probe, as watched tasks."""
-        self.tasks.spawn(self.loop.run(), "loop-monitor")
-        self.tasks.spawn(self._probe_forever(), "service-probe")
+        self.tasks.supervise(self.loop.run, "loop-monitor")
+        self.tasks.supervise(self._probe_forever, "service-probe")
 
     async def _probe_forever(self) -> None:
         while True:

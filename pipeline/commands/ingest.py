@@ -64,7 +64,7 @@ async def _serve_metrics(ingestor: Ingestor, host: str, port: int) -> web.AppRun
     ok: each connection connected and delivering data, the broker accepting sends, no task died); each
     check with ``ok``, ``age_s`` and a ``reason`` when not ok (``pipeline.runtime.health``)."""
     monitor = LoopMonitor(metrics.EVENT_LOOP_LAG)
-    ingestor.tasks.spawn(monitor.run(), "loop-monitor")
+    ingestor.tasks.supervise(monitor.run, "loop-monitor")
 
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=metrics.metrics_text(), content_type="text/plain")

@@ -208,10 +208,12 @@ class Ingestor:
     async def run(self) -> None:
         self.http = aiohttp.ClientSession()
         try:
-            tasks = [self.tasks.spawn(c.run(), f"connection:{c.name}") for c in self.connections]
-            tasks.append(self.tasks.spawn(self._clock_loop(), "quiet-clock"))
+            names = [f"connection:{c.name}" for c in self.connections] + ["quiet-clock"]
+            for connection, name in zip(self.connections, names, strict=False):
+                self.tasks.supervise(connection.run, name)  # a connection task that dies is started again (counted)
+            self.tasks.supervise(self._clock_loop, "quiet-clock")
             await self.stopping.wait()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.tasks.wait(names)
         finally:
             self.flush()
             await self.http.close()

@@ -19,13 +19,14 @@ Times are seconds from the injected clock (``pipeline.runtime.clock``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 from prometheus_client import Counter, Gauge
 
+from pipeline.runtime.backoff import Backoff
 from pipeline.runtime.clock import SYSTEM_CLOCK, Clock
 
 
@@ -72,16 +73,30 @@ class Checks:
 
 
 class TaskWatch:
-    """The background tasks a process needs; deaths are logged, counted and remembered (module docstring)."""
+    """The background tasks a process needs; deaths are logged, counted and remembered (module docstring).
 
-    def __init__(self, deaths: Counter) -> None:
+    A supervised task (:meth:`supervise`) is started again after a death, with the one backoff; the death
+    still counts, and readiness is red until the new one runs. A task cancelled while the process is not
+    stopping is a death too (reason "cancelled"): nothing in a running process ends silently."""
+
+    def __init__(self, deaths: Counter, restart_s: tuple[float, float] = (1.0, 30.0)) -> None:
         self.deaths = deaths
+        self.restart_s = restart_s
         self.dead: dict[str, str] = {}
+        self.restarts: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._factories: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {}
+        self._backoffs: dict[str, Backoff] = {}
         self._stopping = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str, one_shot: bool = False) -> asyncio.Task:
         return self.watch(asyncio.create_task(coro, name=name), name, one_shot)
+
+    def supervise(self, factory: Callable[[], Coroutine[Any, Any, Any]], name: str) -> asyncio.Task:
+        """Run ``factory()`` as ``name`` and start it again whenever it dies (see the class docstring)."""
+        self._factories[name] = factory
+        self._backoffs.setdefault(name, Backoff(*self.restart_s))
+        return self.spawn(factory(), name)
 
     def watch(self, task: asyncio.Task, name: str, one_shot: bool = False) -> asyncio.Task:
         """Watch ``task``; ``one_shot``: a task that finishes its job (only an exception is a death)."""
@@ -93,20 +108,36 @@ class TaskWatch:
         """The process is shutting down: tasks that end from now on are not deaths."""
         self._stopping = True
 
+    async def wait(self, names: Iterable[str]) -> None:
+        """Until the tasks of these names have ended (after :meth:`stopping`: no restart replaces them)."""
+        await asyncio.gather(*(self._tasks[name] for name in names if name in self._tasks), return_exceptions=True)
+
     def _ended(self, name: str, task: asyncio.Task, one_shot: bool) -> None:
-        if self._stopping or task.cancelled():
+        if self._stopping or self._tasks.get(name) is not task:
             return
-        exc = task.exception()
-        if exc is None and one_shot:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None and one_shot and not task.cancelled():
             self._tasks.pop(name, None)
             return
-        reason = "exited" if exc is None else f"{type(exc).__name__}: {exc}"
+        reason = "cancelled" if task.cancelled() else "exited" if exc is None else f"{type(exc).__name__}: {exc}"
         self.dead[name] = reason
         self.deaths.labels(name).inc()
+        restart = name in self._factories
+        then = "; starting it again" if restart else ""
         if exc is None:
-            logger.error("background task {} exited while the process still needs it", name)
+            logger.error("background task {} {} while the process still needs it{}", name,
+                         "was cancelled" if task.cancelled() else "exited", then)
         else:
-            logger.opt(exception=exc).error("background task {} died: {}", name, reason)
+            logger.opt(exception=exc).error("background task {} died: {}{}", name, reason, then)
+        if restart:
+            asyncio.get_running_loop().call_later(self._backoffs[name].next(), self._restart, name)
+
+    def _restart(self, name: str) -> None:
+        if self._stopping:
+            return
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.dead.pop(name, None)
+        self.spawn(self._factories[name](), name)
 
     def alive(self) -> list[str]:
         return sorted(name for name, task in self._tasks.items() if not task.done())

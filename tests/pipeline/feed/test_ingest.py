@@ -437,6 +437,27 @@ async def test_zero_packet_frame_and_deeply_nested_text_do_not_stop_ingestion(ki
 
 
 @pytest.mark.integration
+async def test_each_background_task_killed_in_turn_comes_back_and_ticks_keep_flowing(kite_simulator,
+                                                                                     start_ingest) -> None:  # noqa: ANN001
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    run.ingestor.tasks.restart_s = (0.2, 0.2)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    names = sorted(run.ingestor.tasks._tasks)
+    assert "quiet-clock" in names and any(n.startswith("connection:") for n in names)
+    for name in names:
+        before = _sample("strikeflow_background_task_deaths_total", {"task": name})
+        victim = run.ingestor.tasks._tasks[name]
+        victim.cancel()
+        await _until(lambda n=name, v=victim: run.ingestor.tasks._tasks[n] is not v
+                     and not run.ingestor.tasks._tasks[n].done(), what=f"{name} started again")
+        assert _sample("strikeflow_background_task_deaths_total", {"task": name}) == before + 1
+        ticks = run.ingestor.stats.ticks
+        await _until(lambda t=ticks: run.ingestor.stats.ticks > t + 20, what=f"ticks after {name} came back")
+    assert run.ingestor.tasks.dead == {} and run.ingestor.tasks.restarts == {n: 1 for n in names}
+
+
+@pytest.mark.integration
 async def test_a_far_future_tick_is_rejected_and_never_moves_the_exchange_clock(kite_simulator, start_ingest) -> None:  # noqa: ANN001
     from pipeline.feed.kite_encode import encode_frame
 

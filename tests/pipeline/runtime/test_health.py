@@ -121,3 +121,46 @@ def test_consumer_is_stalled_only_when_records_wait_and_none_was_processed_for_s
     progress.processed(p0, 49)
     progress.into(checks, {p0: 50, p1: 7}, {p1: 7}, stall_s=10)
     assert checks.report()["checks"]["consumer"]["ok"]
+
+
+async def test_a_supervised_task_that_dies_or_is_cancelled_is_counted_and_started_again() -> None:
+    deaths = _deaths()
+    tasks = TaskWatch(deaths, restart_s=(0.05, 0.05))
+    runs: list[int] = []
+
+    async def reader() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise ConnectionResetError("the feed went away")
+        await asyncio.Event().wait()
+
+    tasks.supervise(reader, "reader")
+    await asyncio.sleep(0.01)
+    checks = Checks(ManualClock(0.0))
+    tasks.into(checks)
+    assert checks.report()["ready"] is False  # red until the new one runs
+    await asyncio.sleep(0.1)
+    assert runs == [0, 1] and tasks.alive() == ["reader"] and tasks.dead == {}
+    tasks.into(checks)
+    assert checks.report()["checks"]["tasks"]["ok"] is True
+    tasks._tasks["reader"].cancel()  # cancelled by someone while the process runs: a death too
+    await asyncio.sleep(0.1)
+    assert runs == [0, 1, 2] and tasks.restarts == {"reader": 2}
+    assert deaths.labels("reader")._value.get() == 2
+    tasks.stopping()
+    tasks._tasks["reader"].cancel()
+    await tasks.wait(["reader"])
+    await asyncio.sleep(0.1)
+    assert runs == [0, 1, 2] and deaths.labels("reader")._value.get() == 2  # a shutdown is no death
+
+
+async def test_a_watched_task_cancelled_while_running_turns_ready_red() -> None:
+    tasks = TaskWatch(_deaths())
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    task = tasks.spawn(forever(), "publisher")
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert tasks.dead == {"publisher": "cancelled"}
