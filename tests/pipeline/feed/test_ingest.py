@@ -437,6 +437,24 @@ async def test_zero_packet_frame_and_deeply_nested_text_do_not_stop_ingestion(ki
 
 
 @pytest.mark.integration
+async def test_a_message_over_the_largest_kite_frame_is_refused_unbuffered_and_the_feed_goes_on(
+        kite_simulator, start_ingest) -> None:  # noqa: ANN001
+    from pipeline.feed.connection import MAX_MESSAGE_BYTES
+
+    simulator, addr = await kite_simulator()
+    run = await start_ingest(simulator, addr)
+    await _until(lambda: run.ingestor.stats.ticks > 0, what="first ticks")
+    errors = _sample("strikeflow_ws_frame_errors_total", {"reason": "ws_error"})
+    for client in list(simulator.clients):
+        await client.ws.send_bytes(b"\x00\x01" + b"\x00" * (2 * MAX_MESSAGE_BYTES))  # 2 MiB: no Kite frame is
+    await _until(lambda: _sample("strikeflow_ws_frame_errors_total", {"reason": "ws_error"}) > errors,
+                 what="the oversized message refused")
+    ticks = run.ingestor.stats.ticks
+    await _until(lambda: run.ingestor.stats.ticks > ticks + 20, what="ticks after the oversized message")
+    assert not run.ingestor.tasks.dead
+
+
+@pytest.mark.integration
 async def test_each_background_task_killed_in_turn_comes_back_and_ticks_keep_flowing(kite_simulator,
                                                                                      start_ingest) -> None:  # noqa: ANN001
     simulator, addr = await kite_simulator()
