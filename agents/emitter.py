@@ -68,10 +68,8 @@ def count(out: EngineOutputs) -> None:
     metrics.TOO_LATE_TICKS.inc(counts.too_late)
     for reason, n in counts.vix_skipped.items():
         metrics.VOL_INDEX_SKIPPED.labels(underlying, reason).inc(n)
-    if counts.future_rejected:
-        metrics.TICKS_REJECTED.labels("worker", "future").inc(counts.future_rejected)
-        logger.warning("rejected {} {} ticks with an exchange time implausibly far ahead of their receive time",
-                       counts.future_rejected, underlying)
+    if len(out.rejected):  # logged once, by the dead letters they are sent to
+        metrics.TICKS_REJECTED.labels("worker", "future").inc(len(out.rejected))
     if counts.feed_gap_s:
         metrics.FEED_GAPS.labels(underlying).inc()
         logger.warning("feed gap: no {} tick received for {:.1f}s", underlying, counts.feed_gap_s)

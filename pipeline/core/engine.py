@@ -36,7 +36,7 @@ from pipeline.core.outputs import EngineConfig, EngineOutputs, SeedRequest, Tick
 from pipeline.core.price_book import PriceBook
 from pipeline.core.pricing import PricingContext, forward_at, price_ticks
 from pipeline.core.rollups import OIRollup
-from pipeline.core.state import State, StateError, field, nest, sub
+from pipeline.core.state import State, StateError, field, nest, optional_int, sub
 from pipeline.core.vol_index_live import underlying_chains, vol_index_rows
 from pipeline.records.instruments import InstrumentIndex
 from pipeline.records.kinds import OPTION_KINDS
@@ -76,9 +76,9 @@ class UnderlyingEngine:
 
     def rebase(self, index: InstrumentIndex) -> None:
         """A refreshed instrument index: keep the book entries of the instruments still listed."""
-        kept = self.book.to_state(self.index.tokens)
+        old = self.index
         self._ctx, self._expiries = self._context(index)
-        self.book = PriceBook.from_state(kept, self.index.tokens)
+        self.book = self.book.rebased(old.positions(self.index.tokens))
 
     # -- restart -------------------------------------------------------------------------------
 
@@ -102,16 +102,15 @@ class UnderlyingEngine:
     def process(self, ticks: np.ndarray) -> EngineOutputs:
         """Price ``ticks`` (TICK_DTYPE, this underlying, receive order), aggregate, roll up (module docstring)."""
         future = implausible_future(ticks, self.config.bars.max_clock_skew_s)
-        rejected = ticks[future] if future.any() else ticks[:0]
+        rejected = ticks[:0]
         if future.any():
-            ticks = ticks[~future]
+            rejected, ticks = ticks[future], ticks[~future]
         book = self.book.copy()
         priced = price_ticks(self._ctx, book, ticks)
         try:
             bars, dropped = self.bars.add(priced)
             counts = TickCounts(duplicates=dropped["duplicates"], late_corrections=dropped["late_corrections"],
-                                too_late=dropped["too_late_dropped"], feed_gap_s=self._feed_gap_s(ticks),
-                                future_rejected=int(future.sum()))
+                                too_late=dropped["too_late_dropped"], feed_gap_s=self._feed_gap_s(ticks))
             outputs = replace(self._outputs(priced, bars, counts, book), rejected=rejected)
         except Exception:
             self.broken = True  # part of the batch may be in the bars or rollups: the owner discards this engine
@@ -204,8 +203,7 @@ class UnderlyingEngine:
                              f"this worker has {config.bars.state_settings()}")
         engine = cls(underlying, config, index)
         engine.started = bool(field(state, "started"))
-        newest = field(state, "newest_recv_ts")
-        engine.newest_recv_ts = None if newest is None else int(newest)
+        engine.newest_recv_ts = optional_int(field(state, "newest_recv_ts"))
         try:
             engine.book = PriceBook.from_state(sub(state, "book"), engine.index.tokens)
             engine.bars.restore(sub(state, "bars"))

@@ -8,7 +8,7 @@ index they price against (a refresh rebases every engine); and checkpoints of an
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -30,9 +30,6 @@ class Engines:
         self.config = config
         self.index = index
         self._engines: dict[str, UnderlyingEngine] = {}
-
-    def __contains__(self, underlying: str) -> bool:
-        return underlying in self._engines
 
     def underlyings(self) -> list[str]:
         return sorted(self._engines)
@@ -61,18 +58,17 @@ class Engines:
         error policy (the record goes to the dead letters) and no part of the batch stays: an engine that
         failed before changing anything is kept as it was, one that may hold part of the batch (``broken``) is
         discarded, and the underlying starts fresh with its next record."""
-        engine = self.get(underlying)
-        try:
-            return engine.process(ticks)
-        finally:
-            if engine.broken:
-                self._engines.pop(underlying, None)
+        return self._guarded(underlying, lambda engine: engine.process(ticks))
 
     def advance(self, underlying: str, exchange_ts: int) -> EngineOutputs:
         """A clock record (same failure rule as :meth:`process`)."""
+        return self._guarded(underlying, lambda engine: engine.advance(exchange_ts))
+
+    def _guarded(self, underlying: str, call: Callable[[UnderlyingEngine], EngineOutputs]) -> EngineOutputs:
+        """``call`` the underlying's engine; discard the engine if the call left it ``broken``."""
         engine = self.get(underlying)
         try:
-            return engine.advance(exchange_ts)
+            return call(engine)
         finally:
             if engine.broken:
                 self._engines.pop(underlying, None)

@@ -76,7 +76,6 @@ class TickCounts:
     late_corrections: int = 0
     too_late: int = 0
     feed_gap_s: float = 0.0  # > 0: the batch came after this many seconds (receive time) without a tick
-    future_rejected: int = 0  # ticks rejected: exchange time implausibly far ahead of the receive time
     vix_skipped: dict[str, int] = field(default_factory=dict)  # closed minutes without an index row, by reason
 
 

@@ -80,9 +80,8 @@ class _Held:
         self.held = 0
 
     async def add(self, out: EngineOutputs) -> None:
-        part = Results(strike_rows=out.strike_rows, chain_rows=out.chain_rows, vol_index_rows=out.vol_index_rows)
-        if out.bars is not None:
-            part = Results(out.bars, out.strike_rows, out.chain_rows, out.vol_index_rows)
+        bars = {} if out.bars is None else {"bars": out.bars}
+        part = Results(strike_rows=out.strike_rows, chain_rows=out.chain_rows, vol_index_rows=out.vol_index_rows, **bars)
         if len(part):
             self.parts.append(part)
             self.held += len(part)

@@ -24,6 +24,7 @@ from pipeline.core.bars.builder import (
     trading_day,
 )
 from pipeline.core.bars.slots import NO_TS, SlotTable
+from pipeline.core.state import ragged
 from pipeline.records.ticks import CLOSE_FIELDS
 
 RETAINED_DTYPE = np.dtype(
@@ -93,10 +94,6 @@ class ClosedBucket:
         return len(self.ticks) - replaced + sum(len(g.ticks) for g in self.override.values())
 
 
-def _cat(arrays: list[np.ndarray], dtype: object) -> np.ndarray:
-    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.empty(0, dtype)
-
-
 def _end(group: Group) -> tuple[int, int]:
     """What the next bar's baseline takes from a group: (running maximum, recv_ts of its last tick)."""
     return group.m_end, int(group.ticks["recv_ts"][-1])
@@ -119,15 +116,15 @@ class LateTickStore:
         return {
             "keys": np.array(keys, np.int64),
             "n_groups": np.array([len(c.slots) for c in closed], np.int64),
-            "slots": _cat([c.slots for c in closed], np.int64),
-            "group_ticks": _cat([np.diff(c.starts) for c in closed], np.int64),
-            "ticks": _cat([c.ticks for c in closed], RETAINED_DTYPE),
+            "slots": ragged([c.slots for c in closed], np.int64)[0],
+            "group_ticks": ragged([np.diff(c.starts) for c in closed], np.int64)[0],
+            "ticks": ragged([c.ticks for c in closed], RETAINED_DTYPE)[0],
             "greeks": np.concatenate([c.greeks for c in closed]) if closed else np.empty((0, N_CLOSE_FIELDS)),
-            "m_end": _cat([c.m_end for c in closed], np.int64),
+            "m_end": ragged([c.m_end for c in closed], np.int64)[0],
             "n_override": np.array([len(c.override) for c in closed], np.int64),
             "override_slots": np.array([slot for slot, _ in over], np.int64),
             "override_ticks_n": np.array([len(g.ticks) for _, g in over], np.int64),
-            "override_ticks": _cat([g.ticks for _, g in over], RETAINED_DTYPE),
+            "override_ticks": ragged([g.ticks for _, g in over], RETAINED_DTYPE)[0],
             "override_greeks": np.array([g.greeks for _, g in over], np.float64).reshape(len(over), N_CLOSE_FIELDS),
             "override_m_end": np.array([g.m_end for _, g in over], np.int64),
         }

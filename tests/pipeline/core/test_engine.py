@@ -337,7 +337,7 @@ def test_far_future_and_far_past_ticks_never_move_event_time_and_bars_equal_the_
             ticks = np.concatenate([hostile, ticks])
         engines.seed_requests(underlying, ticks)
         result = engines.process(underlying, ticks)
-        future += result.counts.future_rejected
+        future += len(result.rejected)
         too_late += result.counts.too_late
         clean.append(result.priced[result.priced["exchange_ts"] > newest - 86_000])  # without the far-past one
         if result.bars is not None:
