@@ -212,13 +212,15 @@ class TimescaleWriter:
             status = await conn.execute(sql)
         return _rowcount(status)
 
-    async def _copy_and_insert(self, stage: str, columns: list[tuple[str, str]], payload: bytes, sql: str) -> int:
-        """``_stage_and_insert`` for a binary COPY payload (``sinks.pg_copy``) instead of records."""
+    async def _copy_and_insert(self, stage: str, columns: list[tuple[str, str]], payload: bytes, sql: str,
+                               *args: Any) -> int:
+        """``_stage_and_insert`` for a binary COPY payload (``sinks.pg_copy``) instead of records; ``args`` are
+        the statement's parameters."""
         async with self._connection() as conn, conn.transaction():
             await conn.execute(_stage_ddl(stage, columns))
             await conn.copy_to_table(stage, source=io.BytesIO(payload), columns=[c[0] for c in columns],
                                      format="binary")
-            status = await conn.execute(sql)
+            status = await conn.execute(sql, *args)
         return _rowcount(status)
 
     async def write_bars(self, interval_s: int, bars: np.ndarray, source: str = "live") -> int:
@@ -295,15 +297,10 @@ class TimescaleWriter:
             return 0
         staged, labels = rollup_stage(rows, columns)
         stage = f"_strikeflow_stage_{prefix}"
-        sql = rollup_upsert_sql(self.schema, table, stage, columns, key)
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(_stage_ddl(stage, [(name, sqltype) for name, sqltype, _ in staged]))
-            payload = binary_copy(rows, [(name, sqltype) for name, sqltype, _ in staged],
-                                  {name: values for name, _, values in staged if values is not None})
-            await conn.copy_to_table(stage, source=io.BytesIO(payload), columns=[c[0] for c in staged],
-                                     format="binary")
-            status = await conn.execute(sql, *labels)
-        return _rowcount(status)
+        stage_columns = [(name, sqltype) for name, sqltype, _ in staged]
+        payload = binary_copy(rows, stage_columns, {name: values for name, _, values in staged if values is not None})
+        return await self._copy_and_insert(stage, stage_columns, payload,
+                                           rollup_upsert_sql(self.schema, table, stage, columns, key), *labels)
 
 
 def rollup_stage(rows: np.ndarray, columns: list[tuple[str, str]]
