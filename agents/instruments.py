@@ -2,8 +2,8 @@
 it does not list (the ingestor adds contracts at start-up), and handed to the engines, which own the copy
 they price against (``pipeline.core.engines.Engines.rebase``).
 
-The first load waits for the database (the one error policy: a transient failure, such as a schema not
-migrated yet, is retried with the backoff); a failed reload keeps the index already loaded.
+The first load waits for the database and its migration with the backoff, whatever the failure (nothing
+can be priced without an index); a failed reload keeps the index already loaded.
 A token that is in no instruments table costs one query per ``REFRESH_MIN_INTERVAL_S`` (seconds), not one
 per batch: its ticks are priced as unknown (NaN Greeks) meanwhile.
 """
@@ -19,7 +19,6 @@ from loguru import logger
 
 from pipeline.core.engines import Engines
 from pipeline.runtime.backoff import retry_forever
-from pipeline.runtime.errors import is_transient
 from sinks.instrument_store import load_instrument_index
 
 REFRESH_MIN_INTERVAL_S = 10.0
@@ -43,8 +42,9 @@ class WorkerInstruments:
         if self._loaded and now - self._refreshed_at < REFRESH_MIN_INTERVAL_S:
             return
         self._refreshed_at = now
-        if not self._loaded:  # nothing can be priced without it: wait for the database (and its migration)
-            index = await retry_forever(lambda: load_instrument_index(pool, self.schema), retry_on=is_transient,
+        if not self._loaded:  # nothing can be priced without it: wait (logged) for the database and its migration,
+            # whatever the failure, as the worker waited for it before the index moved out of the connections
+            index = await retry_forever(lambda: load_instrument_index(pool, self.schema), retry_on=Exception,
                                         on_failure=self._failed, start_s=0.5, max_s=10.0)
         else:
             try:
